@@ -1,0 +1,306 @@
+// Package maildrop is the on-disk hand-off between the sendmail shim and
+// the daemon while the daemon is not running: the shim writes each message
+// with its envelope into one file of the maildrop folder, and the daemon
+// imports and removes those files when it runs.
+//
+// # Folder
+//
+// The folder has mode 1733, like Postfix's maildrop: every user may create
+// files in it, nobody but its owner may list it, and the sticky bit keeps
+// users from removing each other's files. File names carry 128 random bits,
+// so a user cannot find, let alone open, another user's message.
+//
+// # File format
+//
+// A file is written under a temporary name (starting with "."), synced,
+// then renamed to its final name and the folder synced, so a final name
+// never holds a partial message. Final names are
+//
+//	<16 hex digits: Unix time in nanoseconds>-<32 hex digits: random>
+//
+// which sorts oldest first. The content is three parts:
+//
+//	outbox-maildrop 1 <20 decimal digits: body length in bytes>\n
+//	<the envelope as one line of JSON>\n
+//	<the message, header and body, as submitted>
+//
+// The body length is written last, over a placeholder, so that a file cut
+// short (a full disk, a crash of a non-journalling file system) is detected
+// by Read rather than imported as a shorter message.
+//
+// # Trust
+//
+// The envelope is written by an unprivileged user. Read therefore replaces
+// the UID recorded in the file by the owner of the file, and clears User
+// when the two disagree; everything else in the envelope must be validated
+// by the importer like an SMTP submission.
+package maildrop
+
+import (
+	"bufio"
+	"bytes"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// Envelope is what the shim knows about a message besides its content.
+type Envelope struct {
+	From       string    `json:"from"`                // envelope sender; "" is the null sender <>
+	Recipients []string  `json:"recipients"`          // as given: addresses or local names
+	Notify     string    `json:"notify,omitempty"`    // -N value as given, e.g. "failure,delay"
+	Ret        string    `json:"ret,omitempty"`       // -R: "full", "hdrs" or ""
+	EnvID      string    `json:"envid,omitempty"`     // -V
+	BodyType   string    `json:"body_type,omitempty"` // -B: "7BIT", "8BITMIME" or ""
+	UID        int       `json:"uid"`                 // invoking user; Read sets it from the file owner
+	User       string    `json:"user,omitempty"`      // login name of UID
+	Time       time.Time `json:"time"`                // when the shim was called
+}
+
+const (
+	magic = "outbox-maildrop 1 "
+	// sizeDigits is the width of the body length field.
+	sizeDigits = 20
+	// maxEnvelope bounds the JSON line, so that a corrupt file cannot make
+	// Read allocate without limit.
+	maxEnvelope = 4 << 20
+	// tempPrefix starts the names of files still being written.
+	tempPrefix = ".tmp-"
+)
+
+// ErrMalformed is wrapped by the errors Read returns for a file that is not
+// a complete maildrop file.
+var ErrMalformed = errors.New("maildrop: malformed file")
+
+// Setup creates dir if needed and gives it mode 1733. The daemon calls it
+// at start-up.
+func Setup(dir string) error {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	// Chmod, not the mode of MkdirAll: the umask would take bits off.
+	return os.Chmod(dir, os.ModeSticky|0o733)
+}
+
+// Write stores env and the content read from body in a new file of dir and
+// returns the file's final name (without dir). The file is durable when
+// Write returns nil; on error no file is left under a final name.
+func Write(dir string, env *Envelope, body io.Reader) (name string, err error) {
+	envJSON, err := json.Marshal(env)
+	if err != nil {
+		return "", fmt.Errorf("maildrop: encoding envelope: %w", err)
+	}
+	rnd, err := randomHex(16)
+	if err != nil {
+		return "", err
+	}
+	tmp := filepath.Join(dir, tempPrefix+rnd)
+	// 0644: the daemon, running as another user, must read the file; the
+	// folder's mode and the random name keep other users away from it.
+	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644)
+	if err != nil {
+		return "", fmt.Errorf("maildrop: %w", err)
+	}
+	defer func() {
+		if err != nil {
+			f.Close()
+			os.Remove(tmp)
+		}
+	}()
+	head := make([]byte, 0, len(magic)+sizeDigits+len(envJSON)+2)
+	head = append(head, magic...)
+	head = append(head, strings.Repeat("0", sizeDigits)...)
+	head = append(head, '\n')
+	head = append(head, envJSON...)
+	head = append(head, '\n')
+	w := bufio.NewWriterSize(f, 64<<10)
+	if _, err = w.Write(head); err != nil {
+		return "", fmt.Errorf("maildrop: %w", err)
+	}
+	n, err := io.Copy(w, body)
+	if err != nil {
+		return "", fmt.Errorf("maildrop: writing message: %w", err)
+	}
+	if err = w.Flush(); err != nil {
+		return "", fmt.Errorf("maildrop: %w", err)
+	}
+	size := fmt.Sprintf("%0*d", sizeDigits, n)
+	if _, err = f.WriteAt([]byte(size), int64(len(magic))); err != nil {
+		return "", fmt.Errorf("maildrop: %w", err)
+	}
+	if err = f.Sync(); err != nil {
+		return "", fmt.Errorf("maildrop: %w", err)
+	}
+	if err = f.Close(); err != nil {
+		return "", fmt.Errorf("maildrop: %w", err)
+	}
+	name = fmt.Sprintf("%016x-%s", uint64(time.Now().UnixNano()), rnd)
+	if err = os.Rename(tmp, filepath.Join(dir, name)); err != nil {
+		return "", fmt.Errorf("maildrop: %w", err)
+	}
+	if err := syncDir(dir); err != nil {
+		// The file is complete under its final name but perhaps not yet
+		// durable; removing it is the only way not to claim it is.
+		os.Remove(filepath.Join(dir, name))
+		return "", fmt.Errorf("maildrop: %w", err)
+	}
+	return name, nil
+}
+
+// List returns the final names in dir, oldest first. Files still being
+// written and anything else that is not a maildrop name are skipped.
+func List(dir string) ([]string, error) {
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return nil, err
+	}
+	var names []string
+	for _, e := range entries {
+		if e.Type().IsRegular() && validName(e.Name()) {
+			names = append(names, e.Name())
+		}
+	}
+	sort.Strings(names)
+	return names, nil
+}
+
+// validName reports whether name has the shape of a final name.
+func validName(name string) bool {
+	if len(name) != 16+1+32 || name[16] != '-' {
+		return false
+	}
+	for i := 0; i < len(name); i++ {
+		c := name[i]
+		if i != 16 && !(c >= '0' && c <= '9' || c >= 'a' && c <= 'f') {
+			return false
+		}
+	}
+	return true
+}
+
+// Read opens the maildrop file at path and returns its envelope and a
+// reader of the message, which the caller must close. A file that is
+// truncated, has trailing bytes or has a malformed envelope gives an error
+// wrapping ErrMalformed.
+func Read(path string) (*Envelope, io.ReadCloser, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, nil, err
+	}
+	st, err := f.Stat()
+	if err != nil {
+		f.Close()
+		return nil, nil, err
+	}
+	env, offset, size, err := parse(bufio.NewReaderSize(f, 64<<10))
+	if err != nil {
+		f.Close()
+		return nil, nil, fmt.Errorf("%s: %w", path, err)
+	}
+	if offset+size != st.Size() {
+		f.Close()
+		return nil, nil, fmt.Errorf("%s: %w: message is %d bytes, header says %d", path, ErrMalformed, st.Size()-offset, size)
+	}
+	if sys, ok := st.Sys().(*syscall.Stat_t); ok {
+		if int(sys.Uid) != env.UID {
+			env.User = ""
+		}
+		env.UID = int(sys.Uid)
+	}
+	return env, &body{Reader: io.NewSectionReader(f, offset, size), f: f}, nil
+}
+
+type body struct {
+	io.Reader
+	f *os.File
+}
+
+func (b *body) Close() error { return b.f.Close() }
+
+// parse reads the first two lines and returns the envelope, the offset of
+// the message and its announced length.
+func parse(r *bufio.Reader) (*Envelope, int64, int64, error) {
+	first := make([]byte, len(magic)+sizeDigits+1)
+	if _, err := io.ReadFull(r, first); err != nil {
+		return nil, 0, 0, fmt.Errorf("%w: short first line", ErrMalformed)
+	}
+	if !bytes.HasPrefix(first, []byte(magic)) || first[len(first)-1] != '\n' {
+		return nil, 0, 0, fmt.Errorf("%w: not a maildrop file (bad first line)", ErrMalformed)
+	}
+	digits := string(first[len(magic) : len(magic)+sizeDigits])
+	for _, c := range digits {
+		if c < '0' || c > '9' {
+			return nil, 0, 0, fmt.Errorf("%w: bad length field %q", ErrMalformed, digits)
+		}
+	}
+	size, err := strconv.ParseInt(digits, 10, 64)
+	if err != nil || size < 0 {
+		return nil, 0, 0, fmt.Errorf("%w: bad length field %q", ErrMalformed, digits)
+	}
+	var line []byte
+	for {
+		chunk, err := r.ReadSlice('\n')
+		line = append(line, chunk...)
+		if len(line) > maxEnvelope {
+			return nil, 0, 0, fmt.Errorf("%w: envelope longer than %d bytes", ErrMalformed, maxEnvelope)
+		}
+		if err == nil {
+			break
+		}
+		if err != bufio.ErrBufferFull {
+			return nil, 0, 0, fmt.Errorf("%w: envelope line not terminated", ErrMalformed)
+		}
+	}
+	var env Envelope
+	dec := json.NewDecoder(bytes.NewReader(line))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&env); err != nil {
+		return nil, 0, 0, fmt.Errorf("%w: envelope: %v", ErrMalformed, err)
+	}
+	if rest := bytes.TrimSpace(line[dec.InputOffset():]); len(rest) != 0 {
+		return nil, 0, 0, fmt.Errorf("%w: trailing bytes after the envelope", ErrMalformed)
+	}
+	if len(env.Recipients) == 0 {
+		return nil, 0, 0, fmt.Errorf("%w: envelope has no recipients", ErrMalformed)
+	}
+	return &env, int64(len(first) + len(line)), size, nil
+}
+
+// Remove deletes the file at path and syncs its folder, so that an imported
+// message does not come back after a crash.
+func Remove(path string) error {
+	if err := os.Remove(path); err != nil {
+		return err
+	}
+	return syncDir(filepath.Dir(path))
+}
+
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	err = d.Sync()
+	if cerr := d.Close(); err == nil {
+		err = cerr
+	}
+	return err
+}
+
+func randomHex(n int) (string, error) {
+	b := make([]byte, n)
+	if _, err := rand.Read(b); err != nil {
+		return "", fmt.Errorf("maildrop: random name: %w", err)
+	}
+	return hex.EncodeToString(b), nil
+}

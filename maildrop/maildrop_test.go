@@ -1,0 +1,226 @@
+package maildrop
+
+import (
+	"bytes"
+	"errors"
+	"io"
+	"os"
+	"path/filepath"
+	"reflect"
+	"strings"
+	"testing"
+	"time"
+)
+
+func testEnvelope() *Envelope {
+	return &Envelope{
+		From:       "alice@host.example",
+		Recipients: []string{"root", "bob@example.com"},
+		Notify:     "failure,delay",
+		Ret:        "hdrs",
+		EnvID:      "env-1",
+		BodyType:   "8BITMIME",
+		UID:        os.Getuid(),
+		User:       "alice",
+		Time:       time.Date(2025, 3, 1, 12, 0, 0, 0, time.UTC),
+	}
+}
+
+func TestWriteReadRoundTrip(t *testing.T) {
+	dir := t.TempDir()
+	msg := "Subject: hi\r\n\r\nbody\r\n.\r\nmore\x00binary\xff\r\n"
+	name, err := Write(dir, testEnvelope(), strings.NewReader(msg))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !validName(name) {
+		t.Fatalf("name %q does not have the final shape", name)
+	}
+	env, body, err := Read(filepath.Join(dir, name))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer body.Close()
+	got, err := io.ReadAll(body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(got) != msg {
+		t.Errorf("body = %q, want %q", got, msg)
+	}
+	if want := testEnvelope(); !reflect.DeepEqual(env, want) {
+		t.Errorf("envelope = %+v, want %+v", env, want)
+	}
+	names, err := List(dir)
+	if err != nil || len(names) != 1 || names[0] != name {
+		t.Fatalf("List = %v, %v; want [%s]", names, err, name)
+	}
+	if err := Remove(filepath.Join(dir, name)); err != nil {
+		t.Fatal(err)
+	}
+	if names, _ := List(dir); len(names) != 0 {
+		t.Errorf("List after Remove = %v", names)
+	}
+}
+
+func TestReadTakesUIDFromOwner(t *testing.T) {
+	dir := t.TempDir()
+	env := testEnvelope()
+	env.UID = os.Getuid() + 1
+	name, err := Write(dir, env, strings.NewReader("x\r\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, body, err := Read(filepath.Join(dir, name))
+	if err != nil {
+		t.Fatal(err)
+	}
+	body.Close()
+	if got.UID != os.Getuid() || got.User != "" {
+		t.Errorf("UID, User = %d, %q; want %d, \"\"", got.UID, got.User, os.Getuid())
+	}
+}
+
+func TestListOrderAndSkips(t *testing.T) {
+	dir := t.TempDir()
+	var want []string
+	for i := 0; i < 3; i++ {
+		name, err := Write(dir, testEnvelope(), strings.NewReader("m\r\n"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		want = append(want, name)
+	}
+	for _, junk := range []string{".tmp-0123", "tmp.x", "README", "0000000000000000-zz"} {
+		if err := os.WriteFile(filepath.Join(dir, junk), nil, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	got, err := List(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("List = %v, want %v", got, want)
+	}
+}
+
+func TestReadRejectsDamage(t *testing.T) {
+	dir := t.TempDir()
+	name, err := Write(dir, testEnvelope(), strings.NewReader("Subject: x\r\n\r\nhello\r\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	good, err := os.ReadFile(filepath.Join(dir, name))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cases := map[string][]byte{
+		"truncated body":   good[:len(good)-3],
+		"trailing bytes":   append(append([]byte(nil), good...), "extra"...),
+		"truncated header": good[:10],
+		"empty":            nil,
+		"bad magic":        append([]byte("outbox-maildrop 2"), good[17:]...),
+		"bad json":         bytes.Replace(good, []byte(`"from"`), []byte(`"from`), 1),
+		"unknown field":    bytes.Replace(good, []byte(`"from"`), []byte(`"fromm"`), 1),
+		"no recipients":    bytes.Replace(good, []byte(`"recipients":["root","bob@example.com"]`), []byte(`"recipients":[]`), 1),
+	}
+	for label, content := range cases {
+		t.Run(label, func(t *testing.T) {
+			p := filepath.Join(dir, "case")
+			if err := os.WriteFile(p, content, 0o644); err != nil {
+				t.Fatal(err)
+			}
+			_, body, err := Read(p)
+			if err == nil {
+				body.Close()
+				t.Fatal("Read accepted a damaged file")
+			}
+			if !errors.Is(err, ErrMalformed) {
+				t.Errorf("error %v does not wrap ErrMalformed", err)
+			}
+		})
+	}
+}
+
+// failingReader gives some bytes, then an error, as a stdin that breaks.
+type failingReader struct{ n int }
+
+func (r *failingReader) Read(p []byte) (int, error) {
+	if r.n > 0 {
+		r.n = 0
+		return copy(p, "partial"), nil
+	}
+	return 0, errors.New("read failed")
+}
+
+func TestWriteFailureLeavesNothing(t *testing.T) {
+	dir := t.TempDir()
+	if _, err := Write(dir, testEnvelope(), &failingReader{n: 1}); err == nil {
+		t.Fatal("Write succeeded with a failing body")
+	}
+	entries, _ := os.ReadDir(dir)
+	if len(entries) != 0 {
+		t.Errorf("files left behind: %v", entries)
+	}
+}
+
+func TestWriteUnwritableFolder(t *testing.T) {
+	if os.Getuid() == 0 {
+		t.Skip("root can write anywhere")
+	}
+	dir := t.TempDir()
+	if err := os.Chmod(dir, 0o555); err != nil {
+		t.Fatal(err)
+	}
+	defer os.Chmod(dir, 0o755)
+	if _, err := Write(dir, testEnvelope(), strings.NewReader("x")); err == nil {
+		t.Fatal("Write succeeded in a read-only folder")
+	}
+}
+
+func TestSetup(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "a", "maildrop")
+	if err := Setup(dir); err != nil {
+		t.Fatal(err)
+	}
+	st, err := os.Stat(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Mode()&os.ModeSticky == 0 || st.Mode().Perm() != 0o733 {
+		t.Errorf("mode = %v, want sticky and 0733", st.Mode())
+	}
+}
+
+func FuzzRead(f *testing.F) {
+	dir := f.TempDir()
+	name, err := Write(dir, testEnvelope(), strings.NewReader("Subject: x\r\n\r\nhello\r\n"))
+	if err != nil {
+		f.Fatal(err)
+	}
+	good, err := os.ReadFile(filepath.Join(dir, name))
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Add(good)
+	f.Add([]byte(magic + "00000000000000000000\n{}\n"))
+	f.Add([]byte(magic + "00000000000000000005\n{\"recipients\":[\"a\"]}\nabcde"))
+	f.Fuzz(func(t *testing.T, content []byte) {
+		p := filepath.Join(t.TempDir(), "f")
+		if err := os.WriteFile(p, content, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		env, body, err := Read(p)
+		if err != nil {
+			return
+		}
+		defer body.Close()
+		if len(env.Recipients) == 0 {
+			t.Fatal("accepted an envelope without recipients")
+		}
+		if _, err := io.Copy(io.Discard, body); err != nil {
+			t.Fatal(err)
+		}
+	})
+}

@@ -1,0 +1,672 @@
+// Package spool is the durable queue of Outbox, kept in one bbolt file.
+//
+// Each message has a small envelope record (sender, per-recipient state,
+// DSN parameters, schedule) apart from its body, so a retry rewrites a few
+// hundred bytes rather than the message. A due-time index finds the
+// messages due now without scanning the queue. Every write goes through one
+// committer goroutine that merges concurrent writers into a single bbolt
+// transaction (group commit): an Enqueue returns only after the commit that
+// holds it is on disk, and concurrent sessions share the fsyncs.
+//
+// The package knows nothing of SMTP; nothing else in Outbox imports bbolt.
+package spool
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/binary"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+	berrors "go.etcd.io/bbolt/errors"
+)
+
+// SchemaVersion is the layout version this code reads and writes.
+const SchemaVersion = 1
+
+var (
+	bucketMeta = []byte("meta")
+	bucketMsg  = []byte("msg")
+	bucketBody = []byte("body")
+	bucketDue  = []byte("due")
+	keySchema  = []byte("schema")
+	keyApp     = []byte("app")
+	appName    = []byte("outbox-spool")
+)
+
+// chunkSize is how bodies are split into bbolt values: big enough to keep
+// the key count low, small enough that no single allocation is huge.
+const chunkSize = 1 << 20
+
+// Errors returned by Open and the accessors.
+var (
+	ErrLocked   = errors.New("spool is locked by another process")
+	ErrNotSpool = errors.New("file is not an Outbox spool")
+	ErrCorrupt  = errors.New("spool file is corrupt")
+	ErrNotFound = errors.New("no such message in the queue")
+	ErrClosed   = errors.New("spool is closed")
+)
+
+// Status is where one recipient stands.
+type Status string
+
+// Recipient states.
+const (
+	Pending Status = "pending"
+	Sent    Status = "sent"
+	Failed  Status = "failed"
+)
+
+// Recipient is the per-recipient state of a message.
+type Recipient struct {
+	Address   string    `json:"address"`
+	Status    Status    `json:"status"`
+	Attempts  int       `json:"attempts,omitempty"`
+	LastError string    `json:"last_error,omitempty"`
+	Notify    []string  `json:"notify,omitempty"` // DSN NOTIFY as received
+	ORCPT     string    `json:"orcpt,omitempty"`  // DSN ORCPT as received ("rfc822;addr")
+	Remote    string    `json:"remote,omitempty"` // the upstream host that last answered
+	Code      string    `json:"code,omitempty"`   // last enhanced status, e.g. "5.1.1"
+	Updated   time.Time `json:"updated,omitzero"`
+}
+
+// Message is the envelope of one queued message.
+type Message struct {
+	ID          string      `json:"id"`
+	From        string      `json:"from"` // "" is the null sender <>
+	Recipients  []Recipient `json:"recipients"`
+	EnvID       string      `json:"envid,omitempty"`
+	Ret         string      `json:"ret,omitempty"`       // FULL | HDRS
+	BodyType    string      `json:"body_type,omitempty"` // 7BIT | 8BITMIME
+	UTF8        bool        `json:"smtputf8,omitempty"`
+	Submitter   string      `json:"submitter"` // client address or local user
+	Arrived     time.Time   `json:"arrived"`
+	Attempts    int         `json:"attempts"`
+	NextAttempt time.Time   `json:"next_attempt"`
+	Held        bool        `json:"held"`
+	Size        int64       `json:"size"`
+	DelayWarned bool        `json:"delay_warned,omitempty"`
+}
+
+// Done reports whether every recipient is sent or failed.
+func (m *Message) Done() bool {
+	for _, r := range m.Recipients {
+		if r.Status == Pending {
+			return false
+		}
+	}
+	return true
+}
+
+// Options tune Open.
+type Options struct {
+	// Timeout is how long to wait for the file lock; 0 means 1 second.
+	Timeout time.Duration
+	// ReadOnly opens the file for reading (queue listing without the daemon).
+	ReadOnly bool
+	// MaxBatch caps how many writes share one commit; 0 means 512.
+	MaxBatch int
+}
+
+// Spool is an open queue.
+type Spool struct {
+	db       *bolt.DB
+	path     string
+	ops      chan *op
+	quit     chan struct{}
+	done     chan struct{}
+	closed   atomic.Bool
+	closeMu  sync.RWMutex
+	maxBatch int
+
+	commits atomic.Uint64
+	writes  atomic.Uint64
+}
+
+type op struct {
+	fn   func(tx *bolt.Tx) error
+	done chan error
+}
+
+// Open opens or creates the spool at path.
+func Open(path string, o Options) (*Spool, error) {
+	if o.Timeout == 0 {
+		o.Timeout = time.Second
+	}
+	if o.MaxBatch == 0 {
+		o.MaxBatch = 512
+	}
+	if o.ReadOnly {
+		if _, err := os.Stat(path); err != nil {
+			return nil, fmt.Errorf("open spool %s: %w", path, err)
+		}
+	}
+	db, err := bolt.Open(path, 0o600, &bolt.Options{
+		Timeout:        o.Timeout,
+		ReadOnly:       o.ReadOnly,
+		NoFreelistSync: true,
+		FreelistType:   bolt.FreelistMapType,
+	})
+	if err != nil {
+		return nil, openError(path, err)
+	}
+	s := &Spool{db: db, path: path, maxBatch: o.MaxBatch}
+	if err := s.checkSchema(o.ReadOnly); err != nil {
+		db.Close()
+		return nil, err
+	}
+	if !o.ReadOnly {
+		s.ops = make(chan *op, 1024)
+		s.quit = make(chan struct{})
+		s.done = make(chan struct{})
+		go s.committer()
+	}
+	return s, nil
+}
+
+func openError(path string, err error) error {
+	switch {
+	case errors.Is(err, berrors.ErrTimeout):
+		return fmt.Errorf("open spool %s: %w (is `outbox serve` running? queue commands reach it through the admin socket)", path, ErrLocked)
+	case errors.Is(err, berrors.ErrInvalid), errors.Is(err, berrors.ErrVersionMismatch):
+		return fmt.Errorf("open spool %s: %w (not a bbolt database; check spool.path)", path, ErrNotSpool)
+	case errors.Is(err, berrors.ErrChecksum), errors.Is(err, berrors.ErrInvalidMapping):
+		return fmt.Errorf("open spool %s: %w (%v; restore a backup or move the file aside)", path, ErrCorrupt, err)
+	}
+	return fmt.Errorf("open spool %s: %w", path, err)
+}
+
+func (s *Spool) checkSchema(readOnly bool) error {
+	check := func(tx *bolt.Tx) error {
+		meta := tx.Bucket(bucketMeta)
+		if meta == nil {
+			// A bbolt file with other buckets is someone else's database.
+			empty := true
+			_ = tx.ForEach(func(name []byte, _ *bolt.Bucket) error { empty = false; return nil })
+			if !empty {
+				return fmt.Errorf("open spool %s: %w (a bbolt database of another program; check spool.path)", s.path, ErrNotSpool)
+			}
+			if readOnly {
+				return nil
+			}
+			var err error
+			if meta, err = tx.CreateBucket(bucketMeta); err != nil {
+				return err
+			}
+			var v [4]byte
+			binary.BigEndian.PutUint32(v[:], SchemaVersion)
+			if err := meta.Put(keySchema, v[:]); err != nil {
+				return err
+			}
+			if err := meta.Put(keyApp, appName); err != nil {
+				return err
+			}
+			for _, b := range [][]byte{bucketMsg, bucketBody, bucketDue} {
+				if _, err := tx.CreateBucketIfNotExists(b); err != nil {
+					return err
+				}
+			}
+			return nil
+		}
+		if !bytes.Equal(meta.Get(keyApp), appName) {
+			return fmt.Errorf("open spool %s: %w (meta bucket without the Outbox marker)", s.path, ErrNotSpool)
+		}
+		v := meta.Get(keySchema)
+		if len(v) != 4 {
+			return fmt.Errorf("open spool %s: %w (schema version missing)", s.path, ErrCorrupt)
+		}
+		if n := binary.BigEndian.Uint32(v); n != SchemaVersion {
+			return fmt.Errorf("open spool %s: schema version %d, this outbox reads version %d (use the outbox release that wrote it)", s.path, n, SchemaVersion)
+		}
+		for _, b := range [][]byte{bucketMsg, bucketBody, bucketDue} {
+			if tx.Bucket(b) == nil {
+				return fmt.Errorf("open spool %s: %w (bucket %s missing)", s.path, ErrCorrupt, b)
+			}
+		}
+		return nil
+	}
+	if readOnly {
+		return s.db.View(check)
+	}
+	return s.db.Update(check)
+}
+
+// Close stops the committer after the writes already submitted and closes
+// the file.
+func (s *Spool) Close() error {
+	if s.closed.Swap(true) {
+		return nil
+	}
+	if s.ops != nil {
+		s.closeMu.Lock() // waits for submitters in flight
+		close(s.quit)
+		s.closeMu.Unlock()
+		<-s.done
+	}
+	return s.db.Close()
+}
+
+// Path is the file the spool lives in.
+func (s *Spool) Path() string { return s.path }
+
+// Stats counts commits and the writes they carried; Writes/Commits is the
+// batching factor of group commit.
+type Stats struct {
+	Commits uint64
+	Writes  uint64
+}
+
+// Stats returns the commit counters since Open.
+func (s *Spool) Stats() Stats {
+	return Stats{Commits: s.commits.Load(), Writes: s.writes.Load()}
+}
+
+// write runs fn in a shared transaction and returns once it is on disk.
+// fn may run more than once (when another write in its batch fails), so it
+// must be idempotent and free of side effects outside tx.
+func (s *Spool) write(fn func(tx *bolt.Tx) error) error {
+	if s.ops == nil {
+		return errors.New("spool is open read-only")
+	}
+	o := &op{fn: fn, done: make(chan error, 1)}
+	s.closeMu.RLock()
+	if s.closed.Load() {
+		s.closeMu.RUnlock()
+		return ErrClosed
+	}
+	s.ops <- o
+	s.closeMu.RUnlock()
+	return <-o.done
+}
+
+func (s *Spool) committer() {
+	defer close(s.done)
+	batch := make([]*op, 0, s.maxBatch)
+	for {
+		batch = batch[:0]
+		select {
+		case o := <-s.ops:
+			batch = append(batch, o)
+		case <-s.quit:
+			// Finish what was submitted before Close.
+			for {
+				select {
+				case o := <-s.ops:
+					s.run([]*op{o})
+				default:
+					return
+				}
+			}
+		}
+	fill:
+		for len(batch) < s.maxBatch {
+			select {
+			case o := <-s.ops:
+				batch = append(batch, o)
+			default:
+				break fill
+			}
+		}
+		s.run(batch)
+	}
+}
+
+func (s *Spool) run(batch []*op) {
+	err := s.db.Update(func(tx *bolt.Tx) error {
+		for _, o := range batch {
+			if err := o.fn(tx); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	s.commits.Add(1)
+	if err == nil || len(batch) == 1 {
+		s.writes.Add(uint64(len(batch)))
+		for _, o := range batch {
+			o.done <- err
+		}
+		return
+	}
+	// One write failed and took the batch down: run each on its own so
+	// only the faulty one reports the error.
+	for _, o := range batch {
+		s.run([]*op{o})
+	}
+}
+
+// NewID returns a new queue ID: time-ordered and unique.
+func NewID(now time.Time) string {
+	var b [12]byte
+	binary.BigEndian.PutUint64(b[:8], uint64(now.UnixNano()))
+	if _, err := rand.Read(b[8:]); err != nil {
+		panic(err)
+	}
+	// 48 bits of microseconds are enough until the year 10889.
+	return fmt.Sprintf("%012X%s", uint64(now.UnixMicro())&0xFFFFFFFFFFFF, hex.EncodeToString(b[8:11]))
+}
+
+func dueKey(t time.Time, id string) []byte {
+	k := make([]byte, 8+len(id))
+	n := t.UnixNano()
+	if n < 0 {
+		n = 0
+	}
+	binary.BigEndian.PutUint64(k, uint64(n))
+	copy(k[8:], id)
+	return k
+}
+
+func bodyKey(id string, chunk int) []byte {
+	k := make([]byte, len(id)+1+4)
+	copy(k, id)
+	k[len(id)] = 0
+	binary.BigEndian.PutUint32(k[len(id)+1:], uint32(chunk))
+	return k
+}
+
+var scratchPool = sync.Pool{New: func() any { b := make([]byte, chunkSize); return &b }}
+
+// Enqueue stores a new message and its body, and returns once both are on
+// disk. The body is read to EOF first (an error while reading stores
+// nothing); m.ID, m.Size and unset times are filled in.
+func (s *Spool) Enqueue(ctx context.Context, m *Message, body io.Reader) error {
+	var chunks [][]byte
+	var size int64
+	scratch := scratchPool.Get().(*[]byte)
+	defer scratchPool.Put(scratch)
+	for {
+		n, err := io.ReadFull(body, *scratch)
+		if n > 0 {
+			chunks = append(chunks, bytes.Clone((*scratch)[:n]))
+			size += int64(n)
+		}
+		if err == io.EOF || err == io.ErrUnexpectedEOF {
+			break
+		}
+		if err != nil {
+			return err
+		}
+	}
+	return s.EnqueueChunks(ctx, m, chunks, size)
+}
+
+// EnqueueChunks is Enqueue for a body already in memory as chunks.
+func (s *Spool) EnqueueChunks(ctx context.Context, m *Message, chunks [][]byte, size int64) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	now := time.Now()
+	if m.ID == "" {
+		m.ID = NewID(now)
+	}
+	if m.Arrived.IsZero() {
+		m.Arrived = now
+	}
+	if m.NextAttempt.IsZero() {
+		m.NextAttempt = m.Arrived
+	}
+	m.Size = size
+	for i := range m.Recipients {
+		if m.Recipients[i].Status == "" {
+			m.Recipients[i].Status = Pending
+		}
+	}
+	rec, err := json.Marshal(m)
+	if err != nil {
+		return err
+	}
+	id := m.ID
+	due := !m.Held && !m.Done()
+	next := m.NextAttempt
+	return s.write(func(tx *bolt.Tx) error {
+		if err := tx.Bucket(bucketMsg).Put([]byte(id), rec); err != nil {
+			return err
+		}
+		bodies := tx.Bucket(bucketBody)
+		for i, c := range chunks {
+			if err := bodies.Put(bodyKey(id, i), c); err != nil {
+				return err
+			}
+		}
+		if due {
+			return tx.Bucket(bucketDue).Put(dueKey(next, id), nil)
+		}
+		return nil
+	})
+}
+
+func getMsg(tx *bolt.Tx, id string) (*Message, error) {
+	v := tx.Bucket(bucketMsg).Get([]byte(id))
+	if v == nil {
+		return nil, ErrNotFound
+	}
+	m := new(Message)
+	if err := json.Unmarshal(v, m); err != nil {
+		return nil, fmt.Errorf("message %s: %w (%v)", id, ErrCorrupt, err)
+	}
+	return m, nil
+}
+
+// Get returns the envelope of one message.
+func (s *Spool) Get(id string) (*Message, error) {
+	var m *Message
+	err := s.db.View(func(tx *bolt.Tx) error {
+		var err error
+		m, err = getMsg(tx, id)
+		return err
+	})
+	return m, err
+}
+
+// List returns every queued message, oldest first.
+func (s *Spool) List() ([]*Message, error) {
+	var out []*Message
+	err := s.db.View(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketMsg).ForEach(func(k, v []byte) error {
+			m := new(Message)
+			if err := json.Unmarshal(v, m); err != nil {
+				return fmt.Errorf("message %s: %w (%v)", k, ErrCorrupt, err)
+			}
+			out = append(out, m)
+			return nil
+		})
+	})
+	return out, err
+}
+
+// Count returns the number of queued messages.
+func (s *Spool) Count() (int, error) {
+	var n int
+	err := s.db.View(func(tx *bolt.Tx) error {
+		n = tx.Bucket(bucketMsg).Stats().KeyN
+		return nil
+	})
+	return n, err
+}
+
+// Due returns up to limit messages whose next attempt is at or before now,
+// earliest first. It costs O(log n + k): a seek in the due index.
+func (s *Spool) Due(now time.Time, limit int) ([]*Message, error) {
+	var out []*Message
+	end := dueKey(now, "\xff")
+	err := s.db.View(func(tx *bolt.Tx) error {
+		c := tx.Bucket(bucketDue).Cursor()
+		for k, _ := c.First(); k != nil && bytes.Compare(k, end) <= 0 && len(out) < limit; k, _ = c.Next() {
+			m, err := getMsg(tx, string(k[8:]))
+			if err == ErrNotFound {
+				continue // tolerated: the index is rebuilt by Update
+			}
+			if err != nil {
+				return err
+			}
+			out = append(out, m)
+		}
+		return nil
+	})
+	return out, err
+}
+
+// NextDue returns the earliest next-attempt time in the queue; ok is false
+// when nothing is scheduled.
+func (s *Spool) NextDue() (t time.Time, ok bool, err error) {
+	err = s.db.View(func(tx *bolt.Tx) error {
+		k, _ := tx.Bucket(bucketDue).Cursor().First()
+		if k != nil {
+			t, ok = time.Unix(0, int64(binary.BigEndian.Uint64(k[:8]))), true
+		}
+		return nil
+	})
+	return t, ok, err
+}
+
+// Update changes one message's envelope in a durable commit. fn gets a
+// fresh copy and may run more than once. When every recipient is then sent
+// or failed, the message and its body leave the queue. Update returns the
+// envelope as stored (or as it was when it left).
+func (s *Spool) Update(id string, fn func(m *Message) error) (*Message, error) {
+	var result *Message
+	err := s.write(func(tx *bolt.Tx) error {
+		m, err := getMsg(tx, id)
+		if err != nil {
+			return err
+		}
+		oldKey := dueKey(m.NextAttempt, id)
+		if err := fn(m); err != nil {
+			return err
+		}
+		due := tx.Bucket(bucketDue)
+		if err := due.Delete(oldKey); err != nil {
+			return err
+		}
+		result = m
+		if m.Done() {
+			return deleteMsg(tx, id)
+		}
+		rec, err := json.Marshal(m)
+		if err != nil {
+			return err
+		}
+		if err := tx.Bucket(bucketMsg).Put([]byte(id), rec); err != nil {
+			return err
+		}
+		if !m.Held {
+			return due.Put(dueKey(m.NextAttempt, id), nil)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return result, nil
+}
+
+func deleteMsg(tx *bolt.Tx, id string) error {
+	m, err := getMsg(tx, id)
+	if err != nil {
+		return err
+	}
+	if err := tx.Bucket(bucketDue).Delete(dueKey(m.NextAttempt, id)); err != nil {
+		return err
+	}
+	if err := tx.Bucket(bucketMsg).Delete([]byte(id)); err != nil {
+		return err
+	}
+	c := tx.Bucket(bucketBody).Cursor()
+	prefix := append([]byte(id), 0)
+	for k, _ := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, _ = c.Seek(prefix) {
+		if err := c.Delete(); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Delete removes a message and its body.
+func (s *Spool) Delete(id string) error {
+	return s.write(func(tx *bolt.Tx) error { return deleteMsg(tx, id) })
+}
+
+// Body opens the stored body of a message. It reads one chunk per read
+// transaction, so a slow consumer never pins the file's pages.
+func (s *Spool) Body(id string) (io.ReadCloser, error) {
+	var exists bool
+	err := s.db.View(func(tx *bolt.Tx) error {
+		exists = tx.Bucket(bucketMsg).Get([]byte(id)) != nil
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	if !exists {
+		return nil, ErrNotFound
+	}
+	return &bodyReader{s: s, id: id}, nil
+}
+
+type bodyReader struct {
+	s     *Spool
+	id    string
+	chunk int
+	buf   []byte
+	eof   bool
+}
+
+func (r *bodyReader) Read(p []byte) (int, error) {
+	for len(r.buf) == 0 {
+		if r.eof {
+			return 0, io.EOF
+		}
+		err := r.s.db.View(func(tx *bolt.Tx) error {
+			v := tx.Bucket(bucketBody).Get(bodyKey(r.id, r.chunk))
+			if v == nil {
+				r.eof = true
+				return nil
+			}
+			r.buf = append(r.buf[:0], v...)
+			return nil
+		})
+		if err != nil {
+			return 0, err
+		}
+		r.chunk++
+	}
+	n := copy(p, r.buf)
+	r.buf = r.buf[n:]
+	return n, nil
+}
+
+func (r *bodyReader) Close() error { return nil }
+
+// Backup writes a consistent copy of the whole spool to w while it runs.
+func (s *Spool) Backup(w io.Writer) (int64, error) {
+	var n int64
+	err := s.db.View(func(tx *bolt.Tx) error {
+		var err error
+		n, err = tx.WriteTo(w)
+		return err
+	})
+	return n, err
+}
+
+// CompactTo writes a compacted copy of the spool to a new file at dst.
+func (s *Spool) CompactTo(dst string) error {
+	out, err := bolt.Open(dst, 0o600, &bolt.Options{Timeout: time.Second})
+	if err != nil {
+		return err
+	}
+	if err := bolt.Compact(out, s.db, 64<<20); err != nil {
+		out.Close()
+		return err
+	}
+	return out.Close()
+}

@@ -1,0 +1,329 @@
+package upstream
+
+import (
+	"bufio"
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"net"
+	"net/textproto"
+	"strings"
+	"time"
+
+	"github.com/emersion/go-sasl"
+	"github.com/emersion/go-smtp"
+)
+
+// conn is one SMTP session. It is used by one goroutine at a time.
+type conn struct {
+	raw       net.Conn // the TCP connection under any TLS layer
+	c         *smtp.Client
+	tls       *tls.ConnectionState
+	mech      string // SASL mechanism used, "" if none
+	lastUsed  time.Time
+	needHello bool // EHLO again before the next transaction (after RSET)
+}
+
+// close drops the connection without a goodbye.
+func (cn *conn) close() {
+	cn.c.Close()
+}
+
+// quit says goodbye politely but briefly, then closes.
+func (cn *conn) quit() {
+	cn.raw.SetDeadline(time.Now().Add(quitTimeout))
+	cn.c.CommandTimeout = quitTimeout
+	if err := cn.c.Quit(); err != nil {
+		cn.c.Close()
+	}
+}
+
+// greetedConn replays a synthetic greeting before the real stream. After we
+// run STARTTLS ourselves, it lets go-smtp's client, which always starts by
+// reading a 220 greeting, take over the TLS session and send its own EHLO.
+type greetedConn struct {
+	net.Conn
+	pending []byte
+}
+
+func (g *greetedConn) Read(p []byte) (int, error) {
+	if len(g.pending) > 0 {
+		n := copy(p, g.pending)
+		g.pending = g.pending[n:]
+		return n, nil
+	}
+	return g.Conn.Read(p)
+}
+
+// connect dials the upstream and runs the greeting, TLS, EHLO and AUTH.
+// Every error it returns is a temporary problem with the upstream as a
+// whole; its text is safe to show and to log.
+func (s *SMTP) connect(ctx context.Context, probe *ProbeReport) (cn *conn, err error) {
+	dctx, cancel := context.WithTimeout(ctx, s.cfg.ConnectTimeout)
+	raw, err := s.cfg.Dial(dctx, "tcp", s.addr)
+	cancel()
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil, fmt.Errorf("connecting to %s: %w", s.addr, ctx.Err())
+		}
+		return nil, fmt.Errorf("connecting to %s: %w", s.addr, err)
+	}
+	// A cancelled context interrupts whatever step is blocked.
+	stop := context.AfterFunc(ctx, func() { raw.Close() })
+	defer func() {
+		stop()
+		if err != nil {
+			raw.Close()
+			if ctx.Err() != nil {
+				err = fmt.Errorf("%w (%v)", err, ctx.Err())
+			}
+		}
+	}()
+	cn = &conn{raw: raw}
+
+	switch s.cfg.TLS {
+	case "tls":
+		raw.SetDeadline(time.Now().Add(s.cfg.CommandTimeout))
+		tc := tls.Client(raw, s.tlsConf)
+		if err := tc.HandshakeContext(ctx); err != nil {
+			return nil, s.tlsError(err)
+		}
+		raw.SetDeadline(time.Time{})
+		st := tc.ConnectionState()
+		cn.tls = &st
+		cn.c = smtp.NewClient(tc)
+	case "starttls":
+		tc, err := s.startTLS(ctx, raw)
+		if err != nil {
+			return nil, err
+		}
+		st := tc.ConnectionState()
+		cn.tls = &st
+		cn.c = smtp.NewClient(&greetedConn{Conn: tc, pending: []byte("220 " + s.cfg.Host + " ready\r\n")})
+	default:
+		cn.c = smtp.NewClient(raw)
+	}
+	cn.c.CommandTimeout = s.cfg.CommandTimeout
+	cn.c.SubmissionTimeout = s.cfg.DataTimeout
+	if err := cn.c.Hello(s.cfg.Hostname); err != nil {
+		cn.c.Close()
+		return nil, fmt.Errorf("greeting %s: %w", s.addr, err)
+	}
+	if probe != nil {
+		probe.fill(cn)
+	}
+	if err := s.authenticate(ctx, cn, probe); err != nil {
+		cn.c.Close()
+		return nil, err
+	}
+	s.log.Debug("connected", "addr", s.addr, "tls", tlsVersion(cn.tls), "auth", cn.mech)
+	return cn, nil
+}
+
+// startTLS reads the greeting, sends EHLO with our name and STARTTLS, and
+// runs the TLS handshake. go-smtp's own STARTTLS path would introduce us as
+// "localhost" and cannot tell "not offered" from other failures.
+func (s *SMTP) startTLS(ctx context.Context, raw net.Conn) (*tls.Conn, error) {
+	raw.SetDeadline(time.Now().Add(s.cfg.CommandTimeout))
+	br := bufio.NewReader(raw)
+	tr := textproto.NewReader(br)
+	if _, _, err := tr.ReadResponse(220); err != nil {
+		return nil, fmt.Errorf("greeting from %s: %w", s.addr, protoError(err))
+	}
+	if _, err := fmt.Fprintf(raw, "EHLO %s\r\n", s.cfg.Hostname); err != nil {
+		return nil, fmt.Errorf("EHLO to %s: %w", s.addr, err)
+	}
+	_, msg, err := tr.ReadResponse(250)
+	offered := false
+	if err == nil {
+		lines := strings.Split(msg, "\n")
+		for _, l := range lines[1:] {
+			if f := strings.Fields(l); len(f) > 0 && strings.EqualFold(f[0], "STARTTLS") {
+				offered = true
+			}
+		}
+	} else if c := replyCode(protoError(err)); c != 500 && c != 502 {
+		// 500/502: the server does not speak ESMTP, hence no STARTTLS.
+		return nil, fmt.Errorf("EHLO to %s: %w", s.addr, protoError(err))
+	}
+	if !offered {
+		return nil, fmt.Errorf("%w by %s: refusing to send credentials or mail in clear", errNoStartTLS, s.addr)
+	}
+	if _, err := fmt.Fprintf(raw, "STARTTLS\r\n"); err != nil {
+		return nil, fmt.Errorf("STARTTLS to %s: %w", s.addr, err)
+	}
+	if _, _, err := tr.ReadResponse(220); err != nil {
+		return nil, fmt.Errorf("STARTTLS refused by %s: %w", s.addr, protoError(err))
+	}
+	if br.Buffered() > 0 {
+		// Bytes sent before the handshake would be read as if they came
+		// over TLS: the STARTTLS command injection attack.
+		return nil, fmt.Errorf("STARTTLS reply from %s followed by unexpected data", s.addr)
+	}
+	tc := tls.Client(raw, s.tlsConf)
+	if err := tc.HandshakeContext(ctx); err != nil {
+		return nil, s.tlsError(err)
+	}
+	raw.SetDeadline(time.Time{})
+	return tc, nil
+}
+
+// tlsError words a handshake failure so the operator sees what to fix.
+func (s *SMTP) tlsError(err error) error {
+	var cv *tls.CertificateVerificationError
+	var ua x509.UnknownAuthorityError
+	var he x509.HostnameError
+	var ci x509.CertificateInvalidError
+	if errors.As(err, &cv) || errors.As(err, &ua) || errors.As(err, &he) || errors.As(err, &ci) {
+		return fmt.Errorf("TLS handshake with %s failed: certificate for %s not trusted: %w (add its CA with ca_file)", s.addr, s.cfg.Host, err)
+	}
+	return fmt.Errorf("TLS handshake with %s failed: %w", s.addr, err)
+}
+
+// protoError turns a textproto reply error into go-smtp's error type, so
+// classification sees one type for every reply.
+func protoError(err error) error {
+	var te *textproto.Error
+	if !errors.As(err, &te) {
+		return err
+	}
+	se := &smtp.SMTPError{Code: te.Code, Message: te.Msg}
+	if code, rest := splitEnhanced(te.Msg); code != "" {
+		var e smtp.EnhancedCode
+		fmt.Sscanf(code, "%d.%d.%d", &e[0], &e[1], &e[2])
+		se.EnhancedCode, se.Message = e, rest
+	}
+	return se
+}
+
+func (s *SMTP) wantsAuth() bool {
+	return s.cfg.Auth != "none" && (s.cfg.Username != "" || s.cfg.Token != nil)
+}
+
+// authenticate runs AUTH when credentials are configured. It never sends
+// them without TLS, except to a loopback host with tls = "none".
+func (s *SMTP) authenticate(ctx context.Context, cn *conn, probe *ProbeReport) error {
+	if !s.wantsAuth() {
+		return nil
+	}
+	if cn.tls == nil && !(s.cfg.TLS == "none" && isLoopback(s.cfg.Host)) {
+		return fmt.Errorf("connection to %s is not encrypted: refusing to send credentials", s.addr)
+	}
+	ok, mechs := cn.c.Extension("AUTH")
+	if !ok {
+		where := ""
+		if s.cfg.TLS == "starttls" {
+			where = " (after STARTTLS)"
+		}
+		return s.authFailed(probe, "", fmt.Errorf("AUTH not offered by %s%s", s.addr, where))
+	}
+	offered := map[string]bool{}
+	for _, m := range strings.Fields(strings.ToUpper(mechs)) {
+		offered[m] = true
+	}
+	mech := strings.ToUpper(s.cfg.Auth)
+	if mech == "AUTO" {
+		mech = ""
+		var prefs []string
+		if s.cfg.Token != nil {
+			prefs = append(prefs, "OAUTHBEARER", "XOAUTH2")
+		}
+		if s.cfg.Password != nil {
+			prefs = append(prefs, "PLAIN", "LOGIN", "CRAM-MD5")
+		}
+		for _, m := range prefs {
+			if offered[m] {
+				mech = m
+				break
+			}
+		}
+		if mech == "" {
+			return s.authFailed(probe, "", fmt.Errorf("no usable AUTH mechanism at %s (offered: %s; we can do: %s)",
+				s.addr, mechs, strings.Join(prefs, " ")))
+		}
+	} else if !offered[mech] {
+		return s.authFailed(probe, mech, fmt.Errorf("AUTH %s not offered by %s (offered: %s)", mech, s.addr, mechs))
+	}
+
+	var secret string
+	var err error
+	if mech == "OAUTHBEARER" || mech == "XOAUTH2" {
+		secret, err = s.cfg.Token(ctx)
+	} else {
+		secret, err = s.cfg.Password(ctx)
+	}
+	if err != nil {
+		return s.authFailed(probe, mech, fmt.Errorf("upstream %s: cannot read its secret: %w", s.cfg.Name, err))
+	}
+	var client sasl.Client
+	switch mech {
+	case "PLAIN":
+		client = sasl.NewPlainClient("", s.cfg.Username, secret)
+	case "LOGIN":
+		client = &loginClient{user: s.cfg.Username, pass: secret}
+	case "CRAM-MD5":
+		client = &cramMD5Client{user: s.cfg.Username, pass: secret}
+	case "XOAUTH2":
+		client = &xoauth2Client{user: s.cfg.Username, token: secret}
+	case "OAUTHBEARER":
+		client = sasl.NewOAuthBearerClient(&sasl.OAuthBearerOptions{Username: s.cfg.Username, Host: s.cfg.Host, Port: s.cfg.Port, Token: secret})
+	}
+	if err := cn.c.Auth(client); err != nil {
+		err = redact(err, secret)
+		if isReply(err) {
+			err = fmt.Errorf("AUTH %s rejected by %s: %w", mech, s.addr, err)
+		} else {
+			err = fmt.Errorf("AUTH %s with %s: %w", mech, s.addr, err)
+		}
+		return s.authFailed(probe, mech, err)
+	}
+	cn.mech = mech
+	if probe != nil {
+		probe.AuthMech, probe.AuthOK = mech, true
+	}
+	return nil
+}
+
+// authFailed logs an authentication problem loudly: it will not go away by
+// itself, the operator has to fix the configuration.
+func (s *SMTP) authFailed(probe *ProbeReport, mech string, err error) error {
+	fix := fmt.Sprintf("check username/password_file for upstream %s", s.cfg.Name)
+	if s.cfg.Token != nil {
+		fix = fmt.Sprintf("check username and token for upstream %s", s.cfg.Name)
+	}
+	s.log.Error("authentication with upstream failed: configuration problem, mail stays queued",
+		"addr", s.addr, "mechanism", mech, "username", s.cfg.Username, "error", err.Error(), "fix", fix)
+	if probe != nil {
+		probe.AuthMech, probe.AuthOK, probe.AuthError = mech, false, err.Error()
+	}
+	return &authError{err: fmt.Errorf("%w: %s", err, fix)}
+}
+
+// authError marks a failed authentication.
+type authError struct{ err error }
+
+func (e *authError) Error() string { return e.err.Error() }
+func (e *authError) Unwrap() error { return e.err }
+
+// redact removes a secret from an error text, in case a server echoes what
+// it was sent.
+func redact(err error, secret string) error {
+	if secret == "" || !strings.Contains(err.Error(), secret) {
+		return err
+	}
+	msg := strings.ReplaceAll(err.Error(), secret, "[redacted]")
+	var se *smtp.SMTPError
+	if errors.As(err, &se) {
+		return &smtp.SMTPError{Code: se.Code, EnhancedCode: se.EnhancedCode, Message: strings.ReplaceAll(se.Message, secret, "[redacted]")}
+	}
+	return errors.New(msg)
+}
+
+func tlsVersion(st *tls.ConnectionState) string {
+	if st == nil {
+		return "none"
+	}
+	return tls.VersionName(st.Version)
+}

@@ -1,0 +1,441 @@
+package upstream
+
+import (
+	"bytes"
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"errors"
+	"io"
+	"log/slog"
+	"math/big"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/emersion/go-sasl"
+	"github.com/emersion/go-smtp"
+)
+
+// testCA is a certificate authority made up for one test.
+type testCA struct {
+	cert *x509.Certificate
+	key  *ecdsa.PrivateKey
+	pool *x509.CertPool
+}
+
+func newTestCA(t testing.TB, name string) *testCA {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber:          big.NewInt(1),
+		Subject:               pkix.Name{CommonName: name},
+		NotBefore:             time.Now().Add(-time.Hour),
+		NotAfter:              time.Now().Add(24 * time.Hour),
+		IsCA:                  true,
+		BasicConstraintsValid: true,
+		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageDigitalSignature,
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert, err := x509.ParseCertificate(der)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool := x509.NewCertPool()
+	pool.AddCert(cert)
+	return &testCA{cert: cert, key: key, pool: pool}
+}
+
+// serverCert issues a certificate for 127.0.0.1 and localhost.
+func (ca *testCA) serverCert(t testing.TB) tls.Certificate {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(2),
+		Subject:      pkix.Name{CommonName: "fake smtp server"},
+		NotBefore:    time.Now().Add(-time.Hour),
+		NotAfter:     time.Now().Add(24 * time.Hour),
+		KeyUsage:     x509.KeyUsageDigitalSignature,
+		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+		DNSNames:     []string{"localhost"},
+		IPAddresses:  []net.IP{net.ParseIP("127.0.0.1")},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.cert, &key.PublicKey, ca.key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}
+}
+
+// writePEM writes the certificate and key of c into dir and returns their
+// paths.
+func writePEM(t testing.TB, dir string, c tls.Certificate) (certFile, keyFile string) {
+	t.Helper()
+	keyDER, err := x509.MarshalECPrivateKey(c.PrivateKey.(*ecdsa.PrivateKey))
+	if err != nil {
+		t.Fatal(err)
+	}
+	certFile, keyFile = filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
+	if err := os.WriteFile(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: c.Certificate[0]}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: keyDER}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return certFile, keyFile
+}
+
+// received is one message as the fake server saw it.
+type received struct {
+	From string
+	To   []string
+	Data []byte
+	User string // authenticated user, "" if none
+	TLS  bool
+	Mail *smtp.MailOptions
+	Rcpt []*smtp.RcptOptions
+}
+
+// fakeOptions sets up a fakeServer.
+type fakeOptions struct {
+	Mode     string // "starttls" (default), "tls", "plain" (no STARTTLS offered)
+	Cert     *tls.Certificate
+	User     string // accepted user; "" for no AUTH
+	Password string
+	DSN      bool
+	UTF8     bool
+}
+
+// fakeServer is a go-smtp server with scripted faults.
+type fakeServer struct {
+	t    testing.TB
+	Host string
+	Port int
+	srv  *smtp.Server
+
+	// release unblocks handlers that simulate a stuck server.
+	release chan struct{}
+
+	mu        sync.Mutex
+	conns     int // sessions started
+	current   int // sessions open
+	maxOpen   int // most sessions open at once
+	authTries int
+	msgs      []received
+
+	// Faults, set by tests (under mu).
+	mailErr  error
+	rcptErr  map[string]error
+	dataErr  error
+	dropMail bool // close the connection at MAIL
+	hangMail bool // never answer MAIL until released
+}
+
+func startFake(t testing.TB, ca *testCA, o fakeOptions) *fakeServer {
+	t.Helper()
+	if o.Mode == "" {
+		o.Mode = "starttls"
+	}
+	fs := &fakeServer{t: t, release: make(chan struct{}), rcptErr: map[string]error{}}
+	srv := smtp.NewServer(smtp.BackendFunc(fs.newSession))
+	srv.Domain = "fake.test"
+	srv.AllowInsecureAuth = true // so a client that ignores STARTTLS would be tempted
+	srv.ReadTimeout = 30 * time.Second
+	srv.WriteTimeout = 30 * time.Second
+	srv.EnableDSN = o.DSN
+	srv.EnableSMTPUTF8 = o.UTF8
+	srv.ErrorLog = nopLogger{}
+	fakeUsers.Store(fs, o)
+
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var tlsConf *tls.Config
+	if o.Mode != "plain" {
+		cert := o.Cert
+		if cert == nil {
+			c := ca.serverCert(t)
+			cert = &c
+		}
+		tlsConf = &tls.Config{Certificates: []tls.Certificate{*cert}}
+	}
+	switch o.Mode {
+	case "starttls":
+		srv.TLSConfig = tlsConf
+	case "tls":
+		ln = tls.NewListener(ln, tlsConf)
+	}
+	fs.srv = srv
+	addr := ln.Addr().(*net.TCPAddr)
+	fs.Host, fs.Port = "127.0.0.1", addr.Port
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		srv.Serve(ln)
+	}()
+	t.Cleanup(func() {
+		close(fs.release)
+		srv.Close()
+		<-done
+	})
+	return fs
+}
+
+type nopLogger struct{}
+
+func (nopLogger) Printf(string, ...interface{}) {}
+func (nopLogger) Println(...interface{})        {}
+
+// fakeUsers keeps each server's options away from the struct the tests lock.
+var fakeUsers sync.Map
+
+func (fs *fakeServer) opts() fakeOptions {
+	v, _ := fakeUsers.Load(fs)
+	return v.(fakeOptions)
+}
+
+func (fs *fakeServer) newSession(c *smtp.Conn) (smtp.Session, error) {
+	fs.mu.Lock()
+	fs.conns++
+	fs.current++
+	fs.maxOpen = max(fs.maxOpen, fs.current)
+	fs.mu.Unlock()
+	_, isTLS := c.TLSConnectionState()
+	return &fakeSession{fs: fs, conn: c, tls: isTLS}, nil
+}
+
+// stats returns sessions started, most open at once, AUTH attempts.
+func (fs *fakeServer) stats() (conns, maxOpen, authTries int) {
+	fs.mu.Lock()
+	defer fs.mu.Unlock()
+	return fs.conns, fs.maxOpen, fs.authTries
+}
+
+func (fs *fakeServer) messages() []received {
+	fs.mu.Lock()
+	defer fs.mu.Unlock()
+	return append([]received(nil), fs.msgs...)
+}
+
+func (fs *fakeServer) set(f func(fs *fakeServer)) {
+	fs.mu.Lock()
+	defer fs.mu.Unlock()
+	f(fs)
+}
+
+type fakeSession struct {
+	fs   *fakeServer
+	conn *smtp.Conn
+	tls  bool
+	user string
+	cur  received
+}
+
+func (s *fakeSession) AuthMechanisms() []string {
+	if s.fs.opts().User == "" {
+		return nil
+	}
+	return []string{sasl.Plain, sasl.Login}
+}
+
+func (s *fakeSession) Auth(mech string) (sasl.Server, error) {
+	s.fs.mu.Lock()
+	s.fs.authTries++
+	s.fs.mu.Unlock()
+	o := s.fs.opts()
+	check := func(user, pass string) error {
+		if user != o.User || pass != o.Password {
+			return smtp.ErrAuthFailed
+		}
+		s.user = user
+		return nil
+	}
+	switch mech {
+	case sasl.Plain:
+		return sasl.NewPlainServer(func(_, user, pass string) error { return check(user, pass) }), nil
+	case sasl.Login:
+		return &loginServer{check: check}, nil
+	}
+	return nil, smtp.ErrAuthUnknownMechanism
+}
+
+// loginServer is the server side of AUTH LOGIN, which go-sasl lacks.
+type loginServer struct {
+	check      func(user, pass string) error
+	user       string
+	step       int
+	gotInitial bool
+}
+
+func (l *loginServer) Next(resp []byte) ([]byte, bool, error) {
+	l.step++
+	switch {
+	case l.step == 1 && resp == nil:
+		return []byte("Username:"), false, nil
+	case l.user == "":
+		l.user = string(resp)
+		return []byte("Password:"), false, nil
+	default:
+		return nil, true, l.check(l.user, string(resp))
+	}
+}
+
+func (s *fakeSession) Mail(from string, opts *smtp.MailOptions) error {
+	s.fs.mu.Lock()
+	err, drop, hang := s.fs.mailErr, s.fs.dropMail, s.fs.hangMail
+	s.fs.mu.Unlock()
+	if drop {
+		s.conn.Conn().Close()
+		return errors.New("dropped")
+	}
+	if hang {
+		<-s.fs.release
+		return errors.New("released")
+	}
+	if err != nil {
+		return err
+	}
+	s.cur = received{From: from, Mail: opts, User: s.user, TLS: s.tls}
+	return nil
+}
+
+func (s *fakeSession) Rcpt(to string, opts *smtp.RcptOptions) error {
+	s.fs.mu.Lock()
+	err := s.fs.rcptErr[to]
+	s.fs.mu.Unlock()
+	if err != nil {
+		return err
+	}
+	s.cur.To = append(s.cur.To, to)
+	s.cur.Rcpt = append(s.cur.Rcpt, opts)
+	return nil
+}
+
+func (s *fakeSession) Data(r io.Reader) error {
+	b, err := io.ReadAll(r)
+	if err != nil {
+		return err
+	}
+	s.fs.mu.Lock()
+	defer s.fs.mu.Unlock()
+	if s.fs.dataErr != nil {
+		return s.fs.dataErr
+	}
+	s.cur.Data = b
+	s.fs.msgs = append(s.fs.msgs, s.cur)
+	return nil
+}
+
+func (s *fakeSession) Reset() { s.cur = received{} }
+
+func (s *fakeSession) Logout() error {
+	s.fs.mu.Lock()
+	s.fs.current--
+	s.fs.mu.Unlock()
+	return nil
+}
+
+// syncBuffer collects log output from several goroutines.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.String()
+}
+
+func testLogger(buf *syncBuffer) *slog.Logger {
+	return slog.New(slog.NewTextHandler(buf, &slog.HandlerOptions{Level: slog.LevelDebug}))
+}
+
+func staticSecret(s string) SecretFunc {
+	return func(context.Context) (string, error) { return s, nil }
+}
+
+// clientConfig returns a configuration that talks to fs and trusts ca.
+func clientConfig(fs *fakeServer, ca *testCA, logs *syncBuffer) SMTPConfig {
+	o := fs.opts()
+	cfg := SMTPConfig{
+		Name:           "test",
+		Host:           fs.Host,
+		Port:           fs.Port,
+		TLS:            o.Mode,
+		RootCAs:        ca.pool,
+		Hostname:       "client.test",
+		ConnectTimeout: 10 * time.Second,
+		CommandTimeout: 10 * time.Second,
+		DataTimeout:    10 * time.Second,
+		IdleTimeout:    time.Minute,
+		Logger:         testLogger(logs),
+	}
+	if o.Mode == "plain" {
+		cfg.TLS = "starttls"
+	}
+	if o.User != "" {
+		cfg.Username = o.User
+		cfg.Password = staticSecret(o.Password)
+	}
+	return cfg
+}
+
+func newTarget(t testing.TB, cfg SMTPConfig) *SMTP {
+	t.Helper()
+	s, err := NewSMTP(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s
+}
+
+const testMessage = "From: a@example.com\r\nTo: b@example.net\r\nSubject: hello\r\n\r\nline one\r\n.leading dot\r\n..two dots\r\nlast line\r\n"
+
+func envelope(msg string, rcpts ...string) *Envelope {
+	env := &Envelope{From: "a@example.com", Size: int64(len(msg)),
+		Body: func() (io.ReadCloser, error) { return io.NopCloser(strings.NewReader(msg)), nil }}
+	for _, r := range rcpts {
+		env.Recipients = append(env.Recipients, Rcpt{Address: r})
+	}
+	return env
+}
+
+// waitFor polls cond until it holds or the deadline passes.
+func waitFor(t testing.TB, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+

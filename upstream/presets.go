@@ -1,0 +1,96 @@
+package upstream
+
+import (
+	"fmt"
+	"sort"
+	"strings"
+)
+
+// Preset is what a provider name fills in for an upstream: host, port and TLS
+// mode. Anything the operator sets explicitly wins over the preset.
+type Preset struct {
+	Host string
+	Port int
+	TLS  string // "starttls" or "tls"
+	// Note is shown in the README and by `outbox check` when useful.
+	Note string
+}
+
+// presets is the provider table. Each row names the provider's own
+// documentation for its submission endpoint. Host "{region}" is replaced by
+// the upstream's region setting.
+var presets = map[string]Preset{
+	// https://support.google.com/a/answer/176600
+	"gmail": {Host: "smtp.gmail.com", Port: 587, TLS: "starttls", Note: "use an app password or XOAUTH2; the envelope sender must be the account"},
+	// https://support.microsoft.com/office/pop-imap-and-smtp-settings-8361e398-8af4-4e97-b147-6c6c4ac95353
+	"outlook": {Host: "smtp-mail.outlook.com", Port: 587, TLS: "starttls", Note: "personal Outlook.com accounts"},
+	// https://learn.microsoft.com/exchange/mail-flow-best-practices/how-to-set-up-a-multifunction-device-or-application-to-send-email-using-microsoft-365-or-office-365
+	"office365": {Host: "smtp.office365.com", Port: 587, TLS: "starttls", Note: "SMTP AUTH must be enabled for the mailbox"},
+	// https://help.yahoo.com/kb/SLN4724.html
+	"yahoo": {Host: "smtp.mail.yahoo.com", Port: 465, TLS: "tls", Note: "needs an app password"},
+	// https://support.apple.com/HT202304
+	"icloud": {Host: "smtp.mail.me.com", Port: 587, TLS: "starttls", Note: "needs an app-specific password"},
+	// https://www.fastmail.help/hc/en-us/articles/1500000278342
+	"fastmail": {Host: "smtp.fastmail.com", Port: 465, TLS: "tls", Note: "needs an app password"},
+	// https://www.zoho.com/mail/help/zoho-smtp.html
+	"zoho": {Host: "smtp.zoho.com", Port: 465, TLS: "tls"},
+	// https://service.mail.qq.com/detail/0/428
+	"qq": {Host: "smtp.qq.com", Port: 465, TLS: "tls", Note: "the password is the authorisation code; the envelope sender must be the account"},
+	// https://help.mail.163.com/faqDetail.do?code=d7a5dc8471cd0c0e8b4b8f4f8e49998b374173cfe9171305fa1ce630d7f67ac2
+	"163": {Host: "smtp.163.com", Port: 465, TLS: "tls", Note: "the password is the client authorisation code"},
+	// https://help.mail.163.com (126.com shares 163's service)
+	"126": {Host: "smtp.126.com", Port: 465, TLS: "tls", Note: "the password is the client authorisation code"},
+	// https://open.work.weixin.qq.com/help2/pc/19886 (Tencent Exmail)
+	"exmail": {Host: "smtp.exmail.qq.com", Port: 465, TLS: "tls"},
+	// https://help.aliyun.com/document_detail/36576.html (Alibaba Mail enterprise)
+	"aliyun": {Host: "smtp.qiye.aliyun.com", Port: 465, TLS: "tls"},
+	// https://docs.aws.amazon.com/ses/latest/dg/smtp-connect.html
+	"ses": {Host: "email-smtp.{region}.amazonaws.com", Port: 587, TLS: "starttls", Note: "needs region; username and password are SES SMTP credentials"},
+	// https://www.twilio.com/docs/sendgrid/for-developers/sending-email/integrating-with-the-smtp-api
+	"sendgrid": {Host: "smtp.sendgrid.net", Port: 587, TLS: "starttls", Note: `username is "apikey", the password is the API key`},
+	// https://documentation.mailgun.com/docs/mailgun/user-manual/sending-messages/send-smtp
+	"mailgun": {Host: "smtp.mailgun.org", Port: 587, TLS: "starttls"},
+	// https://postmarkapp.com/developer/user-guide/send-email-with-smtp
+	"postmark": {Host: "smtp.postmarkapp.com", Port: 587, TLS: "starttls", Note: "username and password are the server API token"},
+	// https://help.brevo.com/hc/en-us/articles/7924908994450
+	"brevo": {Host: "smtp-relay.brevo.com", Port: 587, TLS: "starttls"},
+}
+
+// aliases of provider names.
+var presetAliases = map[string]string{
+	"microsoft365": "office365",
+	"m365":         "office365",
+	"hotmail":      "outlook",
+	"tencent":      "exmail",
+	"sendinblue":   "brevo",
+}
+
+// LookupPreset returns the preset for a provider name. Region is needed by
+// providers whose host depends on it (ses).
+func LookupPreset(name, region string) (Preset, error) {
+	key := strings.ToLower(name)
+	if a, ok := presetAliases[key]; ok {
+		key = a
+	}
+	p, ok := presets[key]
+	if !ok {
+		return Preset{}, fmt.Errorf("unknown provider %q; known providers: %s", name, strings.Join(PresetNames(), ", "))
+	}
+	if strings.Contains(p.Host, "{region}") {
+		if region == "" {
+			return Preset{}, fmt.Errorf("provider %q needs region (for example region = \"us-east-1\")", name)
+		}
+		p.Host = strings.ReplaceAll(p.Host, "{region}", region)
+	}
+	return p, nil
+}
+
+// PresetNames lists the known provider names, sorted.
+func PresetNames() []string {
+	names := make([]string, 0, len(presets))
+	for n := range presets {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	return names
+}

@@ -1,0 +1,668 @@
+package upstream
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/emersion/go-smtp"
+)
+
+// SMTPConfig configures one SMTP upstream.
+type SMTPConfig struct {
+	Name               string // upstream name, used in logs and errors
+	Host               string
+	Port               int            // default: 587 for starttls, 465 for tls, 25 for none
+	TLS                string         // "starttls" (default), "tls" (implicit), "none" (loopback hosts only)
+	CAFile             string         // extra PEM roots added to the system roots
+	RootCAs            *x509.CertPool // if non-nil, used instead of the system roots (CAFile still added)
+	InsecureSkipVerify bool           // only when the operator explicitly configured it
+	Hostname           string         // our EHLO name; default: the machine's host name
+	Username           string
+	Password           SecretFunc // nil: no password authentication
+	Token              SecretFunc // bearer token for xoauth2/oauthbearer; nil if none
+	Auth               string     // "auto" (default), "plain", "login", "cram-md5", "xoauth2", "oauthbearer", "none"
+	MaxConnections     int        // concurrent connections to this upstream, default 2
+	RatePer            time.Duration
+	RateN              int                                                               // with RatePer: at most RateN messages per RatePer; 0 = unlimited
+	IdleTimeout        time.Duration                                                     // pooled idle connection lifetime, default 30s
+	ConnectTimeout     time.Duration                                                     // default 30s
+	CommandTimeout     time.Duration                                                     // per command, default 2m
+	DataTimeout        time.Duration                                                     // body write and final reply, default 10m
+	Dial               func(ctx context.Context, network, addr string) (net.Conn, error) // nil: net.Dialer
+	Now                func() time.Time                                                  // nil: time.Now; drives pause and rate
+	Logger             *slog.Logger                                                      // nil: slog.Default()
+}
+
+const (
+	pauseInitial = 30 * time.Second
+	pauseMax     = 10 * time.Minute
+	// failuresBeforePause is how many connection set-ups in a row may fail
+	// before the upstream is paused.
+	failuresBeforePause = 3
+	// rateMaxWait bounds how long Deliver waits for a rate-limit slot.
+	rateMaxWait = time.Minute
+	quitTimeout = 5 * time.Second
+)
+
+// SMTP relays mail to one SMTP server over a small pool of connections.
+type SMTP struct {
+	cfg      SMTPConfig
+	addr     string // host:port
+	log      *slog.Logger
+	tlsConf  *tls.Config
+	sem      chan struct{}
+	rate     *limiter
+	stop     chan struct{}
+	janitor  sync.WaitGroup
+	closeErr error
+
+	mu          sync.Mutex
+	idle        []*conn
+	closed      bool
+	pausedUntil time.Time
+	pauseReason string
+	backoff     time.Duration
+	connFails   int
+}
+
+var _ Target = (*SMTP)(nil)
+
+var (
+	validTLS  = map[string]bool{"starttls": true, "tls": true, "none": true}
+	validAuth = map[string]bool{"auto": true, "plain": true, "login": true, "cram-md5": true,
+		"xoauth2": true, "oauthbearer": true, "none": true}
+)
+
+// NewSMTP checks cfg, fills in defaults and returns the target. It does not
+// connect.
+func NewSMTP(cfg SMTPConfig) (*SMTP, error) {
+	name := cfg.Name
+	cfg.TLS = strings.ToLower(cfg.TLS)
+	if cfg.TLS == "" {
+		cfg.TLS = "starttls"
+	}
+	cfg.Auth = strings.ToLower(cfg.Auth)
+	if cfg.Auth == "" {
+		cfg.Auth = "auto"
+	}
+	cfg.Host = strings.TrimSuffix(strings.TrimPrefix(cfg.Host, "["), "]")
+	switch {
+	case cfg.Host == "":
+		return nil, fmt.Errorf("upstream %s: host is empty", name)
+	case !validTLS[cfg.TLS]:
+		return nil, fmt.Errorf("upstream %s: tls = %q is not one of starttls, tls, none", name, cfg.TLS)
+	case !validAuth[cfg.Auth]:
+		return nil, fmt.Errorf("upstream %s: auth = %q is not one of auto, plain, login, cram-md5, xoauth2, oauthbearer, none", name, cfg.Auth)
+	case cfg.TLS == "none" && !isLoopback(cfg.Host):
+		return nil, fmt.Errorf("upstream %s: tls = \"none\" is only allowed to a loopback host (localhost, 127.0.0.1, ::1), not %s: use tls = \"starttls\" or tls = \"tls\"", name, cfg.Host)
+	case cfg.Port < 0 || cfg.Port > 65535:
+		return nil, fmt.Errorf("upstream %s: port %d out of range", name, cfg.Port)
+	case cfg.RateN < 0 || (cfg.RateN > 0 && cfg.RatePer <= 0):
+		return nil, fmt.Errorf("upstream %s: a rate limit needs a positive count and period", name)
+	}
+	switch cfg.Auth {
+	case "plain", "login", "cram-md5":
+		if cfg.Password == nil || cfg.Username == "" {
+			return nil, fmt.Errorf("upstream %s: auth = %q needs a username and a password", name, cfg.Auth)
+		}
+	case "xoauth2", "oauthbearer":
+		if cfg.Token == nil || cfg.Username == "" {
+			return nil, fmt.Errorf("upstream %s: auth = %q needs a username and a token", name, cfg.Auth)
+		}
+	case "auto":
+		if cfg.Username != "" && cfg.Password == nil && cfg.Token == nil {
+			return nil, fmt.Errorf("upstream %s: username is set but no password or token is configured", name)
+		}
+	}
+	if cfg.Port == 0 {
+		cfg.Port = map[string]int{"starttls": 587, "tls": 465, "none": 25}[cfg.TLS]
+	}
+	if cfg.Hostname == "" {
+		cfg.Hostname, _ = os.Hostname()
+		if cfg.Hostname == "" {
+			cfg.Hostname = "localhost"
+		}
+	}
+	if strings.ContainsAny(cfg.Hostname, " \r\n\t") {
+		return nil, fmt.Errorf("upstream %s: hostname %q contains white space", name, cfg.Hostname)
+	}
+	setDefault(&cfg.IdleTimeout, 30*time.Second)
+	setDefault(&cfg.ConnectTimeout, 30*time.Second)
+	setDefault(&cfg.CommandTimeout, 2*time.Minute)
+	setDefault(&cfg.DataTimeout, 10*time.Minute)
+	if cfg.MaxConnections <= 0 {
+		cfg.MaxConnections = 2
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if cfg.Dial == nil {
+		d := &net.Dialer{Timeout: cfg.ConnectTimeout}
+		cfg.Dial = d.DialContext
+	}
+
+	roots := cfg.RootCAs
+	if roots != nil {
+		roots = roots.Clone()
+	}
+	if cfg.CAFile != "" {
+		pem, err := os.ReadFile(cfg.CAFile)
+		if err != nil {
+			return nil, fmt.Errorf("upstream %s: ca_file: %w", name, err)
+		}
+		if roots == nil {
+			if roots, err = x509.SystemCertPool(); err != nil || roots == nil {
+				roots = x509.NewCertPool()
+			}
+		}
+		if !roots.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("upstream %s: ca_file %s holds no PEM certificate", name, cfg.CAFile)
+		}
+	}
+
+	s := &SMTP{
+		cfg:  cfg,
+		addr: net.JoinHostPort(cfg.Host, strconv.Itoa(cfg.Port)),
+		log:  cfg.Logger.With("upstream", name),
+		tlsConf: &tls.Config{
+			ServerName:         cfg.Host,
+			MinVersion:         tls.VersionTLS12,
+			RootCAs:            roots,
+			InsecureSkipVerify: cfg.InsecureSkipVerify,
+		},
+		sem:  make(chan struct{}, cfg.MaxConnections),
+		stop: make(chan struct{}),
+	}
+	if cfg.RateN > 0 {
+		s.rate = newLimiter(cfg.RateN, cfg.RatePer)
+	}
+	if cfg.InsecureSkipVerify {
+		s.log.Warn("TLS certificate verification is disabled for this upstream (insecure_skip_verify)")
+	}
+	s.janitor.Add(1)
+	go s.reapLoop()
+	return s, nil
+}
+
+func setDefault(d *time.Duration, v time.Duration) {
+	if *d <= 0 {
+		*d = v
+	}
+}
+
+// isLoopback reports whether host names this machine: "localhost", an
+// address in 127.0.0.0/8, or ::1.
+func isLoopback(host string) bool {
+	host = strings.TrimSuffix(strings.TrimPrefix(host, "["), "]")
+	if strings.EqualFold(host, "localhost") || strings.EqualFold(host, "localhost.") {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
+
+// Name returns the upstream name.
+func (s *SMTP) Name() string { return s.cfg.Name }
+
+// Addr returns host:port of the upstream.
+func (s *SMTP) Addr() string { return s.addr }
+
+// Close quits the pooled connections. Deliveries in progress finish; their
+// connections are closed instead of pooled.
+func (s *SMTP) Close() error {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return nil
+	}
+	s.closed = true
+	idle := s.idle
+	s.idle = nil
+	s.mu.Unlock()
+	close(s.stop)
+	s.janitor.Wait()
+	var wg sync.WaitGroup
+	for _, cn := range idle {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			cn.quit()
+		}()
+	}
+	wg.Wait()
+	return nil
+}
+
+// Paused reports whether the upstream is paused, until when and why.
+func (s *SMTP) Paused() (until time.Time, reason string, paused bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.cfg.Now().Before(s.pausedUntil) {
+		return s.pausedUntil, s.pauseReason, true
+	}
+	return time.Time{}, "", false
+}
+
+// pause stops deliveries for an exponentially growing time. Concurrent
+// failures that arrive while already paused do not grow it further.
+func (s *SMTP) pause(reason string) {
+	s.mu.Lock()
+	now := s.cfg.Now()
+	if now.Before(s.pausedUntil) {
+		s.mu.Unlock()
+		return
+	}
+	switch {
+	case s.backoff == 0:
+		s.backoff = pauseInitial
+	case s.backoff < pauseMax:
+		s.backoff = min(2*s.backoff, pauseMax)
+	}
+	s.pausedUntil = now.Add(s.backoff)
+	s.pauseReason = reason
+	s.connFails = 0
+	until, d := s.pausedUntil, s.backoff
+	s.mu.Unlock()
+	s.log.Warn("upstream paused", "until", until.Format(time.TimeOnly), "for", d, "reason", reason)
+}
+
+// connFailed counts a failed connection set-up and pauses after several in
+// a row.
+func (s *SMTP) connFailed(reason string) {
+	s.mu.Lock()
+	s.connFails++
+	n := s.connFails
+	s.mu.Unlock()
+	if n >= failuresBeforePause {
+		s.pause(fmt.Sprintf("%d connection failures in a row, last: %s", n, reason))
+	}
+}
+
+// healthy resets the failure count and the backoff after a delivery that
+// reached the server's verdict.
+func (s *SMTP) healthy() {
+	s.mu.Lock()
+	s.connFails = 0
+	s.backoff = 0
+	s.mu.Unlock()
+}
+
+func (s *SMTP) pausedResult() (Result, bool) {
+	until, reason, ok := s.Paused()
+	if !ok {
+		return Result{}, false
+	}
+	return Result{Class: Deferred, Message: fmt.Sprintf("upstream %s paused until %s after: %s",
+		s.cfg.Name, until.Format(time.TimeOnly), reason)}, true
+}
+
+// Deliver relays env and returns one Result per recipient.
+func (s *SMTP) Deliver(ctx context.Context, env *Envelope) Outcome {
+	out := Outcome{Remote: s.cfg.Host, Results: make([]Result, len(env.Recipients))}
+	all := func(r Result) Outcome {
+		for i := range out.Results {
+			out.Results[i] = r
+		}
+		return out
+	}
+	if len(env.Recipients) == 0 {
+		return out
+	}
+	s.mu.Lock()
+	closed := s.closed
+	s.mu.Unlock()
+	if closed {
+		return all(Result{Class: Deferred, Message: fmt.Sprintf("upstream %s is shut down", s.cfg.Name)})
+	}
+	if r, ok := s.pausedResult(); ok {
+		return all(r)
+	}
+	if env.Body == nil {
+		return all(Result{Class: Deferred, Message: "message has no body"})
+	}
+	if s.rate != nil {
+		if err := s.rate.wait(ctx, s.cfg.Now); err != nil {
+			return all(Result{Class: Deferred, Message: fmt.Sprintf("rate limit %d per %v reached for upstream %s",
+				s.cfg.RateN, s.cfg.RatePer, s.cfg.Name)})
+		}
+	}
+	select {
+	case s.sem <- struct{}{}:
+	case <-ctx.Done():
+		return all(Result{Class: Deferred, Message: "no free connection to upstream " + s.cfg.Name + ": " + ctx.Err().Error()})
+	}
+	defer func() { <-s.sem }()
+
+	for attempt := 0; ; attempt++ {
+		cn, reused, err := s.get(ctx, nil)
+		if err != nil {
+			return all(temporary(err))
+		}
+		st := s.transact(ctx, cn, env, out.Results)
+		if st.retry && reused && attempt == 0 {
+			// A pooled connection may have been closed by the server
+			// while idle; that says nothing about the message.
+			s.log.Debug("pooled connection went stale, reconnecting", "error", st.reason)
+			cn.close()
+			clear(out.Results)
+			continue
+		}
+		s.put(ctx, cn, st)
+		switch {
+		case st.pause != "":
+			s.pause(st.pause)
+		case !st.broken:
+			s.healthy()
+		}
+		return out
+	}
+}
+
+// txnStatus is what a transaction left behind on its connection.
+type txnStatus struct {
+	broken    bool   // connection unusable
+	needReset bool   // a transaction is open and must be reset
+	retry     bool   // failed before anything was decided; a fresh connection may do better
+	pause     string // the server asked us to go away (421)
+	reason    string
+}
+
+// transact runs one mail transaction on cn and fills res.
+func (s *SMTP) transact(ctx context.Context, cn *conn, env *Envelope, res []Result) (st txnStatus) {
+	stop := context.AfterFunc(ctx, func() { cn.raw.Close() })
+	defer stop()
+	c := cn.c
+	fill := func(idx []int, r Result) {
+		for _, i := range idx {
+			res[i] = r
+		}
+	}
+	allIdx := make([]int, len(res))
+	for i := range allIdx {
+		allIdx[i] = i
+	}
+	// connLost handles an error after which the connection is gone or
+	// must be dropped: every recipient not yet decided is deferred.
+	connLost := func(idx []int, err error) {
+		r := classify(err)
+		if r.Class == Failed || r.Code == 421 || r.Code == 0 {
+			r.Class = Deferred
+		}
+		if ctx.Err() != nil && r.Code == 0 {
+			r.Message = "delivery interrupted: " + ctx.Err().Error()
+		}
+		fill(idx, r)
+		st.broken = true
+		st.reason = r.Message
+		if r.Code == 421 {
+			st.pause = fmt.Sprintf("421 %s", r.Message)
+		}
+	}
+
+	if cn.needHello {
+		// go-smtp forgets the EHLO state after RSET; greet again so the
+		// extension checks below reflect this session.
+		if err := c.Hello(s.cfg.Hostname); err != nil {
+			connLost(allIdx, err)
+			st.retry = true
+			return st
+		}
+		cn.needHello = false
+	}
+
+	body, err := env.Body()
+	if err != nil {
+		fill(allIdx, Result{Class: Deferred, Message: "opening message body: " + err.Error()})
+		return st
+	}
+	defer body.Close()
+
+	if env.UTF8 {
+		if ok, _ := c.Extension("SMTPUTF8"); !ok {
+			fill(allIdx, Result{Class: Failed, Enhanced: "5.6.7",
+				Message: "SMTPUTF8 not offered by upstream " + s.addr + ": the message needs it"})
+			return st
+		}
+	}
+
+	opts := &smtp.MailOptions{Size: env.Size, UTF8: env.UTF8}
+	if ok, _ := c.Extension("DSN"); ok {
+		switch r := smtp.DSNReturn(strings.ToUpper(env.Ret)); r {
+		case smtp.DSNReturnFull, smtp.DSNReturnHeaders:
+			opts.Return = r
+		}
+		if printableASCII(env.EnvID) {
+			opts.EnvelopeID = env.EnvID
+		}
+	}
+	if err := c.Mail(env.From, opts); err != nil {
+		if !isReply(err) || replyCode(err) == 421 {
+			connLost(allIdx, err)
+			st.retry = true
+			return st
+		}
+		fill(allIdx, classify(err))
+		st.needReset = true
+		return st
+	}
+
+	var accepted []int
+	for i, r := range env.Recipients {
+		err := c.Rcpt(r.Address, rcptOptions(r))
+		if err == nil {
+			accepted = append(accepted, i)
+			continue
+		}
+		if !isReply(err) || replyCode(err) == 421 {
+			connLost(append(accepted, allIdx[i:]...), err)
+			return st
+		}
+		res[i] = classify(err)
+	}
+	if len(accepted) == 0 {
+		st.needReset = true
+		return st
+	}
+
+	w, err := c.Data()
+	if err != nil {
+		if !isReply(err) || replyCode(err) == 421 {
+			connLost(accepted, err)
+			return st
+		}
+		fill(accepted, classify(err))
+		st.needReset = true
+		return st
+	}
+	// go-smtp puts no deadline on the body write.
+	cn.raw.SetDeadline(time.Now().Add(s.cfg.DataTimeout))
+	if _, err := io.Copy(w, body); err != nil {
+		// Never end the DATA with a dot after a short write: that would
+		// send a truncated message. Drop the connection instead.
+		connLost(accepted, fmt.Errorf("sending message to %s: %w", s.addr, err))
+		return st
+	}
+	resp, err := w.CloseWithResponse()
+	if err != nil {
+		if !isReply(err) || replyCode(err) == 421 {
+			connLost(accepted, err)
+			return st
+		}
+		fill(accepted, classify(err))
+		return st
+	}
+	enh, text := splitEnhanced(resp.StatusText)
+	fill(accepted, Result{Class: Sent, Code: 250, Enhanced: enh, Message: text})
+	s.log.Debug("message relayed", "from", env.From, "recipients", len(accepted), "reply", resp.StatusText)
+	return st
+}
+
+func rcptOptions(r Rcpt) *smtp.RcptOptions {
+	opts := &smtp.RcptOptions{}
+	never := false
+	for _, n := range r.Notify {
+		v := smtp.DSNNotify(strings.ToUpper(strings.TrimSpace(n)))
+		switch v {
+		case smtp.DSNNotifyNever:
+			never = true
+		case smtp.DSNNotifySuccess, smtp.DSNNotifyFailure, smtp.DSNNotifyDelayed:
+			if !containsNotify(opts.Notify, v) {
+				opts.Notify = append(opts.Notify, v)
+			}
+		}
+	}
+	if never {
+		// NEVER excludes the others (RFC 3461); it is the safer reading.
+		opts.Notify = []smtp.DSNNotify{smtp.DSNNotifyNever}
+	}
+	if typ, addr, ok := strings.Cut(r.ORCPT, ";"); ok && addr != "" {
+		switch strings.ToUpper(strings.TrimSpace(typ)) {
+		case "RFC822":
+			if printableASCII(addr) {
+				opts.OriginalRecipientType = smtp.DSNAddressTypeRFC822
+				opts.OriginalRecipient = addr
+			}
+		case "UTF-8":
+			opts.OriginalRecipientType = smtp.DSNAddressTypeUTF8
+			opts.OriginalRecipient = addr
+		}
+	}
+	return opts
+}
+
+func containsNotify(l []smtp.DSNNotify, v smtp.DSNNotify) bool {
+	for _, x := range l {
+		if x == v {
+			return true
+		}
+	}
+	return false
+}
+
+func printableASCII(s string) bool {
+	if s == "" {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if s[i] < 33 || s[i] > 126 {
+			return false
+		}
+	}
+	return true
+}
+
+// get returns a pooled connection or a new one. A failed connection
+// set-up counts towards pausing the upstream.
+func (s *SMTP) get(ctx context.Context, probe *ProbeReport) (cn *conn, reused bool, err error) {
+	if probe == nil {
+		if cn := s.takeIdle(); cn != nil {
+			return cn, true, nil
+		}
+	}
+	cn, err = s.connect(ctx, probe)
+	if err != nil {
+		if ctx.Err() == nil {
+			if replyCode(err) == 421 {
+				s.pause(err.Error())
+			} else {
+				s.connFailed(err.Error())
+			}
+		}
+		return nil, false, err
+	}
+	return cn, false, nil
+}
+
+func (s *SMTP) takeIdle() *conn {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	now := s.cfg.Now()
+	for len(s.idle) > 0 {
+		cn := s.idle[len(s.idle)-1]
+		s.idle = s.idle[:len(s.idle)-1]
+		if now.Sub(cn.lastUsed) < s.cfg.IdleTimeout {
+			return cn
+		}
+		go cn.quit()
+	}
+	return nil
+}
+
+// put returns cn to the pool after a transaction, or closes it.
+func (s *SMTP) put(ctx context.Context, cn *conn, st txnStatus) {
+	if st.broken || ctx.Err() != nil {
+		cn.close()
+		return
+	}
+	if st.needReset {
+		if err := cn.c.Reset(); err != nil {
+			cn.close()
+			return
+		}
+		cn.needHello = true
+	}
+	cn.lastUsed = s.cfg.Now()
+	s.mu.Lock()
+	if s.closed || len(s.idle) >= s.cfg.MaxConnections {
+		s.mu.Unlock()
+		cn.quit()
+		return
+	}
+	s.idle = append(s.idle, cn)
+	s.mu.Unlock()
+}
+
+// reapLoop closes pooled connections idle for longer than IdleTimeout, so
+// we do not sit on sockets the server has long given up on.
+func (s *SMTP) reapLoop() {
+	defer s.janitor.Done()
+	t := time.NewTicker(max(s.cfg.IdleTimeout/2, 100*time.Millisecond))
+	defer t.Stop()
+	for {
+		select {
+		case <-s.stop:
+			return
+		case <-t.C:
+		}
+		s.mu.Lock()
+		now := s.cfg.Now()
+		var stale []*conn
+		keep := s.idle[:0]
+		for _, cn := range s.idle {
+			if now.Sub(cn.lastUsed) >= s.cfg.IdleTimeout {
+				stale = append(stale, cn)
+			} else {
+				keep = append(keep, cn)
+			}
+		}
+		clear(s.idle[len(keep):])
+		s.idle = keep
+		s.mu.Unlock()
+		for _, cn := range stale {
+			cn.quit()
+		}
+	}
+}
+
+// IdleConns returns the number of pooled idle connections.
+func (s *SMTP) IdleConns() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.idle)
+}
+
+var errNoStartTLS = errors.New("STARTTLS not offered")

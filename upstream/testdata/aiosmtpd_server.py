@@ -1,0 +1,63 @@
+"""A STARTTLS+AUTH SMTP server for the upstream package's interop test.
+
+Usage: aiosmtpd_server.py CERT KEY USER PASSWORD OUTDIR
+Prints the port on stdout once ready, then serves until stdin closes.
+"""
+import os
+import socket
+import ssl
+import sys
+
+from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import AuthResult, LoginPassword
+
+cert, key, user, password, outdir = sys.argv[1:6]
+
+
+class Handler:
+    def __init__(self):
+        self.n = 0
+
+    async def handle_DATA(self, server, session, envelope):
+        self.n += 1
+        path = os.path.join(outdir, "msg%d" % self.n)
+        with open(path + ".tmp", "wb") as f:
+            f.write(b"FROM " + envelope.mail_from.encode() + b"\n")
+            for r in envelope.rcpt_tos:
+                f.write(b"TO " + r.encode() + b"\n")
+            f.write(b"AUTH " + (session.auth_data or b"") + b"\n")
+            f.write(b"\n")
+            f.write(envelope.original_content)
+        os.rename(path + ".tmp", path)
+        return "250 2.0.0 OK queued"
+
+
+def authenticator(server, session, envelope, mechanism, auth_data):
+    if (isinstance(auth_data, LoginPassword)
+            and auth_data.login == user.encode()
+            and auth_data.password == password.encode()):
+        return AuthResult(success=True, auth_data=auth_data.login)
+    return AuthResult(success=False, handled=False)
+
+
+ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+ctx.load_cert_chain(cert, key)
+
+s = socket.socket()
+s.bind(("127.0.0.1", 0))
+port = s.getsockname()[1]
+s.close()
+
+controller = Controller(
+    Handler(),
+    hostname="127.0.0.1",
+    port=port,
+    tls_context=ctx,
+    require_starttls=True,
+    authenticator=authenticator,
+    auth_require_tls=True,
+)
+controller.start()
+print(port, flush=True)
+sys.stdin.read()
+controller.stop()
