@@ -108,6 +108,7 @@ type mailbox struct {
 	addrStart, addrEnd int  // the addr-spec
 	localEnd           int  // end of the local part
 	domain             bool // the addr-spec has a domain
+	grouped            bool // the mailbox is a member of a group
 	addr               string
 }
 
@@ -115,10 +116,11 @@ type mailbox struct {
 // parts without a domain, obsolete routes and stray empty list elements,
 // and gives up on anything else it does not understand.
 type parser struct {
-	v    []byte
-	toks []token
-	p    int
-	out  []mailbox
+	v       []byte
+	toks    []token
+	p       int
+	inGroup bool
+	out     []mailbox
 }
 
 // parseList parses an address list value. It fails when the value is not
@@ -187,6 +189,8 @@ func (ps *parser) group() bool {
 		ps.p++
 	}
 	ps.p++ // the colon
+	ps.inGroup = true
+	defer func() { ps.inGroup = false }()
 	for {
 		t, ok := ps.peek()
 		switch {
@@ -310,7 +314,7 @@ func (ps *parser) addrSpec() bool {
 	if !ok {
 		return false
 	}
-	m := mailbox{addrStart: start, addrEnd: end, localEnd: end, addr: local}
+	m := mailbox{addrStart: start, addrEnd: end, localEnd: end, grouped: ps.inGroup, addr: local}
 	if ps.special('@') {
 		ps.p++
 		_, dend, domain, ok := ps.dotted(tWord, tLiteral)
@@ -510,7 +514,8 @@ func RewriteFrom(raw []byte, newFrom string) []byte {
 	f := fields[from]
 	v := f.value(raw)
 	var nv []byte
-	if mbs, ok := parseList(v); ok && len(mbs) == 1 {
+	mbs, ok := parseList(v)
+	if ok && len(mbs) == 1 && !mbs[0].grouped {
 		m := mbs[0]
 		if strings.EqualFold(m.addr, newFrom) {
 			return raw
@@ -525,7 +530,9 @@ func RewriteFrom(raw []byte, newFrom string) []byte {
 	out = append(out, raw[f.start:f.colon+1]...)
 	out = append(out, ToCRLF(nv)...)
 	out = terminate(out)
-	if !hasReplyTo && unfold(v) != "" {
+	// A From that held no address at all ("<>", an empty group) is not
+	// worth replying to.
+	if !hasReplyTo && unfold(v) != "" && (!ok || len(mbs) > 0) {
 		out = append(out, "Reply-To:"...)
 		out = append(out, ToCRLF(v)...)
 		out = terminate(out)

@@ -183,18 +183,19 @@ func (d *DSN) original() (b []byte, full bool, err error) {
 // headerSection reads the header section from r, without the blank line
 // that ends it and without reading the body.
 func headerSection(r *bufio.Reader) ([]byte, error) {
-	var b []byte
+	b := []byte{} // not nil: an empty header section is still returned
+	var line []byte
 	for {
-		line, err := r.ReadSlice('\n')
+		chunk, err := r.ReadSlice('\n')
+		line = append(line, chunk...)
 		if err == bufio.ErrBufferFull {
-			b = append(b, line...)
 			continue
 		}
-		if len(line) > 0 && (len(line) == 1 || len(line) == 2 && line[0] == '\r') && line[len(line)-1] == '\n' &&
-			(len(b) == 0 || b[len(b)-1] == '\n') {
+		if string(line) == "\n" || string(line) == "\r\n" {
 			return b, nil
 		}
 		b = append(b, line...)
+		line = line[:0]
 		if err == io.EOF {
 			if len(b) > 0 && b[len(b)-1] != '\n' {
 				b = append(b, '\r', '\n')

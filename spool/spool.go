@@ -22,6 +22,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -352,7 +353,7 @@ func NewID(now time.Time) string {
 		panic(err)
 	}
 	// 48 bits of microseconds are enough until the year 10889.
-	return fmt.Sprintf("%012X%s", uint64(now.UnixMicro())&0xFFFFFFFFFFFF, hex.EncodeToString(b[8:11]))
+	return fmt.Sprintf("%012X%s", uint64(now.UnixMicro())&0xFFFFFFFFFFFF, strings.ToUpper(hex.EncodeToString(b[8:11])))
 }
 
 func dueKey(t time.Time, id string) []byte {

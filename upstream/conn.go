@@ -149,7 +149,10 @@ func (s *SMTP) startTLS(ctx context.Context, raw net.Conn) (*tls.Conn, error) {
 		return nil, fmt.Errorf("EHLO to %s: %w", s.addr, protoError(err))
 	}
 	if !offered {
-		return nil, fmt.Errorf("%w by %s: refusing to send credentials or mail in clear", errNoStartTLS, s.addr)
+		if s.wantsAuth() {
+			return nil, fmt.Errorf("%w by %s: refusing to send credentials", errNoStartTLS, s.addr)
+		}
+		return nil, fmt.Errorf("%w by %s: refusing to send mail in clear (tls = \"starttls\")", errNoStartTLS, s.addr)
 	}
 	if _, err := fmt.Fprintf(raw, "STARTTLS\r\n"); err != nil {
 		return nil, fmt.Errorf("STARTTLS to %s: %w", s.addr, err)

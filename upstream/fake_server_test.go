@@ -135,9 +135,9 @@ type fakeServer struct {
 	release chan struct{}
 
 	mu        sync.Mutex
-	conns     int // sessions started
-	current   int // sessions open
-	maxOpen   int // most sessions open at once
+	conns     int // TCP connections accepted
+	current   int // TCP connections open
+	maxOpen   int // most connections open at once
 	authTries int
 	msgs      []received
 
@@ -169,6 +169,7 @@ func startFake(t testing.TB, ca *testCA, o fakeOptions) *fakeServer {
 	if err != nil {
 		t.Fatal(err)
 	}
+	ln = countingListener{Listener: ln, fs: fs}
 	var tlsConf *tls.Config
 	if o.Mode != "plain" {
 		cert := o.Cert
@@ -214,16 +215,11 @@ func (fs *fakeServer) opts() fakeOptions {
 }
 
 func (fs *fakeServer) newSession(c *smtp.Conn) (smtp.Session, error) {
-	fs.mu.Lock()
-	fs.conns++
-	fs.current++
-	fs.maxOpen = max(fs.maxOpen, fs.current)
-	fs.mu.Unlock()
 	_, isTLS := c.TLSConnectionState()
 	return &fakeSession{fs: fs, conn: c, tls: isTLS}, nil
 }
 
-// stats returns sessions started, most open at once, AUTH attempts.
+// stats returns connections accepted, most open at once, AUTH attempts.
 func (fs *fakeServer) stats() (conns, maxOpen, authTries int) {
 	fs.mu.Lock()
 	defer fs.mu.Unlock()
@@ -347,11 +343,41 @@ func (s *fakeSession) Data(r io.Reader) error {
 
 func (s *fakeSession) Reset() { s.cur = received{} }
 
-func (s *fakeSession) Logout() error {
-	s.fs.mu.Lock()
-	s.fs.current--
-	s.fs.mu.Unlock()
-	return nil
+func (s *fakeSession) Logout() error { return nil }
+
+// countingListener counts TCP connections, which go-smtp's sessions do not
+// map to: a session starts again after STARTTLS.
+type countingListener struct {
+	net.Listener
+	fs *fakeServer
+}
+
+func (l countingListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err != nil {
+		return nil, err
+	}
+	l.fs.mu.Lock()
+	l.fs.conns++
+	l.fs.current++
+	l.fs.maxOpen = max(l.fs.maxOpen, l.fs.current)
+	l.fs.mu.Unlock()
+	return &countedConn{Conn: c, fs: l.fs}, nil
+}
+
+type countedConn struct {
+	net.Conn
+	fs   *fakeServer
+	once sync.Once
+}
+
+func (c *countedConn) Close() error {
+	c.once.Do(func() {
+		c.fs.mu.Lock()
+		c.fs.current--
+		c.fs.mu.Unlock()
+	})
+	return c.Conn.Close()
 }
 
 // syncBuffer collects log output from several goroutines.
@@ -438,4 +464,3 @@ func waitFor(t testing.TB, what string, cond func() bool) {
 		time.Sleep(5 * time.Millisecond)
 	}
 }
-

@@ -192,8 +192,8 @@ func TestNoSTARTTLSRefusesAuth(t *testing.T) {
 	out := deliver(t, s, envelope(testMessage, "b@example.net"))
 	wantClass(t, out, Deferred)
 	want := fmt.Sprintf("STARTTLS not offered by 127.0.0.1:%d: refusing to send credentials", fs.Port)
-	if !strings.HasPrefix(out.Results[0].Message, want) {
-		t.Errorf("message %q, want prefix %q", out.Results[0].Message, want)
+	if out.Results[0].Message != want {
+		t.Errorf("message %q, want %q", out.Results[0].Message, want)
 	}
 	if _, _, auth := fs.stats(); auth != 0 || len(fs.messages()) != 0 {
 		t.Errorf("server saw %d AUTH attempts, %d messages", auth, len(fs.messages()))
@@ -632,3 +632,49 @@ func TestSASLClients(t *testing.T) {
 }
 
 func base64Std(s string) string { return base64.StdEncoding.EncodeToString([]byte(s)) }
+
+func TestPlainToLoopbackWithAuth(t *testing.T) {
+	ca := newTestCA(t, "test CA")
+	fs := startFake(t, ca, fakeOptions{Mode: "plain", User: "u", Password: "pw"})
+	var logs syncBuffer
+	cfg := clientConfig(fs, ca, &logs)
+	cfg.TLS = "none"
+	s := newTarget(t, cfg)
+	wantClass(t, deliver(t, s, envelope(testMessage, "b@example.net")), Sent)
+	if m := fs.messages(); len(m) != 1 || m[0].User != "u" || m[0].TLS {
+		t.Fatalf("messages %+v", m)
+	}
+}
+
+func TestNoUsableMechanism(t *testing.T) {
+	ca := newTestCA(t, "test CA")
+	fs := startFake(t, ca, fakeOptions{User: "u", Password: "pw"})
+	var logs syncBuffer
+	cfg := clientConfig(fs, ca, &logs)
+	cfg.Password, cfg.Token = nil, staticSecret("tok")
+	s := newTarget(t, cfg)
+	out := deliver(t, s, envelope(testMessage, "b@example.net"))
+	wantClass(t, out, Deferred)
+	if !strings.Contains(out.Results[0].Message, "no usable AUTH mechanism") {
+		t.Errorf("result %+v", out.Results[0])
+	}
+	cfg.Auth = "cram-md5"
+	cfg.Password = staticSecret("pw")
+	s = newTarget(t, cfg)
+	out = deliver(t, s, envelope(testMessage, "b@example.net"))
+	if !strings.Contains(out.Results[0].Message, "AUTH CRAM-MD5 not offered") {
+		t.Errorf("result %+v", out.Results[0])
+	}
+}
+
+func TestNoSTARTTLSWithoutAuth(t *testing.T) {
+	ca := newTestCA(t, "test CA")
+	fs := startFake(t, ca, fakeOptions{Mode: "plain"})
+	var logs syncBuffer
+	s := newTarget(t, clientConfig(fs, ca, &logs))
+	out := deliver(t, s, envelope(testMessage, "b@example.net"))
+	wantClass(t, out, Deferred)
+	if !strings.Contains(out.Results[0].Message, "refusing to send mail in clear") || len(fs.messages()) != 0 {
+		t.Errorf("result %+v", out.Results[0])
+	}
+}

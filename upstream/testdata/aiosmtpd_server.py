@@ -7,9 +7,12 @@ import os
 import socket
 import ssl
 import sys
+import warnings
 
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult, LoginPassword
+
+warnings.filterwarnings("ignore", category=DeprecationWarning)
 
 cert, key, user, password, outdir = sys.argv[1:6]
 

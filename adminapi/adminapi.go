@@ -1,0 +1,185 @@
+// Package adminapi is the contract between the daemon's admin socket and
+// the commands that talk to it (outbox queue …, mailq, sendmail -q): JSON
+// over HTTP on a unix socket. When the daemon is not running, ListQueue
+// reads the spool file directly.
+package adminapi
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"sort"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/outbox-mta/outbox/config"
+	"github.com/outbox-mta/outbox/spool"
+)
+
+// Message is one queued message as `outbox queue ls --json` prints it.
+type Message struct {
+	ID          string      `json:"id"`
+	From        string      `json:"from"`
+	Size        int64       `json:"size"`
+	Arrived     time.Time   `json:"arrived"`
+	Attempts    int         `json:"attempts"`
+	NextAttempt time.Time   `json:"next_attempt"`
+	Held        bool        `json:"held"`
+	Recipients  []Recipient `json:"recipients"`
+}
+
+// Recipient is one recipient's state.
+type Recipient struct {
+	Address   string `json:"address"`
+	Status    string `json:"status"` // pending | sent | failed
+	LastError string `json:"last_error"`
+}
+
+// FromSpool converts a spool envelope to its listing form.
+func FromSpool(m *spool.Message) Message {
+	out := Message{
+		ID: m.ID, From: m.From, Size: m.Size, Arrived: m.Arrived.UTC().Truncate(time.Second),
+		Attempts: m.Attempts, NextAttempt: m.NextAttempt.UTC().Truncate(time.Second), Held: m.Held,
+		Recipients: make([]Recipient, 0, len(m.Recipients)),
+	}
+	for _, r := range m.Recipients {
+		out.Recipients = append(out.Recipients, Recipient{Address: r.Address, Status: string(r.Status), LastError: r.LastError})
+	}
+	return out
+}
+
+// Stats is the daemon's view of itself.
+type Stats struct {
+	Queued        int     `json:"queued"`
+	Commits       uint64  `json:"commits"`
+	Writes        uint64  `json:"writes"`
+	BatchingRatio float64 `json:"batching_ratio"`
+}
+
+// Client talks to the admin socket.
+type Client struct {
+	socket string
+	http   *http.Client
+}
+
+// NewClient returns a client for the admin socket at path.
+func NewClient(socket string) *Client {
+	return &Client{
+		socket: socket,
+		http: &http.Client{Transport: &http.Transport{
+			DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+				var d net.Dialer
+				return d.DialContext(ctx, "unix", socket)
+			},
+		}},
+	}
+}
+
+// ErrNotRunning means nothing answers on the admin socket.
+var ErrNotRunning = errors.New("the outbox daemon is not running (nothing answers on the admin socket)")
+
+func (c *Client) do(ctx context.Context, method, path string, q url.Values, out any) error {
+	u := "http://outbox" + path
+	if len(q) > 0 {
+		u += "?" + q.Encode()
+	}
+	req, err := http.NewRequestWithContext(ctx, method, u, nil)
+	if err != nil {
+		return err
+	}
+	resp, err := c.http.Do(req)
+	if err != nil {
+		if errors.Is(err, syscall.ENOENT) || errors.Is(err, syscall.ECONNREFUSED) {
+			return ErrNotRunning
+		}
+		return fmt.Errorf("admin socket %s: %w", c.socket, err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(io.LimitReader(resp.Body, 256<<20))
+	if err != nil {
+		return err
+	}
+	if resp.StatusCode != http.StatusOK {
+		return errors.New(strings.TrimSpace(string(body)))
+	}
+	if out == nil {
+		return nil
+	}
+	return json.Unmarshal(body, out)
+}
+
+// Queue lists the queue.
+func (c *Client) Queue(ctx context.Context) ([]Message, error) {
+	var out []Message
+	err := c.do(ctx, http.MethodGet, "/queue", nil, &out)
+	return out, err
+}
+
+// Show returns a readable dump of one message: envelope and headers.
+func (c *Client) Show(ctx context.Context, id string) (string, error) {
+	var out struct {
+		Text string `json:"text"`
+	}
+	err := c.do(ctx, http.MethodGet, "/show", url.Values{"id": {id}}, &out)
+	return out.Text, err
+}
+
+// Flush makes every queued message due now.
+func (c *Client) Flush(ctx context.Context) (int, error) {
+	var out struct {
+		Scheduled int `json:"scheduled"`
+	}
+	err := c.do(ctx, http.MethodPost, "/flush", nil, &out)
+	return out.Scheduled, err
+}
+
+// Act runs hold, release or delete on one message.
+func (c *Client) Act(ctx context.Context, action, id string) error {
+	return c.do(ctx, http.MethodPost, "/"+action, url.Values{"id": {id}}, nil)
+}
+
+// Stats returns the daemon's counters.
+func (c *Client) Stats(ctx context.Context) (Stats, error) {
+	var out Stats
+	err := c.do(ctx, http.MethodGet, "/stats", nil, &out)
+	return out, err
+}
+
+// ListQueue lists the queue through the daemon if it runs, else from the
+// spool file. A missing spool file is an empty queue.
+func ListQueue(ctx context.Context, cfg *config.Config) ([]Message, error) {
+	msgs, err := NewClient(cfg.Admin.Socket).Queue(ctx)
+	if !errors.Is(err, ErrNotRunning) {
+		return msgs, err
+	}
+	if _, serr := os.Stat(cfg.Spool.Path); errors.Is(serr, os.ErrNotExist) {
+		return []Message{}, nil
+	}
+	s, err := spool.Open(cfg.Spool.Path, spool.Options{ReadOnly: true, Timeout: 2 * time.Second})
+	if err != nil {
+		return nil, err
+	}
+	defer s.Close()
+	list, err := s.List()
+	if err != nil {
+		return nil, err
+	}
+	return Convert(list), nil
+}
+
+// Convert turns spool envelopes into the listing, oldest first.
+func Convert(list []*spool.Message) []Message {
+	out := make([]Message, 0, len(list))
+	for _, m := range list {
+		out = append(out, FromSpool(m))
+	}
+	sort.SliceStable(out, func(i, j int) bool { return out[i].Arrived.Before(out[j].Arrived) })
+	return out
+}

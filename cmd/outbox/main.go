@@ -1,0 +1,225 @@
+// Command outbox is the Outbox daemon and its admin tool: serve, check,
+// queue, send, test-upstream, service and version.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"runtime/debug"
+	"strings"
+	"syscall"
+
+	"github.com/outbox-mta/outbox/config"
+)
+
+// Exit codes (sysexits.h where one fits).
+const (
+	exitOK          = 0
+	exitError       = 1
+	exitUsage       = 64
+	exitUnavailable = 69
+	exitSoftware    = 70
+	exitTempFail    = 75
+	exitConfig      = 78
+)
+
+// version is set at build time with -ldflags "-X main.version=…".
+var version = ""
+
+type command struct {
+	name    string
+	summary string
+	usage   string
+	run     func(a *app, args []string) int
+}
+
+var commands []command
+
+func init() {
+	commands = []command{
+		{"serve", "run the daemon in the foreground (logs to stderr; SIGTERM stops it cleanly)", "outbox serve [--config FILE]", cmdServe},
+		{"check", "validate the configuration; exit 0 when valid, 78 when not", "outbox check [--config FILE]", cmdCheck},
+		{"queue", "list and manage queued mail: ls [--json], show ID, hold ID, release ID, delete ID, flush, stats, backup FILE, compact", "outbox queue SUBCOMMAND [ARGS] [--config FILE]", cmdQueue},
+		{"send", "submit a message read from stdin to the running daemon", "outbox send [--from ADDR] [--subject TEXT] RCPT... < message", cmdSend},
+		{"test-upstream", "connect to an upstream, report TLS and AUTH, and with --rcpt try MAIL/RCPT without sending", "outbox test-upstream [--rcpt ADDR] NAME", cmdTestUpstream},
+		{"service", "install, uninstall, start, stop or show the system service", "outbox service install|uninstall|start|stop|restart|status [--config FILE]", cmdService},
+		{"hash-password", "print a bcrypt hash of a password read from stdin, for listen { auth = {...} }", "outbox hash-password < password", cmdHashPassword},
+		{"version", "print the version", "outbox version", cmdVersion},
+	}
+}
+
+type app struct {
+	configFlag string
+	stdout     io.Writer
+	stderr     io.Writer
+	stdin      io.Reader
+}
+
+func main() {
+	a := &app{stdout: os.Stdout, stderr: os.Stderr, stdin: os.Stdin}
+	os.Exit(a.main(os.Args[1:]))
+}
+
+// extractConfig removes --config FILE / --config=FILE (or -config) from
+// anywhere in args, so it works before or after the subcommand.
+func extractConfig(args []string) (string, []string, error) {
+	var rest []string
+	cfg := ""
+	for i := 0; i < len(args); i++ {
+		a := args[i]
+		if a == "--" {
+			rest = append(rest, args[i:]...)
+			break
+		}
+		switch {
+		case a == "--config" || a == "-config" || a == "-c":
+			if i+1 >= len(args) {
+				return "", nil, errors.New("--config needs a file name")
+			}
+			cfg = args[i+1]
+			i++
+		case strings.HasPrefix(a, "--config=") || strings.HasPrefix(a, "-config="):
+			cfg = a[strings.IndexByte(a, '=')+1:]
+		default:
+			rest = append(rest, a)
+		}
+	}
+	return cfg, rest, nil
+}
+
+func (a *app) main(args []string) int {
+	cfg, rest, err := extractConfig(args)
+	if err != nil {
+		fmt.Fprintln(a.stderr, "outbox:", err)
+		return exitUsage
+	}
+	a.configFlag = cfg
+	if len(rest) == 0 || rest[0] == "-h" || rest[0] == "--help" || rest[0] == "help" {
+		a.usage(a.stdout)
+		if len(rest) == 0 {
+			return exitUsage
+		}
+		return exitOK
+	}
+	if rest[0] == "--version" || rest[0] == "-v" {
+		return cmdVersion(a, nil)
+	}
+	for _, c := range commands {
+		if c.name == rest[0] {
+			return c.run(a, rest[1:])
+		}
+	}
+	fmt.Fprintf(a.stderr, "outbox: unknown command %q; run `outbox --help` for the list\n", rest[0])
+	return exitUsage
+}
+
+func (a *app) usage(w io.Writer) {
+	fmt.Fprintln(w, "Outbox: a sendmail-compatible local mail relay.")
+	fmt.Fprintln(w)
+	fmt.Fprintln(w, "Usage: outbox COMMAND [ARGS] [--config FILE]")
+	fmt.Fprintln(w)
+	for _, c := range commands {
+		fmt.Fprintf(w, "  %-14s %s\n", c.name, c.summary)
+	}
+	fmt.Fprintln(w)
+	fmt.Fprintf(w, "The configuration is --config FILE, else $OUTBOX_CONFIG, else %s.\n", config.DefaultPath)
+	fmt.Fprintln(w, "Run `outbox COMMAND --help` for a command's options.")
+}
+
+// flags returns a FlagSet that prints the command's usage on --help.
+func (a *app) flags(name string) *flag.FlagSet {
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	fs.SetOutput(a.stderr)
+	for _, c := range commands {
+		if c.name == name {
+			fs.Usage = func() {
+				fmt.Fprintf(a.stderr, "Usage: %s\n\n%s\n", c.usage, c.summary)
+				fs.PrintDefaults()
+			}
+		}
+	}
+	return fs
+}
+
+// parse parses flags; ok is false when the command should exit with code.
+func parse(fs *flag.FlagSet, args []string) (code int, ok bool) {
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return exitOK, false
+		}
+		return exitUsage, false
+	}
+	return 0, true
+}
+
+// loadConfig loads the configuration, printing diagnostics on failure.
+func (a *app) loadConfig() (*config.Config, int) {
+	path := config.Locate(a.configFlag)
+	cfg, err := config.Load(path)
+	if err != nil {
+		fmt.Fprintln(a.stderr, "outbox:", err)
+		return nil, exitConfig
+	}
+	return cfg, exitOK
+}
+
+func newLogger(cfg *config.Config, w io.Writer) *slog.Logger {
+	var level slog.Level
+	level.UnmarshalText([]byte(cfg.Log.Level))
+	opts := &slog.HandlerOptions{Level: level}
+	if cfg.Log.Format == "json" {
+		return slog.New(slog.NewJSONHandler(w, opts))
+	}
+	return slog.New(slog.NewTextHandler(w, opts))
+}
+
+func cmdVersion(a *app, args []string) int {
+	v := version
+	if v == "" {
+		v = "devel"
+		if bi, ok := debug.ReadBuildInfo(); ok && bi.Main.Version != "" && bi.Main.Version != "(devel)" {
+			v = bi.Main.Version
+		}
+	}
+	fmt.Fprintln(a.stdout, "outbox", v)
+	return exitOK
+}
+
+func cmdCheck(a *app, args []string) int {
+	fs := a.flags("check")
+	if code, ok := parse(fs, args); !ok {
+		return code
+	}
+	cfg, code := a.loadConfig()
+	if cfg == nil {
+		return code
+	}
+	fmt.Fprintf(a.stdout, "%s: configuration is valid\n", cfg.Path)
+	for _, l := range cfg.Listen {
+		fmt.Fprintf(a.stdout, "  listen   %s\n", l.Address)
+	}
+	for i, u := range cfg.Upstreams {
+		mark := ""
+		if i == 0 {
+			mark = " (default)"
+		}
+		if u.Type == "maildir" {
+			fmt.Fprintf(a.stdout, "  upstream %s: maildir %s%s\n", u.Name, u.Path, mark)
+		} else {
+			fmt.Fprintf(a.stdout, "  upstream %s: %s:%d tls=%s%s\n", u.Name, u.Host, u.Port, u.TLS, mark)
+		}
+	}
+	fmt.Fprintf(a.stdout, "  spool    %s\n", cfg.Spool.Path)
+	return exitOK
+}
+
+// signalContext ends on SIGTERM or SIGINT.
+func signalContext() (context.Context, context.CancelFunc) {
+	return signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+}

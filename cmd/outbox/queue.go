@@ -1,0 +1,266 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"text/tabwriter"
+	"time"
+
+	"github.com/outbox-mta/outbox/adminapi"
+	"github.com/outbox-mta/outbox/config"
+	"github.com/outbox-mta/outbox/relay"
+	"github.com/outbox-mta/outbox/spool"
+)
+
+func cmdQueue(a *app, args []string) int {
+	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" {
+		a.flags("queue").Usage()
+		if len(args) == 0 {
+			return exitUsage
+		}
+		return exitOK
+	}
+	sub, args := args[0], args[1:]
+	switch sub {
+	case "ls", "list":
+		return queueLs(a, args)
+	case "show", "hold", "release", "delete":
+		return queueAct(a, sub, args)
+	case "flush":
+		return queueFlush(a, args)
+	case "stats":
+		return queueStats(a, args)
+	case "backup":
+		return queueBackup(a, args)
+	case "compact":
+		return queueCompact(a, args)
+	}
+	fmt.Fprintf(a.stderr, "outbox queue: unknown subcommand %q (ls, show, hold, release, delete, flush, stats, backup, compact)\n", sub)
+	return exitUsage
+}
+
+func queueLs(a *app, args []string) int {
+	fs := a.flags("queue")
+	asJSON := fs.Bool("json", false, "print a JSON array, one object per message")
+	if code, ok := parse(fs, args); !ok {
+		return code
+	}
+	cfg, code := a.loadConfig()
+	if cfg == nil {
+		return code
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	list, err := adminapi.ListQueue(ctx, cfg)
+	if err != nil {
+		fmt.Fprintln(a.stderr, "outbox queue ls:", err)
+		return exitTempFail
+	}
+	if *asJSON {
+		enc := json.NewEncoder(a.stdout)
+		enc.SetIndent("", "  ")
+		if list == nil {
+			list = []adminapi.Message{}
+		}
+		enc.Encode(list)
+		return exitOK
+	}
+	if len(list) == 0 {
+		fmt.Fprintln(a.stdout, "The queue is empty.")
+		return exitOK
+	}
+	tw := tabwriter.NewWriter(a.stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "ID\tSIZE\tARRIVED\tATTEMPTS\tNEXT ATTEMPT\tFROM")
+	var total int64
+	for _, m := range list {
+		next := m.NextAttempt.Local().Format("2006-01-02 15:04:05")
+		if m.Held {
+			next = "held"
+		}
+		from := m.From
+		if from == "" {
+			from = "<>"
+		}
+		fmt.Fprintf(tw, "%s\t%d\t%s\t%d\t%s\t%s\n", m.ID, m.Size, m.Arrived.Local().Format("2006-01-02 15:04:05"), m.Attempts, next, from)
+		for _, r := range m.Recipients {
+			line := fmt.Sprintf("  → %s\t%s", r.Address, r.Status)
+			if r.LastError != "" {
+				line += "\t" + r.LastError
+			}
+			fmt.Fprintln(tw, line)
+		}
+		total += m.Size
+	}
+	tw.Flush()
+	fmt.Fprintf(a.stdout, "%d message(s), %d bytes\n", len(list), total)
+	return exitOK
+}
+
+// withSpool runs fn on the spool file directly; for use while the daemon
+// is not running.
+func withSpool(cfg *config.Config, readOnly bool, fn func(s *spool.Spool) error) error {
+	if readOnly {
+		if _, err := os.Stat(cfg.Spool.Path); err != nil {
+			return fmt.Errorf("no spool at %s: %w", cfg.Spool.Path, err)
+		}
+	}
+	s, err := spool.Open(cfg.Spool.Path, spool.Options{ReadOnly: readOnly, Timeout: 2 * time.Second})
+	if err != nil {
+		return err
+	}
+	defer s.Close()
+	return fn(s)
+}
+
+func queueAct(a *app, action string, args []string) int {
+	fs := a.flags("queue")
+	if code, ok := parse(fs, args); !ok {
+		return code
+	}
+	if fs.NArg() == 0 {
+		fmt.Fprintf(a.stderr, "outbox queue %s: give one or more message IDs (see `outbox queue ls`)\n", action)
+		return exitUsage
+	}
+	cfg, code := a.loadConfig()
+	if cfg == nil {
+		return code
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	c := adminapi.NewClient(cfg.Admin.Socket)
+	rc := exitOK
+	for _, id := range fs.Args() {
+		var err error
+		if action == "show" {
+			var text string
+			text, err = c.Show(ctx, id)
+			if errors.Is(err, adminapi.ErrNotRunning) {
+				err = withSpool(cfg, true, func(s *spool.Spool) error {
+					text, err = relay.Dump(s, id)
+					return err
+				})
+			}
+			if err == nil {
+				fmt.Fprintln(a.stdout, text)
+			}
+		} else {
+			err = c.Act(ctx, action, id)
+			if errors.Is(err, adminapi.ErrNotRunning) {
+				err = withSpool(cfg, false, func(s *spool.Spool) error {
+					switch action {
+					case "hold":
+						_, err := s.Update(id, func(m *spool.Message) error { m.Held = true; return nil })
+						return err
+					case "release":
+						now := time.Now()
+						_, err := s.Update(id, func(m *spool.Message) error { m.Held = false; m.NextAttempt = now; return nil })
+						return err
+					}
+					return s.Delete(id)
+				})
+			}
+			if err == nil {
+				fmt.Fprintf(a.stdout, "%s: %s\n", id, map[string]string{"hold": "held", "release": "released", "delete": "deleted"}[action])
+			}
+		}
+		if err != nil {
+			fmt.Fprintf(a.stderr, "outbox queue %s %s: %v\n", action, id, err)
+			rc = exitError
+		}
+	}
+	return rc
+}
+
+func queueFlush(a *app, args []string) int {
+	fs := a.flags("queue")
+	if code, ok := parse(fs, args); !ok {
+		return code
+	}
+	cfg, code := a.loadConfig()
+	if cfg == nil {
+		return code
+	}
+	n, err := adminapi.NewClient(cfg.Admin.Socket).Flush(context.Background())
+	if err != nil {
+		fmt.Fprintln(a.stderr, "outbox queue flush:", err)
+		return exitUnavailable
+	}
+	fmt.Fprintf(a.stdout, "%d message(s) scheduled for delivery now\n", n)
+	return exitOK
+}
+
+func queueStats(a *app, args []string) int {
+	cfg, code := a.loadConfig()
+	if cfg == nil {
+		return code
+	}
+	st, err := adminapi.NewClient(cfg.Admin.Socket).Stats(context.Background())
+	if err != nil {
+		fmt.Fprintln(a.stderr, "outbox queue stats:", err)
+		return exitUnavailable
+	}
+	fmt.Fprintf(a.stdout, "queued: %d\ncommits: %d\nwrites: %d\nwrites per commit: %.2f\n", st.Queued, st.Commits, st.Writes, st.BatchingRatio)
+	return exitOK
+}
+
+func queueBackup(a *app, args []string) int {
+	fs := a.flags("queue")
+	if code, ok := parse(fs, args); !ok {
+		return code
+	}
+	if fs.NArg() != 1 {
+		fmt.Fprintln(a.stderr, "outbox queue backup: give the file to write, e.g. outbox queue backup /var/backups/outbox-spool.db")
+		return exitUsage
+	}
+	cfg, code := a.loadConfig()
+	if cfg == nil {
+		return code
+	}
+	// A read-only open works while the daemon does not run; while it runs,
+	// stop it or copy under its lock with `outbox queue backup` from a
+	// maintenance window.
+	err := withSpool(cfg, true, func(s *spool.Spool) error {
+		f, err := os.OpenFile(fs.Arg(0), os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o600)
+		if err != nil {
+			return err
+		}
+		if _, err := s.Backup(f); err != nil {
+			f.Close()
+			return err
+		}
+		if err := f.Sync(); err != nil {
+			f.Close()
+			return err
+		}
+		return f.Close()
+	})
+	if err != nil {
+		fmt.Fprintln(a.stderr, "outbox queue backup:", err)
+		return exitTempFail
+	}
+	fmt.Fprintln(a.stdout, "backup written to", fs.Arg(0))
+	return exitOK
+}
+
+func queueCompact(a *app, args []string) int {
+	cfg, code := a.loadConfig()
+	if cfg == nil {
+		return code
+	}
+	tmp := cfg.Spool.Path + ".compact"
+	os.Remove(tmp)
+	err := withSpool(cfg, false, func(s *spool.Spool) error { return s.CompactTo(tmp) })
+	if err == nil {
+		err = os.Rename(tmp, cfg.Spool.Path)
+	}
+	if err != nil {
+		os.Remove(tmp)
+		fmt.Fprintln(a.stderr, "outbox queue compact:", err, "(stop the daemon first)")
+		return exitTempFail
+	}
+	fmt.Fprintln(a.stdout, "spool compacted")
+	return exitOK
+}

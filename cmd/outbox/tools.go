@@ -1,0 +1,177 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+
+	"os/user"
+	"strings"
+	"time"
+
+	"github.com/emersion/go-smtp"
+	"golang.org/x/crypto/bcrypt"
+
+	"github.com/outbox-mta/outbox/relay"
+	"github.com/outbox-mta/outbox/upstream"
+)
+
+func cmdHashPassword(a *app, args []string) int {
+	fs := a.flags("hash-password")
+	if code, ok := parse(fs, args); !ok {
+		return code
+	}
+	line, err := bufio.NewReader(a.stdin).ReadString('\n')
+	if err != nil && err != io.EOF {
+		fmt.Fprintln(a.stderr, "outbox hash-password:", err)
+		return exitError
+	}
+	pw := strings.TrimRight(line, "\r\n")
+	if pw == "" {
+		fmt.Fprintln(a.stderr, "outbox hash-password: give the password on stdin")
+		return exitUsage
+	}
+	h, err := bcrypt.GenerateFromPassword([]byte(pw), bcrypt.DefaultCost)
+	if err != nil {
+		fmt.Fprintln(a.stderr, "outbox hash-password:", err)
+		return exitError
+	}
+	fmt.Fprintln(a.stdout, string(h))
+	return exitOK
+}
+
+func cmdTestUpstream(a *app, args []string) int {
+	fs := a.flags("test-upstream")
+	rcpt := fs.String("rcpt", "", "also try MAIL FROM and RCPT TO this address (then RSET; nothing is sent)")
+	timeout := fs.Duration("timeout", 60*time.Second, "give up after this long")
+	if code, ok := parse(fs, args); !ok {
+		return code
+	}
+	cfg, code := a.loadConfig()
+	if cfg == nil {
+		return code
+	}
+	if fs.NArg() != 1 {
+		var names []string
+		for _, u := range cfg.Upstreams {
+			names = append(names, u.Name)
+		}
+		fmt.Fprintf(a.stderr, "outbox test-upstream: name one upstream (%s)\n", strings.Join(names, ", "))
+		return exitUsage
+	}
+	u := cfg.Upstream(fs.Arg(0))
+	if u == nil {
+		fmt.Fprintf(a.stderr, "outbox test-upstream: no upstream %q in %s\n", fs.Arg(0), cfg.Path)
+		return exitUsage
+	}
+	if u.Type == "maildir" {
+		fmt.Fprintf(a.stdout, "upstream %s is a maildir (%s): nothing to connect to\n", u.Name, u.Path)
+		return exitOK
+	}
+	log := slog.New(slog.NewTextHandler(a.stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	t, err := relay.BuildTarget(cfg, u, log)
+	if err != nil {
+		fmt.Fprintln(a.stderr, "outbox test-upstream:", err)
+		return exitConfig
+	}
+	defer t.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), *timeout)
+	defer cancel()
+	rep, err := t.(*upstream.SMTP).Probe(ctx, *rcpt)
+	if rep != nil {
+		printProbe(a, u.Name, rep)
+	}
+	if err != nil {
+		fmt.Fprintf(a.stdout, "FAIL: %v\n", err)
+		return exitUnavailable
+	}
+	fmt.Fprintf(a.stdout, "OK: upstream %s is ready to take mail\n", u.Name)
+	return exitOK
+}
+
+func printProbe(a *app, name string, r *upstream.ProbeReport) {
+	fmt.Fprintf(a.stdout, "upstream %s at %s\n", name, r.Addr)
+	if r.TLSVersion != "" {
+		fmt.Fprintf(a.stdout, "  TLS:         %s, %s\n", r.TLSVersion, r.Cipher)
+		fmt.Fprintf(a.stdout, "  certificate: %s (issuer %s), expires %s (in %d days)\n", r.CertSubject, r.CertIssuer,
+			r.CertNotAfter.Format("2006-01-02"), int(time.Until(r.CertNotAfter).Hours()/24))
+	}
+	if len(r.Extensions) > 0 {
+		fmt.Fprintf(a.stdout, "  extensions:  %s\n", strings.Join(r.Extensions, ", "))
+	}
+	switch {
+	case r.AuthOK:
+		fmt.Fprintf(a.stdout, "  AUTH:        %s accepted\n", r.AuthMech)
+	case r.AuthError != "":
+		fmt.Fprintf(a.stdout, "  AUTH:        %s refused: %s\n", r.AuthMech, r.AuthError)
+	}
+	if r.RcptResult != "" {
+		fmt.Fprintf(a.stdout, "  RCPT:        %s\n", r.RcptResult)
+	}
+}
+
+// cmdSend submits a message from stdin to the running daemon through its
+// unix socket, like a minimal sendmail.
+func cmdSend(a *app, args []string) int {
+	fs := a.flags("send")
+	from := fs.String("from", "", "envelope sender (default: you@hostname)")
+	subject := fs.String("subject", "", "add a Subject header and treat stdin as the body only")
+	if code, ok := parse(fs, args); !ok {
+		return code
+	}
+	if fs.NArg() == 0 {
+		fmt.Fprintln(a.stderr, "outbox send: give at least one recipient")
+		return exitUsage
+	}
+	cfg, code := a.loadConfig()
+	if cfg == nil {
+		return code
+	}
+	sock := cfg.SubmitSocket()
+	if sock == "" {
+		fmt.Fprintln(a.stderr, "outbox send: no unix listen socket configured (add listen { address = \"unix:…\" })")
+		return exitConfig
+	}
+	sender := *from
+	if sender == "" {
+		name := "root"
+		if u, err := user.Current(); err == nil {
+			name = u.Username
+		}
+		sender = name + "@" + cfg.Hostname
+	}
+	body, err := io.ReadAll(io.LimitReader(a.stdin, cfg.Limits.MaxMessageSize+1))
+	if err != nil {
+		fmt.Fprintln(a.stderr, "outbox send:", err)
+		return exitError
+	}
+	if *subject != "" {
+		var h bytes.Buffer
+		fmt.Fprintf(&h, "From: %s\r\nTo: %s\r\nSubject: %s\r\n\r\n", sender, strings.Join(fs.Args(), ", "), *subject)
+		body = append(h.Bytes(), body...)
+	}
+	conn, err := net.DialTimeout("unix", sock, 10*time.Second)
+	if err != nil {
+		fmt.Fprintf(a.stderr, "outbox send: cannot reach the daemon at %s: %v\n", sock, err)
+		return exitTempFail
+	}
+	c := smtp.NewClient(conn)
+	defer c.Close()
+	err = c.SendMail(sender, fs.Args(), bytes.NewReader(body))
+	if err != nil {
+		fmt.Fprintln(a.stderr, "outbox send:", err)
+		if se, ok := err.(*smtp.SMTPError); ok && se.Code/100 == 5 {
+			return exitDataErr
+		}
+		return exitTempFail
+	}
+	c.Quit()
+	fmt.Fprintln(a.stdout, "queued")
+	return exitOK
+}
+
+const exitDataErr = 65

@@ -1,0 +1,295 @@
+package relay
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/netip"
+	"strings"
+	"time"
+
+	"github.com/emersion/go-sasl"
+	"github.com/emersion/go-smtp"
+	"golang.org/x/crypto/bcrypt"
+
+	"github.com/outbox-mta/outbox/config"
+	"github.com/outbox-mta/outbox/mailhdr"
+	"github.com/outbox-mta/outbox/spool"
+)
+
+// Store is what the inbound side needs of the spool.
+type Store interface {
+	Enqueue(ctx context.Context, m *spool.Message, body io.Reader) error
+}
+
+// maxHeaderSection bounds the header section we read into memory to
+// rewrite; the body streams behind it.
+const maxHeaderSection = 1 << 20
+
+// Inbound accepts mail over SMTP and hands it to the spool.
+type Inbound struct {
+	cfg    *config.Config
+	store  Store
+	log    *slog.Logger
+	kick   func() // tells the scheduler new mail arrived
+	now    func() time.Time
+	policy *Policy
+}
+
+// backend is the go-smtp backend of one listener.
+type backend struct {
+	in *Inbound
+	l  *listener
+}
+
+func (b *backend) NewSession(c *smtp.Conn) (smtp.Session, error) {
+	tc := unwrapConn(c.Conn())
+	s := &session{in: b.in, l: b.l, conn: c}
+	if tc != nil {
+		s.tc = tc
+		s.peer = tc.peer
+	} else {
+		s.peer = identify(c.Conn())
+	}
+	s.trusted = s.peer.unix || b.l.allowedIP(s.peer.ip)
+	return s, nil
+}
+
+func unwrapConn(c net.Conn) *trackedConn {
+	for {
+		switch v := c.(type) {
+		case *trackedConn:
+			return v
+		case *tls.Conn:
+			c = v.NetConn()
+		default:
+			return nil
+		}
+	}
+}
+
+type session struct {
+	in   *Inbound
+	l    *listener
+	conn *smtp.Conn
+	tc   *trackedConn
+	peer peer
+
+	trusted bool   // allowed without AUTH (loopback, unix socket, allow_networks)
+	authed  string // AUTH identity
+
+	from     *string
+	mailOpts smtp.MailOptions
+	rcpts    []spool.Recipient
+}
+
+var (
+	errAuthRequired = &smtp.SMTPError{Code: 530, EnhancedCode: smtp.EnhancedCode{5, 7, 0}, Message: "Authentication required: this client is outside allow_networks"}
+	errNoSender     = &smtp.SMTPError{Code: 503, EnhancedCode: smtp.EnhancedCode{5, 5, 1}, Message: "MAIL FROM first"}
+	errSpool        = &smtp.SMTPError{Code: 451, EnhancedCode: smtp.EnhancedCode{4, 3, 0}, Message: "Local error storing the message; try again later"}
+	errHeaderTooBig = &smtp.SMTPError{Code: 552, EnhancedCode: smtp.EnhancedCode{5, 3, 4}, Message: "Header section too large"}
+)
+
+func (s *session) AuthMechanisms() []string {
+	if len(s.l.cfg.Users) == 0 {
+		return nil
+	}
+	return []string{sasl.Plain}
+}
+
+func (s *session) Auth(mech string) (sasl.Server, error) {
+	if mech != sasl.Plain || len(s.l.cfg.Users) == 0 {
+		return nil, smtp.ErrAuthUnknownMechanism
+	}
+	return sasl.NewPlainServer(func(identity, username, password string) error {
+		if identity != "" && identity != username {
+			return smtp.ErrAuthFailed
+		}
+		hash, ok := s.l.cfg.Users[username]
+		if !ok {
+			// Spend the same time as a wrong password.
+			bcrypt.CompareHashAndPassword([]byte("$2a$10$7EqJtq98hPqEX7fNZaFWoOhi5BWX4Z3rNRZ1GqAVz3CZs1G4cEnYm"), []byte(password))
+			return smtp.ErrAuthFailed
+		}
+		if bcrypt.CompareHashAndPassword([]byte(hash), []byte(password)) != nil {
+			s.in.log.Warn("authentication failed", "client", s.peer.String(), "user", username)
+			return smtp.ErrAuthFailed
+		}
+		s.authed = username
+		return nil
+	}), nil
+}
+
+func (s *session) Reset() {
+	s.from = nil
+	s.rcpts = nil
+	s.mailOpts = smtp.MailOptions{}
+}
+
+func (s *session) Logout() error { return nil }
+
+func (s *session) Mail(from string, opts *smtp.MailOptions) error {
+	if !s.trusted && s.authed == "" {
+		return errAuthRequired
+	}
+	addr, err := s.in.policy.Sender(from, s.local())
+	if err != nil {
+		return err
+	}
+	s.from = &addr
+	if opts != nil {
+		s.mailOpts = *opts
+	}
+	return nil
+}
+
+// local reports whether the client counts as a local submitter, whose
+// unqualified addresses get our hostname (as Postfix does for local mail).
+func (s *session) local() bool {
+	return s.peer.unix || s.peer.ip.IsLoopback()
+}
+
+func (s *session) Rcpt(to string, opts *smtp.RcptOptions) error {
+	if s.from == nil {
+		return errNoSender
+	}
+	addrs, err := s.in.policy.Recipient(to)
+	if err != nil {
+		return err
+	}
+	if len(s.rcpts)+len(addrs) > s.in.cfg.Limits.MaxRecipients {
+		return &smtp.SMTPError{Code: 452, EnhancedCode: smtp.EnhancedCode{4, 5, 3}, Message: fmt.Sprintf("Too many recipients (max_recipients is %d)", s.in.cfg.Limits.MaxRecipients)}
+	}
+	var notify []string
+	orcpt := ""
+	if opts != nil {
+		for _, n := range opts.Notify {
+			notify = append(notify, string(n))
+		}
+		if opts.OriginalRecipient != "" {
+			orcpt = string(opts.OriginalRecipientType) + ";" + opts.OriginalRecipient
+		}
+	}
+	for _, a := range addrs {
+		o := orcpt
+		if o == "" && !strings.EqualFold(a, to) {
+			o = "rfc822;" + to // the alias the client asked for
+		}
+		s.rcpts = append(s.rcpts, spool.Recipient{Address: a, Status: spool.Pending, Notify: notify, ORCPT: o})
+	}
+	return nil
+}
+
+func (s *session) Data(r io.Reader) error {
+	if s.from == nil || len(s.rcpts) == 0 {
+		return errNoSender
+	}
+	if s.tc != nil {
+		s.tc.inData.Store(true)
+		defer s.tc.inData.Store(false)
+	}
+	now := s.in.now()
+	m := &spool.Message{
+		ID:         spool.NewID(now),
+		From:       *s.from,
+		Recipients: s.rcpts,
+		EnvID:      s.mailOpts.EnvelopeID,
+		Ret:        string(s.mailOpts.Return),
+		BodyType:   string(s.mailOpts.Body),
+		UTF8:       s.mailOpts.UTF8,
+		Submitter:  s.peer.String(),
+		Arrived:    now,
+	}
+	if s.authed != "" {
+		m.Submitter += " auth=" + s.authed
+	}
+	br := bufio.NewReaderSize(mailhdr.NewCRLFReader(r), 64<<10)
+	hdr, err := mailhdr.ReadHeader(br, maxHeaderSection)
+	if err != nil {
+		return dataError(err)
+	}
+	hdr = s.in.policy.Header(hdr, m.ID, now, s.local())
+	received := s.received(m, now)
+	body := io.MultiReader(strings.NewReader(received), bytes.NewReader(hdr), br)
+	if err := s.in.store.Enqueue(context.Background(), m, body); err != nil {
+		var se *smtp.SMTPError
+		if errors.As(err, &se) {
+			return se
+		}
+		if errors.Is(err, io.ErrUnexpectedEOF) {
+			return err // the client went away; nothing was stored
+		}
+		s.in.log.Error("cannot store message", "client", s.peer.String(), "err", err)
+		return errSpool
+	}
+	s.in.log.Info("accepted", "id", m.ID, "from", m.From, "rcpts", len(m.Recipients), "size", m.Size, "client", m.Submitter)
+	if s.in.kick != nil {
+		s.in.kick()
+	}
+	if s.tc != nil && s.tc.closeAfterReply.Load() {
+		s.tc.inData.Store(false) // the reply is the last thing this connection writes
+	}
+	return &smtp.SMTPError{Code: 250, EnhancedCode: smtp.EnhancedCode{2, 0, 0}, Message: "OK queued as " + m.ID}
+}
+
+func dataError(err error) error {
+	var se *smtp.SMTPError
+	switch {
+	case errors.As(err, &se):
+		return se
+	case errors.Is(err, mailhdr.ErrHeaderTooLarge):
+		return errHeaderTooBig
+	}
+	return err
+}
+
+// received builds our trace header: who handed us the message, how, and
+// when. Local submissions name the uid, as Postfix does.
+func (s *session) received(m *spool.Message, now time.Time) string {
+	host := s.in.cfg.Hostname
+	date := now.Format(time.RFC1123Z)
+	if s.peer.unix {
+		return fmt.Sprintf("Received: by %s (Outbox, from userid %s)\r\n\tid %s; %s\r\n", host, strings.TrimPrefix(s.peer.String(), "uid "), m.ID, date)
+	}
+	proto := "ESMTP"
+	if _, ok := s.conn.TLSConnectionState(); ok {
+		proto += "S"
+	}
+	if s.authed != "" {
+		proto += "A"
+	}
+	helo := s.conn.Hostname()
+	forClause := ""
+	if len(m.Recipients) == 1 {
+		forClause = "\r\n\tfor <" + m.Recipients[0].Address + ">"
+	}
+	return fmt.Sprintf("Received: from %s (%s)\r\n\tby %s (Outbox) with %s id %s%s;\r\n\t%s\r\n", sanitize(helo), bracketIP(s.peer.ip), host, proto, m.ID, forClause, date)
+}
+
+func bracketIP(ip net.IP) string {
+	if ip == nil {
+		return "unknown"
+	}
+	return "[" + ip.String() + "]"
+}
+
+// sanitize keeps a client-chosen name from breaking the header.
+func sanitize(s string) string {
+	return strings.Map(func(r rune) rune {
+		if r < 33 || r > 126 || r == '(' || r == ')' {
+			return '_'
+		}
+		return r
+	}, s)
+}
+
+func netipAddr(ip net.IP) (netip.Addr, bool) {
+	a, ok := netip.AddrFromSlice(ip)
+	return a.Unmap(), ok
+}

@@ -1,0 +1,99 @@
+package relay
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/emersion/go-smtp"
+
+	"github.com/outbox-mta/outbox/config"
+	"github.com/outbox-mta/outbox/mailhdr"
+)
+
+// Policy decides which addresses are acceptable and how local names
+// resolve. The SMTP listener and the maildrop importer both use it, so a
+// message is judged the same way whichever door it came through.
+type Policy struct {
+	hostname string
+	aliases  map[string][]string
+}
+
+// NewPolicy builds the address policy from the configuration.
+func NewPolicy(cfg *config.Config) *Policy {
+	return &Policy{hostname: cfg.Hostname, aliases: cfg.Aliases}
+}
+
+func smtpErr(code int, enh smtp.EnhancedCode, format string, args ...any) *smtp.SMTPError {
+	return &smtp.SMTPError{Code: code, EnhancedCode: enh, Message: fmt.Sprintf(format, args...)}
+}
+
+// Sender checks an envelope sender. "" is the null sender. A local
+// submitter's unqualified name gets our hostname.
+func (p *Policy) Sender(from string, local bool) (string, error) {
+	if from == "" {
+		return "", nil
+	}
+	if !strings.Contains(from, "@") {
+		if local && config.ValidLocalName(from) {
+			return from + "@" + p.hostname, nil
+		}
+		return "", smtpErr(501, smtp.EnhancedCode{5, 1, 7}, "Bad sender address <%s>: it needs a domain", from)
+	}
+	if !config.ValidAddress(from) {
+		return "", smtpErr(501, smtp.EnhancedCode{5, 1, 7}, "Bad sender address syntax <%s>", from)
+	}
+	return from, nil
+}
+
+// isLocalDomain reports whether mail to this domain means "this machine".
+func (p *Policy) isLocalDomain(d string) bool {
+	d = strings.ToLower(d)
+	return d == strings.ToLower(p.hostname) || d == "localhost" || d == "localhost.localdomain"
+}
+
+// Recipient checks one recipient and resolves local names ("root",
+// "root@this-host") through the aliases block. A local name without an
+// alias is refused: mail to root must never vanish.
+func (p *Policy) Recipient(to string) ([]string, error) {
+	local, domain, hasAt := strings.Cut(to, "@")
+	if hasAt {
+		if i := strings.LastIndexByte(to, '@'); i >= 0 {
+			local, domain = to[:i], to[i+1:]
+		}
+		if !config.ValidAddress(to) {
+			return nil, smtpErr(501, smtp.EnhancedCode{5, 1, 3}, "Bad recipient address syntax <%s>", to)
+		}
+		if !p.isLocalDomain(domain) {
+			return []string{to}, nil
+		}
+	} else if !config.ValidLocalName(to) {
+		return nil, smtpErr(501, smtp.EnhancedCode{5, 1, 3}, "Bad recipient address syntax <%s>", to)
+	}
+	if addrs, ok := p.aliases[strings.ToLower(local)]; ok {
+		return addrs, nil
+	}
+	return nil, smtpErr(550, smtp.EnhancedCode{5, 1, 1},
+		"<%s>: local name with no entry in the aliases block of relay.hcl; add %s = \"someone@example.com\" there so this mail has somewhere to go", to, strings.ToLower(local))
+}
+
+// Header rewrites the header section of a new message. For local
+// submitters it qualifies bare names ("To: root") with our hostname and
+// adds a missing Date and Message-ID, as Postfix does for local mail.
+func (p *Policy) Header(hdr []byte, id string, now time.Time, local bool) []byte {
+	if !local {
+		return hdr
+	}
+	hdr, _ = mailhdr.Qualify(hdr, p.hostname)
+	if !mailhdr.Has(hdr, "Message-ID") {
+		var b [8]byte
+		rand.Read(b[:])
+		hdr = mailhdr.Prepend(hdr, fmt.Sprintf("Message-ID: <%s.%s@%s>\r\n", id, hex.EncodeToString(b[:]), p.hostname))
+	}
+	if !mailhdr.Has(hdr, "Date") {
+		hdr = mailhdr.Prepend(hdr, "Date: "+now.Format(time.RFC1123Z)+"\r\n")
+	}
+	return hdr
+}

@@ -1,0 +1,284 @@
+// Package relay is the Outbox daemon: the inbound SMTP listeners and their
+// policy, the scheduler that relays spooled mail upstream, delivery status
+// notifications, the maildrop importer and the admin API.
+package relay
+
+import (
+	"bufio"
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"sync"
+	"time"
+
+	"github.com/emersion/go-smtp"
+
+	"github.com/outbox-mta/outbox/config"
+	"github.com/outbox-mta/outbox/spool"
+	"github.com/outbox-mta/outbox/upstream"
+)
+
+// Options are test hooks and tuning knobs for New.
+type Options struct {
+	// Now is the clock; nil means time.Now.
+	Now func() time.Time
+	// Targets replaces the upstreams built from the configuration (tests).
+	Targets map[string]upstream.Target
+	// RootCAs, when set, is used by SMTP upstreams instead of the system
+	// roots (tests).
+	RootCAsFile string
+	// MaildropInterval is how often the maildrop folder is checked between
+	// notifications; 0 means 5 seconds.
+	MaildropInterval time.Duration
+	// Ready, if set, is called once every listener is accepting.
+	Ready func()
+}
+
+// Relay is a running daemon.
+type Relay struct {
+	cfg     *config.Config
+	log     *slog.Logger
+	opts    Options
+	now     func() time.Time
+	spool   *spool.Spool
+	in      *Inbound
+	sched   *Scheduler
+	targets map[string]upstream.Target
+
+	servers   []*smtp.Server
+	listeners []*listener
+	admin     *adminServer
+}
+
+// New opens the spool and the sockets and builds the upstreams. Nothing
+// runs until Run.
+func New(cfg *config.Config, log *slog.Logger, opts Options) (r *Relay, err error) {
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	r = &Relay{cfg: cfg, log: log, opts: opts, now: opts.Now}
+	defer func() {
+		if err != nil {
+			r.closeAll()
+		}
+	}()
+	if err := os.MkdirAll(dirOf(cfg.Spool.Path), 0o750); err != nil {
+		return nil, fmt.Errorf("spool folder: %w", err)
+	}
+	r.spool, err = spool.Open(cfg.Spool.Path, spool.Options{})
+	if err != nil {
+		return nil, err
+	}
+	r.targets = opts.Targets
+	if r.targets == nil {
+		r.targets, err = BuildTargets(cfg, log)
+		if err != nil {
+			return nil, err
+		}
+	}
+	router := NewRouter(cfg, r.targets)
+	r.sched = NewScheduler(r.spool, cfg, router, log, r.now)
+	r.in = &Inbound{cfg: cfg, store: r.spool, log: log, kick: r.sched.Kick, now: r.now, policy: NewPolicy(cfg)}
+
+	for _, lc := range cfg.Listen {
+		nl, err := listen(lc)
+		if err != nil {
+			return nil, err
+		}
+		l := newListener(nl, lc, cfg.Limits.MaxConnections, cfg.Hostname)
+		r.listeners = append(r.listeners, l)
+		srv, err := r.newServer(l)
+		if err != nil {
+			return nil, err
+		}
+		r.servers = append(r.servers, srv)
+	}
+	r.admin, err = newAdminServer(r)
+	if err != nil {
+		return nil, err
+	}
+	return r, nil
+}
+
+func dirOf(p string) string {
+	for i := len(p) - 1; i >= 0; i-- {
+		if p[i] == '/' {
+			return p[:i]
+		}
+	}
+	return "."
+}
+
+func (r *Relay) newServer(l *listener) (*smtp.Server, error) {
+	srv := smtp.NewServer(&backend{in: r.in, l: l})
+	srv.Domain = r.cfg.Hostname
+	srv.MaxMessageBytes = r.cfg.Limits.MaxMessageSize
+	srv.MaxRecipients = r.cfg.Limits.MaxRecipients
+	srv.ReadTimeout = r.cfg.Limits.ReadTimeout
+	srv.WriteTimeout = r.cfg.Limits.WriteTimeout
+	srv.EnableSMTPUTF8 = true
+	srv.EnableDSN = true
+	srv.ErrorLog = slogAdapter{r.log}
+	if l.cfg.TLSCert != "" {
+		cert, err := tls.LoadX509KeyPair(l.cfg.TLSCert, l.cfg.TLSKey)
+		if err != nil {
+			return nil, fmt.Errorf("listener %s: loading tls_cert/tls_key: %w", l.cfg.Address, err)
+		}
+		srv.TLSConfig = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+	}
+	return srv, nil
+}
+
+type slogAdapter struct{ l *slog.Logger }
+
+func (a slogAdapter) Printf(format string, v ...any) { a.l.Debug(fmt.Sprintf(format, v...)) }
+func (a slogAdapter) Println(v ...any)               { a.l.Debug(fmt.Sprintln(v...)) }
+
+// BuildTargets creates a delivery target per upstream block.
+func BuildTargets(cfg *config.Config, log *slog.Logger) (map[string]upstream.Target, error) {
+	targets := map[string]upstream.Target{}
+	for _, u := range cfg.Upstreams {
+		t, err := BuildTarget(cfg, u, log)
+		if err != nil {
+			for _, t := range targets {
+				t.Close()
+			}
+			return nil, err
+		}
+		targets[u.Name] = t
+	}
+	return targets, nil
+}
+
+// BuildTarget creates the delivery target for one upstream block.
+func BuildTarget(cfg *config.Config, u *config.Upstream, log *slog.Logger) (upstream.Target, error) {
+	if u.Type == "maildir" {
+		return upstream.NewMaildir(u.Name, u.Path)
+	}
+	sc := upstream.SMTPConfig{
+		Name: u.Name, Host: u.Host, Port: u.Port, TLS: u.TLS, CAFile: u.CAFile,
+		InsecureSkipVerify: u.TLSSkipVerify, Hostname: cfg.Hostname, Username: u.Username,
+		Auth: u.Auth, MaxConnections: u.MaxConnections, RateN: u.RateN, RatePer: u.RatePer,
+		IdleTimeout: u.IdleTimeout, ConnectTimeout: u.ConnectTimeout,
+		Logger: log.With("upstream", u.Name),
+	}
+	switch {
+	case u.PasswordFile != "":
+		sc.Password = upstream.SecretFromFile(u.PasswordFile, log)
+	case u.PasswordEnv != "":
+		sc.Password = upstream.SecretFromEnv(u.PasswordEnv)
+	case u.PasswordCommand != "":
+		sc.Password = upstream.SecretFromCommand(u.PasswordCommand)
+	}
+	switch {
+	case u.TokenFile != "":
+		sc.Token = upstream.SecretFromFile(u.TokenFile, log)
+	case u.TokenCommand != "":
+		sc.Token = upstream.SecretFromCommand(u.TokenCommand)
+	}
+	if u.TLSSkipVerify {
+		log.Warn("TLS certificate verification is off for this upstream (tls_skip_verify); anyone on the path can read the mail and the password", "upstream", u.Name)
+	}
+	return upstream.NewSMTP(sc)
+}
+
+// Spool exposes the open spool (tests and admin).
+func (r *Relay) Spool() *spool.Spool { return r.spool }
+
+// Kick wakes the scheduler.
+func (r *Relay) Kick() { r.sched.Kick() }
+
+// Run serves until ctx ends, then shuts down: listeners close, idle
+// sessions are closed, sessions inside DATA finish their commit and reply,
+// in-flight deliveries finish (or are cancelled after a grace period and
+// stay queued), and the spool is closed.
+func (r *Relay) Run(ctx context.Context) error {
+	errc := make(chan error, len(r.servers)+2)
+	for i, srv := range r.servers {
+		go func(srv *smtp.Server, l *listener) {
+			if err := srv.Serve(l); err != nil && !errors.Is(err, smtp.ErrServerClosed) {
+				errc <- fmt.Errorf("listener %s: %w", l.cfg.Address, err)
+			}
+		}(srv, r.listeners[i])
+	}
+	go func() {
+		if err := r.admin.serve(); err != nil {
+			errc <- err
+		}
+	}()
+	schedCtx, stopSched := context.WithCancel(context.Background())
+	schedDone := make(chan struct{})
+	go func() { r.sched.Run(schedCtx); close(schedDone) }()
+	importCtx, stopImport := context.WithCancel(context.Background())
+	importDone := make(chan struct{})
+	go func() { r.runMaildrop(importCtx); close(importDone) }()
+
+	for _, l := range r.listeners {
+		r.log.Info("listening", "address", l.cfg.Address)
+	}
+	r.log.Info("outbox started", "hostname", r.cfg.Hostname, "spool", r.cfg.Spool.Path, "upstreams", len(r.targets))
+	if r.opts.Ready != nil {
+		r.opts.Ready()
+	}
+
+	var runErr error
+	select {
+	case <-ctx.Done():
+	case runErr = <-errc:
+		r.log.Error("stopping", "err", runErr)
+	}
+	r.log.Info("shutting down")
+
+	// Stop accepting, close idle sessions, let DATA in progress finish.
+	var wg sync.WaitGroup
+	for i, srv := range r.servers {
+		wg.Add(1)
+		go func(srv *smtp.Server, l *listener) {
+			defer wg.Done()
+			sctx, cancel := context.WithTimeout(context.Background(), r.cfg.Limits.ReadTimeout+5*time.Second)
+			defer cancel()
+			go func() {
+				// Close the listener first, then the idle sessions.
+				l.Close()
+				l.drain()
+			}()
+			if err := srv.Shutdown(sctx); err != nil && !errors.Is(err, smtp.ErrServerClosed) {
+				srv.Close()
+			}
+		}(srv, r.listeners[i])
+	}
+	wg.Wait()
+	stopImport()
+	<-importDone
+	stopSched()
+	<-schedDone
+	r.admin.close()
+	r.closeAll()
+	r.log.Info("stopped")
+	return runErr
+}
+
+func (r *Relay) closeAll() {
+	for _, t := range r.targets {
+		t.Close()
+	}
+	for _, l := range r.listeners {
+		l.Close()
+	}
+	if r.admin != nil {
+		r.admin.close()
+	}
+	if r.spool != nil {
+		r.spool.Close()
+	}
+}
+
+// bufioReader wraps r for header reading.
+func bufioReader(r io.Reader) *bufio.Reader { return bufio.NewReaderSize(r, 64<<10) }
+
+var _ net.Listener = (*listener)(nil)

@@ -1,0 +1,540 @@
+package relay
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"math/rand/v2"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/outbox-mta/outbox/config"
+	"github.com/outbox-mta/outbox/mailhdr"
+	"github.com/outbox-mta/outbox/spool"
+	"github.com/outbox-mta/outbox/upstream"
+)
+
+// Queue is what the scheduler needs of the spool.
+type Queue interface {
+	Store
+	Due(now time.Time, limit int) ([]*spool.Message, error)
+	NextDue() (time.Time, bool, error)
+	Update(id string, fn func(m *spool.Message) error) (*spool.Message, error)
+	Body(id string) (io.ReadCloser, error)
+}
+
+// Scheduler hands due messages to delivery workers. It sleeps until the
+// earliest next attempt or until Kick, and never scans the whole queue.
+type Scheduler struct {
+	q      Queue
+	cfg    *config.Config
+	router *Router
+	log    *slog.Logger
+	now    func() time.Time
+	// ShutdownGrace is how long in-flight deliveries may run after Run's
+	// context ends before they are cancelled (and stay queued).
+	ShutdownGrace time.Duration
+
+	wake    chan struct{}
+	workers chan struct{} // bounds concurrent deliveries
+
+	mu       sync.Mutex
+	inflight map[string]bool
+	wg       sync.WaitGroup
+}
+
+// NewScheduler builds a scheduler. now is the clock (time.Now in
+// production; tests inject their own to test backoff and expiry).
+func NewScheduler(q Queue, cfg *config.Config, router *Router, log *slog.Logger, now func() time.Time) *Scheduler {
+	workers := 0
+	for _, u := range cfg.Upstreams {
+		workers += 2 * u.MaxConnections
+	}
+	if workers < 4 {
+		workers = 4
+	}
+	return &Scheduler{
+		q: q, cfg: cfg, router: router, log: log, now: now,
+		ShutdownGrace: 30 * time.Second,
+		wake:          make(chan struct{}, 1),
+		workers:       make(chan struct{}, workers),
+		inflight:      map[string]bool{},
+	}
+}
+
+// Kick wakes the scheduler: new mail arrived or the clock moved.
+func (s *Scheduler) Kick() {
+	select {
+	case s.wake <- struct{}{}:
+	default:
+	}
+}
+
+// Flush makes every queued message due now.
+func (s *Scheduler) Flush(list []*spool.Message) int {
+	n := 0
+	now := s.now()
+	for _, m := range list {
+		if m.Held || !m.NextAttempt.After(now) {
+			continue
+		}
+		if _, err := s.q.Update(m.ID, func(m *spool.Message) error { m.NextAttempt = now; return nil }); err == nil {
+			n++
+		}
+	}
+	s.Kick()
+	return n
+}
+
+// Run dispatches until ctx ends, then waits for in-flight deliveries (up
+// to ShutdownGrace, after which they are cancelled and stay queued).
+func (s *Scheduler) Run(ctx context.Context) {
+	deliverCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	defer cancel()
+	timer := time.NewTimer(time.Hour)
+	defer timer.Stop()
+	for {
+		wait := s.dispatch(ctx, deliverCtx)
+		if !timer.Stop() {
+			select {
+			case <-timer.C:
+			default:
+			}
+		}
+		timer.Reset(wait)
+		select {
+		case <-ctx.Done():
+			done := make(chan struct{})
+			go func() { s.wg.Wait(); close(done) }()
+			select {
+			case <-done:
+			case <-time.After(s.ShutdownGrace):
+				s.log.Warn("cancelling in-flight deliveries; they stay queued", "grace", s.ShutdownGrace)
+				cancel()
+				<-done
+			}
+			return
+		case <-s.wake:
+		case <-timer.C:
+		}
+	}
+}
+
+// dispatch starts workers for due messages and returns how long to sleep.
+func (s *Scheduler) dispatch(ctx, deliverCtx context.Context) time.Duration {
+	const idle = time.Hour
+	for ctx.Err() == nil {
+		now := s.now()
+		s.mu.Lock()
+		busy := len(s.inflight)
+		s.mu.Unlock()
+		due, err := s.q.Due(now, busy+cap(s.workers))
+		if err != nil {
+			s.log.Error("reading the queue", "err", err)
+			return 10 * time.Second
+		}
+		started := 0
+		for _, m := range due {
+			s.mu.Lock()
+			if s.inflight[m.ID] {
+				s.mu.Unlock()
+				continue
+			}
+			select {
+			case s.workers <- struct{}{}:
+			default:
+				s.mu.Unlock()
+				return idle // all workers busy; a finishing one kicks us
+			}
+			s.inflight[m.ID] = true
+			s.mu.Unlock()
+			started++
+			s.wg.Add(1)
+			go func(m *spool.Message) {
+				defer func() {
+					s.mu.Lock()
+					delete(s.inflight, m.ID)
+					s.mu.Unlock()
+					<-s.workers
+					s.wg.Done()
+					s.Kick()
+				}()
+				s.deliver(deliverCtx, m)
+			}(m)
+		}
+		if started == 0 {
+			break
+		}
+	}
+	next, ok, err := s.q.NextDue()
+	if err != nil || !ok {
+		return idle
+	}
+	d := next.Sub(s.now())
+	if d <= 0 {
+		// Only in-flight messages are due; their workers kick us when done.
+		return idle
+	}
+	return d
+}
+
+// attempt is the outcome for one recipient of one delivery round.
+type attempt struct {
+	res    upstream.Result
+	remote string
+	tried  bool
+}
+
+// deliver makes one attempt at every pending recipient of m, records the
+// results durably, and sends the notifications they call for.
+func (s *Scheduler) deliver(ctx context.Context, m *spool.Message) {
+	results := make(map[int]attempt)
+	// Group pending recipients by their route.
+	groups := map[string][]int{}
+	var order []string
+	for i, r := range m.Recipients {
+		if r.Status != spool.Pending {
+			continue
+		}
+		key := strings.Join(s.router.Route(m.From, r.Address), "\x00")
+		if _, ok := groups[key]; !ok {
+			order = append(order, key)
+		}
+		groups[key] = append(groups[key], i)
+	}
+	for _, key := range order {
+		idx := groups[key]
+		for _, name := range strings.Split(key, "\x00") {
+			if len(idx) == 0 || ctx.Err() != nil {
+				break
+			}
+			idx = s.try(ctx, name, m, idx, results)
+		}
+	}
+	s.record(m, results)
+}
+
+// try delivers recipients idx of m through one upstream and returns those
+// deferred, for the next upstream of the route to try.
+func (s *Scheduler) try(ctx context.Context, name string, m *spool.Message, idx []int, results map[int]attempt) []int {
+	t := s.router.targets[name]
+	set := s.router.settings[name]
+	if t == nil || set == nil {
+		for _, i := range idx {
+			results[i] = attempt{res: upstream.Result{Class: upstream.Deferred, Message: "no upstream named " + name}, tried: true}
+		}
+		return nil
+	}
+	env := &upstream.Envelope{
+		From: m.From, Size: m.Size, UTF8: m.UTF8, EightBit: strings.EqualFold(m.BodyType, "8BITMIME"),
+		EnvID: m.EnvID, Ret: m.Ret,
+	}
+	if set.EnvelopeFrom != "" && m.From != "" {
+		env.From = set.EnvelopeFrom
+	}
+	for _, i := range idx {
+		r := m.Recipients[i]
+		env.Recipients = append(env.Recipients, upstream.Rcpt{Address: r.Address, Notify: r.Notify, ORCPT: r.ORCPT})
+	}
+	env.Body = func() (io.ReadCloser, error) { return s.q.Body(m.ID) }
+	if set.FromHeader == "rewrite" {
+		newFrom := set.EnvelopeFrom
+		if newFrom == "" {
+			newFrom = set.Username
+		}
+		env.Body = func() (io.ReadCloser, error) { return rewriteFrom(s.q, m.ID, newFrom) }
+	}
+	out := t.Deliver(ctx, env)
+	var deferred []int
+	for k, i := range idx {
+		res := upstream.Result{Class: upstream.Deferred, Message: "no result from upstream " + name}
+		if k < len(out.Results) {
+			res = out.Results[k]
+		}
+		results[i] = attempt{res: res, remote: out.Remote, tried: true}
+		if res.Class == upstream.Deferred {
+			deferred = append(deferred, i)
+		}
+	}
+	return deferred
+}
+
+// rewriteFrom opens the body with the From: header replaced (the original
+// kept in Reply-To when there was none).
+func rewriteFrom(q Queue, id, newFrom string) (io.ReadCloser, error) {
+	body, err := q.Body(id)
+	if err != nil {
+		return nil, err
+	}
+	br := bufioReader(body)
+	hdr, err := mailhdr.ReadHeader(br, maxHeaderSection)
+	if err != nil {
+		body.Close()
+		return nil, err
+	}
+	hdr = mailhdr.RewriteFrom(hdr, newFrom)
+	return struct {
+		io.Reader
+		io.Closer
+	}{io.MultiReader(bytes.NewReader(hdr), br), body}, nil
+}
+
+// backoff is the delay before attempt n+1: retry_initial doubling up to
+// retry_max, with ±10% jitter so a burst of deferrals spreads out.
+func (s *Scheduler) backoff(attempts int) time.Duration {
+	d := s.cfg.Queue.RetryInitial
+	for i := 1; i < attempts && d < s.cfg.Queue.RetryMax; i++ {
+		d *= 2
+	}
+	if d > s.cfg.Queue.RetryMax {
+		d = s.cfg.Queue.RetryMax
+	}
+	return time.Duration(float64(d) * (0.9 + 0.2*rand.Float64()))
+}
+
+// record applies one round's results to the spool and sends the DSNs the
+// round calls for. The notifications are queued before the original's
+// update commits, so a crash between the two can duplicate a notice but
+// never lose one.
+func (s *Scheduler) record(m *spool.Message, results map[int]attempt) {
+	now := s.now()
+	// Work out the new state on a copy first, to know which notices to send.
+	next := *m
+	next.Recipients = append([]spool.Recipient(nil), m.Recipients...)
+	apply(&next, results, now, s.cfg.Queue.Lifetime, s.backoff(m.Attempts+1))
+
+	var failed, delivered []int
+	for i, r := range next.Recipients {
+		if m.Recipients[i].Status != spool.Pending {
+			continue
+		}
+		switch r.Status {
+		case spool.Failed:
+			if wants(r.Notify, "FAILURE", true) {
+				failed = append(failed, i)
+			}
+		case spool.Sent:
+			if wants(r.Notify, "SUCCESS", false) {
+				delivered = append(delivered, i)
+			}
+		}
+	}
+	warn := s.cfg.Queue.DelayWarning > 0 && !m.DelayWarned && !next.Done() && now.Sub(m.Arrived) >= s.cfg.Queue.DelayWarning
+	var delayed []int
+	if warn {
+		for i, r := range next.Recipients {
+			if r.Status == spool.Pending && wants(r.Notify, "DELAY", true) {
+				delayed = append(delayed, i)
+			}
+		}
+	}
+	for _, n := range []struct {
+		action string
+		idx    []int
+	}{{"failed", failed}, {"delivered", delivered}, {"delayed", delayed}} {
+		if len(n.idx) > 0 {
+			if err := s.notify(&next, n.action, n.idx, results, now); err != nil {
+				// Keep the message as it was: the next round retries the notice too.
+				s.log.Error("cannot queue delivery status notification; will retry", "id", m.ID, "err", err)
+				s.reschedule(m, now)
+				return
+			}
+		}
+	}
+	stored, err := s.q.Update(m.ID, func(cur *spool.Message) error {
+		apply(cur, results, now, s.cfg.Queue.Lifetime, next.NextAttempt.Sub(now))
+		if warn {
+			cur.DelayWarned = true
+		}
+		return nil
+	})
+	if err != nil {
+		s.log.Error("cannot record delivery results; the message stays queued and will be retried", "id", m.ID, "err", err)
+		return
+	}
+	for i, r := range stored.Recipients {
+		a, ok := results[i]
+		if !ok || m.Recipients[i].Status != spool.Pending {
+			continue
+		}
+		attrs := []any{"id", m.ID, "to", r.Address, "upstream", a.remote, "status", r.Status}
+		switch r.Status {
+		case spool.Sent:
+			s.log.Info("delivered", attrs...)
+		case spool.Failed:
+			s.log.Warn("failed", append(attrs, "error", r.LastError)...)
+		default:
+			s.log.Info("deferred", append(attrs, "error", r.LastError, "next_attempt", stored.NextAttempt.Format(time.RFC3339))...)
+		}
+	}
+}
+
+// reschedule pushes a message back without touching recipients.
+func (s *Scheduler) reschedule(m *spool.Message, now time.Time) {
+	d := s.backoff(m.Attempts + 1)
+	s.q.Update(m.ID, func(cur *spool.Message) error { cur.NextAttempt = now.Add(d); return nil })
+}
+
+// apply folds one round's results into m: per-recipient state, the attempt
+// count, expiry after lifetime, and the next attempt time.
+func apply(m *spool.Message, results map[int]attempt, now time.Time, lifetime, delay time.Duration) {
+	m.Attempts++
+	for i := range m.Recipients {
+		r := &m.Recipients[i]
+		a, ok := results[i]
+		if r.Status != spool.Pending || !ok || !a.tried {
+			continue
+		}
+		r.Attempts++
+		r.Updated = now
+		r.Remote = a.remote
+		r.Code = a.res.Enhanced
+		switch a.res.Class {
+		case upstream.Sent:
+			r.Status, r.LastError = spool.Sent, ""
+		case upstream.Failed:
+			r.Status, r.LastError = spool.Failed, describe(a.res)
+		default:
+			r.LastError = describe(a.res)
+		}
+	}
+	if now.Sub(m.Arrived) >= lifetime {
+		for i := range m.Recipients {
+			r := &m.Recipients[i]
+			if r.Status == spool.Pending {
+				r.Status = spool.Failed
+				last := r.LastError
+				if last == "" {
+					last = "no attempt succeeded"
+				}
+				r.LastError = fmt.Sprintf("delivery time expired after %s; last error: %s", lifetime, last)
+				r.Code = "4.4.7"
+			}
+		}
+	}
+	m.NextAttempt = now.Add(delay)
+}
+
+// describe renders a result on one line, for last_error and the logs.
+func describe(r upstream.Result) string {
+	msg := strings.Join(strings.Fields(r.Message), " ")
+	switch {
+	case r.Code != 0 && r.Enhanced != "":
+		return fmt.Sprintf("%d %s %s", r.Code, r.Enhanced, msg)
+	case r.Code != 0:
+		return fmt.Sprintf("%d %s", r.Code, msg)
+	}
+	return msg
+}
+
+// wants reports whether a recipient's NOTIFY asks for this kind of notice;
+// without NOTIFY, failures and delays are reported and successes are not.
+func wants(notify []string, kind string, dflt bool) bool {
+	if len(notify) == 0 {
+		return dflt
+	}
+	for _, n := range notify {
+		if strings.EqualFold(n, "NEVER") {
+			return false
+		}
+		if strings.EqualFold(n, kind) {
+			return true
+		}
+	}
+	return false
+}
+
+// notify queues a DSN about recipients idx of m. Mail from the null sender
+// is never answered: the notice goes to double_bounce if configured, else
+// it is only logged.
+func (s *Scheduler) notify(m *spool.Message, action string, idx []int, results map[int]attempt, now time.Time) error {
+	to := m.From
+	if to == "" {
+		if action != "failed" || s.cfg.Queue.DoubleBounce == "" {
+			s.log.Warn("not reporting on a message from the null sender", "id", m.ID, "action", action)
+			return nil
+		}
+		to = s.cfg.Queue.DoubleBounce
+	}
+	d := &DSN{
+		ReportingMTA: s.cfg.Hostname,
+		To:           to,
+		EnvID:        m.EnvID,
+		Ret:          m.Ret,
+		ArrivalDate:  m.Arrived,
+		Now:          now,
+	}
+	for _, i := range idx {
+		r := m.Recipients[i]
+		a := results[i]
+		status := r.Code
+		dr := DSNRecipient{Address: r.Address, ORCPT: r.ORCPT, Action: action, RemoteMTA: strings.TrimPrefix(a.remote, "maildir:"), LastAttempt: r.Updated}
+		switch action {
+		case "failed":
+			if status == "" {
+				status = "5.0.0"
+			}
+			if a.res.Code != 0 && r.Code != "4.4.7" {
+				dr.Diagnostic = describe(a.res)
+			} else {
+				dr.Diagnostic, dr.DiagnosticType = r.LastError, "x-outbox"
+			}
+		case "delayed":
+			status = "4.0.0"
+			if a.res.Code/100 == 4 && a.res.Enhanced != "" {
+				status = a.res.Enhanced
+			}
+			dr.Diagnostic, dr.DiagnosticType = r.LastError, "x-outbox"
+			if a.res.Code != 0 {
+				dr.Diagnostic, dr.DiagnosticType = describe(a.res), "smtp"
+			}
+			dr.WillRetryUntil = m.Arrived.Add(s.cfg.Queue.Lifetime)
+		case "delivered":
+			status = "2.0.0"
+		}
+		dr.Status = status
+		if strings.HasPrefix(a.remote, "maildir:") {
+			dr.RemoteMTA = ""
+		}
+		d.Recipients = append(d.Recipients, dr)
+	}
+	if m.Ret == "FULL" {
+		body, err := s.q.Body(m.ID)
+		if err != nil {
+			return err
+		}
+		defer body.Close()
+		d.Original = body
+	} else {
+		body, err := s.q.Body(m.ID)
+		if err != nil {
+			return err
+		}
+		hdr, err := mailhdr.ReadHeader(bufioReader(body), maxHeaderSection)
+		body.Close()
+		if err != nil && !errors.Is(err, mailhdr.ErrHeaderTooLarge) {
+			return err
+		}
+		d.Original = bytes.NewReader(hdr)
+	}
+	report, err := d.Build()
+	if err != nil {
+		return err
+	}
+	bounce := &spool.Message{
+		From:       "",
+		Recipients: []spool.Recipient{{Address: to, Status: spool.Pending, Notify: []string{"NEVER"}}},
+		Submitter:  "outbox (" + action + " notice for " + m.ID + ")",
+		Arrived:    now,
+	}
+	if err := s.q.Enqueue(context.Background(), bounce, bytes.NewReader(report)); err != nil {
+		return err
+	}
+	s.log.Info("queued delivery status notification", "id", bounce.ID, "about", m.ID, "action", action, "to", to)
+	s.Kick()
+	return nil
+}

@@ -1,0 +1,94 @@
+package upstream
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+func TestSecretFromFile(t *testing.T) {
+	dir := t.TempDir()
+	ctx := context.Background()
+	for _, tc := range []struct{ content, want string }{
+		{"pw\n", "pw"},
+		{"pw\r\n", "pw"},
+		{"pw\n\n", "pw\n"},
+		{" pw ", " pw "},
+	} {
+		p := filepath.Join(dir, "s")
+		if err := os.WriteFile(p, []byte(tc.content), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		got, err := SecretFromFile(p, nil)(ctx)
+		if err != nil || got != tc.want {
+			t.Errorf("%q: got %q, %v; want %q", tc.content, got, err, tc.want)
+		}
+	}
+
+	var logs syncBuffer
+	p := filepath.Join(dir, "open")
+	if err := os.WriteFile(p, []byte("hunter2-secret\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(p, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	f := SecretFromFile(p, testLogger(&logs))
+	for i := 0; i < 2; i++ {
+		if got, err := f(ctx); err != nil || got != "hunter2-secret" {
+			t.Fatalf("got %q, %v", got, err)
+		}
+	}
+	l := logs.String()
+	if strings.Count(l, "chmod 600") < 1 || strings.Count(l, "level=WARN") != 1 || !strings.Contains(l, p) {
+		t.Errorf("want one warning naming the file and chmod 600:\n%s", l)
+	}
+	if strings.Contains(l, "hunter2") {
+		t.Errorf("log shows the secret")
+	}
+
+	// Rotation: every call reads the file again.
+	if err := os.WriteFile(p, []byte("rotated\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := f(ctx); got != "rotated" {
+		t.Errorf("after rotation got %q", got)
+	}
+
+	missing := filepath.Join(dir, "missing")
+	if _, err := SecretFromFile(missing, nil)(ctx); err == nil || !strings.Contains(err.Error(), missing) {
+		t.Errorf("error %v does not name the file", err)
+	}
+	empty := filepath.Join(dir, "empty")
+	os.WriteFile(empty, []byte("\n"), 0o600)
+	if _, err := SecretFromFile(empty, nil)(ctx); err == nil {
+		t.Errorf("empty secret accepted")
+	}
+}
+
+func TestSecretFromEnv(t *testing.T) {
+	t.Setenv("OUTBOX_TEST_SECRET", "s3")
+	if got, err := SecretFromEnv("OUTBOX_TEST_SECRET")(context.Background()); err != nil || got != "s3" {
+		t.Errorf("got %q, %v", got, err)
+	}
+	t.Setenv("OUTBOX_TEST_SECRET", "")
+	if _, err := SecretFromEnv("OUTBOX_TEST_SECRET")(context.Background()); err == nil || !strings.Contains(err.Error(), "OUTBOX_TEST_SECRET") {
+		t.Errorf("error %v", err)
+	}
+}
+
+func TestSecretFromCommand(t *testing.T) {
+	ctx := context.Background()
+	if got, err := SecretFromCommand("printf 'abc\\n\\n'")(ctx); err != nil || got != "abc\n" {
+		t.Errorf("got %q, %v", got, err)
+	}
+	_, err := SecretFromCommand("echo leaked-output; exit 3")(ctx)
+	if err == nil || !strings.Contains(err.Error(), "exit status 3") || !strings.Contains(err.Error(), "echo leaked-output") {
+		t.Errorf("error %v", err)
+	}
+	if strings.Contains(strings.ReplaceAll(err.Error(), "echo leaked-output", ""), "leaked-output") {
+		t.Errorf("error shows the command's output: %v", err)
+	}
+}
