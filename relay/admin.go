@@ -1,6 +1,7 @@
 package relay
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -16,8 +17,10 @@ import (
 	"github.com/outbox-mta/outbox/spool"
 )
 
-// adminServer answers queue commands on a unix socket only root and the
-// daemon's user can reach (mode 0660).
+// adminServer answers queue commands on a unix socket. Anyone may list
+// the queue and ask for a flush, as with Postfix's mailq and sendmail -q;
+// hold, release and delete need root or the daemon's own user, checked
+// from the socket's peer credentials.
 type adminServer struct {
 	r   *Relay
 	l   net.Listener
@@ -39,7 +42,7 @@ func newAdminServer(r *Relay) (*adminServer, error) {
 		return nil, fmt.Errorf("admin socket: %w", err)
 	}
 	l.(*net.UnixListener).SetUnlinkOnClose(true)
-	if err := os.Chmod(path, 0o660); err != nil {
+	if err := os.Chmod(path, 0o666); err != nil {
 		l.Close()
 		return nil, fmt.Errorf("admin socket: %w", err)
 	}
@@ -52,7 +55,13 @@ func newAdminServer(r *Relay) (*adminServer, error) {
 	mux.HandleFunc("POST /hold", a.act)
 	mux.HandleFunc("POST /release", a.act)
 	mux.HandleFunc("POST /delete", a.act)
-	a.srv = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	a.srv = &http.Server{
+		Handler:           mux,
+		ReadHeaderTimeout: 10 * time.Second,
+		ConnContext: func(ctx context.Context, c net.Conn) context.Context {
+			return context.WithValue(ctx, peerKey{}, identify(c))
+		},
+	}
 	return a, nil
 }
 
@@ -111,7 +120,13 @@ func (a *adminServer) flush(w http.ResponseWriter, _ *http.Request) {
 	writeJSON(w, map[string]int{"scheduled": a.r.sched.Flush(list)})
 }
 
+type peerKey struct{}
+
 func (a *adminServer) act(w http.ResponseWriter, r *http.Request) {
+	if p, ok := r.Context().Value(peerKey{}).(peer); !ok || (p.uid != 0 && p.uid != os.Getuid()) {
+		http.Error(w, "permission denied: hold, release and delete need root or the outbox user", http.StatusForbidden)
+		return
+	}
 	id := r.URL.Query().Get("id")
 	var err error
 	switch strings.TrimPrefix(r.URL.Path, "/") {
