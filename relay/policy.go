@@ -86,6 +86,11 @@ func (p *Policy) Header(hdr []byte, id string, now time.Time, local bool) []byte
 	if !local {
 		return hdr
 	}
+	if len(hdr) > 0 && !startsWithField(hdr) {
+		// No header section at all ("echo hi | sendmail root"): what was
+		// read is body text, so give it an empty header section first.
+		hdr = append([]byte("\r\n"), hdr...)
+	}
 	hdr, _ = mailhdr.Qualify(hdr, p.hostname)
 	if !mailhdr.Has(hdr, "Message-ID") {
 		var b [8]byte
@@ -96,4 +101,22 @@ func (p *Policy) Header(hdr []byte, id string, now time.Time, local bool) []byte
 		hdr = mailhdr.Prepend(hdr, "Date: "+now.Format(time.RFC1123Z)+"\r\n")
 	}
 	return hdr
+}
+
+// startsWithField reports whether b begins with a header field name and
+// its colon (RFC 5322: printable ASCII except the colon), or is the blank
+// line of an empty header section.
+func startsWithField(b []byte) bool {
+	if b[0] == '\r' || b[0] == '\n' {
+		return true
+	}
+	for i, c := range b {
+		switch {
+		case c == ':':
+			return i > 0
+		case c < 33 || c > 126:
+			return false
+		}
+	}
+	return false
 }

@@ -1,0 +1,360 @@
+package sendmailshim
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"strings"
+	"time"
+
+	"github.com/emersion/go-smtp"
+
+	"github.com/outbox-mta/outbox/config"
+	"github.com/outbox-mta/outbox/maildrop"
+	"github.com/outbox-mta/outbox/mailhdr"
+)
+
+// Timeouts of the conversation with the daemon. The daemon answers DATA
+// only after its durable commit, which a loaded disk may take a while to
+// give.
+const (
+	dialTimeout    = 10 * time.Second
+	commandTimeout = 2 * time.Minute
+	dataTimeout    = 10 * time.Minute
+)
+
+// parseAddressList reads recipients as Sendmail does on its command line:
+// each argument is an address list, so "a@x, b@y" and "Name <a@x>" work.
+func parseAddressList(v string) ([]string, error) {
+	if strings.ContainsAny(v, "\r\n") {
+		return nil, errors.New("line break in address")
+	}
+	return mailhdr.Addresses([]byte("To: "+v+"\r\n"), "To")
+}
+
+// envelope is the sender and recipients of one message, with its DSN
+// parameters.
+type envelope struct {
+	from   string
+	rcpts  []string
+	notify string // "never" or a list of success, failure, delay
+	ret    string // full | hdrs
+	envID  string
+	body   string // 7BIT | 8BITMIME
+}
+
+// deliver is -bm: read the message from stdin, complete it, submit it.
+func (s *shim) deliver() error {
+	from, err := s.sender()
+	if err != nil {
+		return err
+	}
+	env := &envelope{from: from, notify: s.opts.Notify, ret: s.opts.Ret, envID: s.opts.EnvID, body: s.opts.BodyType}
+	for _, arg := range s.opts.Recipients {
+		list, err := parseAddressList(arg)
+		if err != nil {
+			return fail(ExitUsage, "bad recipient address %q: %v", arg, err)
+		}
+		env.rcpts = append(env.rcpts, list...)
+	}
+	if len(env.rcpts) == 0 && !s.opts.ExtractRcpt {
+		return fail(ExitUsage, "no recipients given; name them as arguments or use -t to read them from the message")
+	}
+
+	var in io.Reader = s.stdin
+	if !s.opts.IgnoreDots {
+		in = newDotReader(in)
+	}
+	msg, err := readContent(in)
+	if err != nil {
+		if errors.Is(err, errHeaderTooLarge) {
+			return fail(ExitDataErr, "%v", err)
+		}
+		return fail(ExitTempFail, "cannot read the message: %v; nothing was sent", err)
+	}
+	if s.opts.ExtractRcpt {
+		list, err := headerRecipients(msg.header)
+		if err != nil {
+			return fail(ExitDataErr, "-t: %v", err)
+		}
+		env.rcpts = append(env.rcpts, list...)
+		if len(env.rcpts) == 0 {
+			return fail(ExitDataErr, "-t: no recipients in the To, Cc and Bcc header fields; nothing was sent")
+		}
+	}
+	for i, r := range env.rcpts {
+		if !strings.Contains(r, "@") {
+			if !config.ValidLocalName(r) {
+				return fail(ExitDataErr, "%q is not a valid recipient address; nothing was sent", r)
+			}
+			// The daemon takes local names qualified with its hostname
+			// and resolves them through the aliases, as it does for
+			// SMTP clients.
+			env.rcpts[i] = r + "@" + s.cfg.Hostname
+		} else if !config.ValidAddress(r) {
+			return fail(ExitDataErr, "%q is not a valid recipient address; nothing was sent", r)
+		}
+	}
+	env.rcpts = dedupe(env.rcpts)
+	msg.header = fixup{
+		sender:    from,
+		fullName:  s.displayName(),
+		hostname:  s.cfg.Hostname,
+		now:       s.now(),
+		removeBcc: true,
+	}.fix(msg.header)
+	return s.submit(env, msg)
+}
+
+func dedupe(list []string) []string {
+	seen := map[string]bool{}
+	out := list[:0]
+	for _, a := range list {
+		k := strings.ToLower(a)
+		if !seen[k] {
+			seen[k] = true
+			out = append(out, a)
+		}
+	}
+	return out
+}
+
+// submit hands the message to the daemon, or to the maildrop folder when
+// the daemon cannot be reached. It returns nil only once one of them has
+// the message durably.
+func (s *shim) submit(env *envelope, msg *content) error {
+	c, err := s.dialDaemon()
+	if err != nil {
+		if fallback(err) {
+			s.verbosef("daemon unavailable (%v); writing to the maildrop folder", err)
+			return s.drop(env, msg, err)
+		}
+		return daemonFailure(err)
+	}
+	defer c.Close()
+	r := msg.reader(s.cfg.Limits.MaxMessageSize)
+	err = s.transact(c, env, r)
+	if err != nil && r.n == 0 && fallback(err) {
+		// The daemon went away before taking any of the message.
+		s.verbosef("daemon unavailable (%v); writing to the maildrop folder", err)
+		return s.drop(env, msg, err)
+	}
+	return err
+}
+
+// transact runs one mail transaction on c.
+func (s *shim) transact(c *smtp.Client, env *envelope, r *limitReader) error {
+	utf8 := !isASCII(env.from) || !allASCII(env.rcpts)
+	if ok, _ := c.Extension("SMTPUTF8"); utf8 && !ok {
+		return fail(ExitUnavailable, "the daemon does not take non-ASCII addresses (no SMTPUTF8); nothing was sent")
+	}
+	opts := &smtp.MailOptions{
+		Body:       smtp.BodyType(env.body),
+		UTF8:       utf8,
+		Return:     smtp.DSNReturn(strings.ToUpper(env.ret)),
+		EnvelopeID: env.envID,
+	}
+	if err := c.Mail(env.from, opts); err != nil {
+		return stageError("MAIL", env.from, err)
+	}
+	var ropts *smtp.RcptOptions
+	if env.notify != "" {
+		ropts = &smtp.RcptOptions{}
+		for _, n := range strings.Split(env.notify, ",") {
+			ropts.Notify = append(ropts.Notify, smtp.DSNNotify(strings.ToUpper(n)))
+		}
+	}
+	for _, rcpt := range env.rcpts {
+		if err := c.Rcpt(rcpt, ropts); err != nil {
+			return stageError("RCPT", rcpt, err)
+		}
+	}
+	w, err := c.Data()
+	if err != nil {
+		var se *smtp.SMTPError
+		if !errors.As(err, &se) {
+			return err // nothing of the message is gone yet
+		}
+		return stageError("DATA", "", err)
+	}
+	if _, err := io.Copy(w, r); err != nil {
+		if errors.Is(err, errTooBig) {
+			// Closing without the final dot makes the daemon drop
+			// what it got.
+			c.Close()
+			return fail(ExitUnavailable, "message too big: more than %d bytes (limits.max_message_size); nothing was sent", s.cfg.Limits.MaxMessageSize)
+		}
+		var se *smtp.SMTPError
+		if errors.As(err, &se) {
+			return stageError("DATA", "", err)
+		}
+		if r.n > 0 && !isNetError(err) {
+			c.Close()
+			return fail(ExitTempFail, "cannot read the message: %v; nothing was sent", err)
+		}
+		return stageError("DATA", "", err)
+	}
+	if err := w.Close(); err != nil {
+		return stageError("DATA", "", err)
+	}
+	s.verbosef("message stored by the daemon for %s", strings.Join(env.rcpts, ", "))
+	c.Quit()
+	return nil
+}
+
+// dialDaemon connects to the daemon's submission socket and says EHLO.
+func (s *shim) dialDaemon() (*smtp.Client, error) {
+	sock := s.cfg.SubmitSocket()
+	if sock == "" {
+		return nil, &net.OpError{Op: "dial", Net: "unix", Err: errors.New("no unix listener in the configuration")}
+	}
+	conn, err := net.DialTimeout("unix", sock, dialTimeout)
+	if err != nil {
+		return nil, err
+	}
+	c := smtp.NewClient(conn)
+	c.CommandTimeout = commandTimeout
+	c.SubmissionTimeout = dataTimeout
+	if s.opts.Verbose {
+		c.DebugWriter = s.stderr
+	}
+	if err := c.Hello("localhost"); err != nil {
+		c.Close()
+		return nil, err
+	}
+	return c, nil
+}
+
+// fallback reports whether err means the daemon cannot take mail now
+// (not running, refusing connections, shutting down, 4yz at the greeting)
+// so that the maildrop folder should.
+func fallback(err error) bool {
+	var se *smtp.SMTPError
+	if errors.As(err, &se) {
+		return se.Code/100 == 4
+	}
+	var ee *exitError
+	return !errors.As(err, &ee)
+}
+
+func isNetError(err error) bool {
+	var ne net.Error
+	return errors.As(err, &ne) || errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, net.ErrClosed)
+}
+
+// stageError turns a failure of one SMTP command into an exit status and
+// one line. Errors that are not replies keep their type, for fallback.
+func stageError(stage, addr string, err error) error {
+	var se *smtp.SMTPError
+	if !errors.As(err, &se) {
+		if stage == "DATA" {
+			return fail(ExitTempFail, "lost the connection to the daemon during %s: %v; nothing was sent", stage, err)
+		}
+		return err
+	}
+	code := ExitUnavailable
+	enh := se.EnhancedCode
+	switch {
+	case se.Code/100 == 4:
+		code = ExitTempFail
+	case stage == "RCPT" && enh[0] == 5 && enh[1] == 1 && enh[2] == 3:
+		code = ExitDataErr
+	case stage == "RCPT" && (enh[0] == 5 && enh[1] == 1 || se.Code == 550 || se.Code == 551 || se.Code == 553):
+		code = ExitNoUser
+	case stage == "MAIL" && (enh[1] == 1 || se.Code == 501 || se.Code == 553):
+		code = ExitDataErr
+	case se.Code == 552 || enh[1] == 3 && enh[2] == 4:
+		code = ExitUnavailable
+	case enh[1] == 6 || se.Code == 501:
+		code = ExitDataErr
+	}
+	what := stage
+	if addr != "" {
+		what = fmt.Sprintf("%s <%s>", stage, addr)
+	}
+	tail := "nothing was sent"
+	if code == ExitTempFail {
+		tail = "nothing was sent; try again later"
+	}
+	return fail(code, "%s refused by the daemon: %s; %s", what, replyText(se), tail)
+}
+
+func replyText(se *smtp.SMTPError) string {
+	if se.EnhancedCode[0] > 0 {
+		return fmt.Sprintf("%d %d.%d.%d %s", se.Code, se.EnhancedCode[0], se.EnhancedCode[1], se.EnhancedCode[2], se.Message)
+	}
+	return fmt.Sprintf("%d %s", se.Code, se.Message)
+}
+
+func daemonFailure(err error) error {
+	var se *smtp.SMTPError
+	if errors.As(err, &se) {
+		return fail(ExitUnavailable, "the daemon refused the connection: %s; nothing was sent", replyText(se))
+	}
+	return fail(ExitTempFail, "cannot reach the daemon: %v; nothing was sent", err)
+}
+
+// drop writes the message into the maildrop folder, where the daemon
+// picks it up when it runs. why is the reason the daemon was not used.
+func (s *shim) drop(env *envelope, msg *content, why error) error {
+	for _, r := range env.rcpts {
+		if name, ok := s.localName(r); ok {
+			if _, ok := s.cfg.Aliases[strings.ToLower(name)]; !ok {
+				return fail(ExitNoUser, "%s: unknown local name: no entry in the aliases block of %s; nothing was sent", name, s.cfgPath)
+			}
+		}
+	}
+	md := &maildrop.Envelope{
+		From:       env.from,
+		Recipients: env.rcpts,
+		Notify:     env.notify,
+		Ret:        env.ret,
+		EnvID:      env.envID,
+		BodyType:   env.body,
+		UID:        s.uid,
+		User:       s.user,
+		Time:       s.now(),
+	}
+	name, err := maildrop.Write(s.cfg.Spool.Maildrop, md, msg.reader(s.cfg.Limits.MaxMessageSize))
+	if err != nil {
+		if errors.Is(err, errTooBig) {
+			return fail(ExitUnavailable, "message too big: more than %d bytes (limits.max_message_size); nothing was sent", s.cfg.Limits.MaxMessageSize)
+		}
+		return fail(ExitTempFail, "the daemon is not running (%v) and the maildrop folder %s cannot take the message (%v); nothing was sent", why, s.cfg.Spool.Maildrop, err)
+	}
+	s.verbosef("daemon not running; message stored as %s in %s", name, s.cfg.Spool.Maildrop)
+	return nil
+}
+
+func isASCII(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] >= 0x80 {
+			return false
+		}
+	}
+	return true
+}
+
+func allASCII(list []string) bool {
+	for _, s := range list {
+		if !isASCII(s) {
+			return false
+		}
+	}
+	return true
+}
+
+// localName returns the local part of addr when addr means a user of this
+// machine: no domain, or the configured hostname or localhost as domain.
+func (s *shim) localName(addr string) (string, bool) {
+	i := strings.LastIndexByte(addr, '@')
+	if i < 0 {
+		return addr, true
+	}
+	switch d := strings.ToLower(addr[i+1:]); d {
+	case strings.ToLower(s.cfg.Hostname), "localhost", "localhost.localdomain":
+		return addr[:i], true
+	}
+	return "", false
+}
