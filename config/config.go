@@ -41,6 +41,10 @@ type Config struct {
 	Upstreams []*Upstream         // in file order; the first takes all mail unless routes say otherwise
 	Routes    []Route
 	Log       Log
+
+	// Warnings are problems that do not stop start-up (an aliases_file
+	// target Outbox refuses, for instance), each naming its file and line.
+	Warnings []string
 }
 
 // Listen is one inbound SMTP listener.
@@ -290,14 +294,35 @@ func Parse(path string, src []byte) (*Config, error) {
 	var raw rawFile
 	diags = gohcl.DecodeBody(f.Body, nil, &raw)
 	if diags.HasErrors() {
-		return nil, &Error{Diags: diags, Files: p.Files()}
+		return nil, &Error{Diags: explainUnknown(diags), Files: p.Files()}
 	}
 	v := &validator{dir: filepath.Dir(path)}
 	cfg := v.build(path, &raw)
 	if v.diags.HasErrors() {
 		return nil, &Error{Diags: v.diags, Files: p.Files()}
 	}
+	for _, d := range v.diags {
+		if d.Severity == hcl.DiagWarning {
+			cfg.Warnings = append(cfg.Warnings, d.Detail)
+		}
+	}
 	return cfg, nil
+}
+
+// explainUnknown completes HCL's diagnostics for unknown arguments and
+// blocks, which say what is wrong but not what to do about it.
+func explainUnknown(diags hcl.Diagnostics) hcl.Diagnostics {
+	for _, d := range diags {
+		switch d.Summary {
+		case "Unsupported argument", "Unsupported block type":
+			if !strings.Contains(d.Detail, "Did you mean") {
+				d.Detail += " Check the spelling, or remove it; the README lists every key."
+			} else {
+				d.Detail += " Otherwise remove it; the README lists every key."
+			}
+		}
+	}
+	return diags
 }
 
 type validator struct {
@@ -543,6 +568,11 @@ func (v *validator) listen(r *rawListen) (Listen, bool) {
 				v.errf(attrRange(r.Body, "allow_networks"), "Invalid network", "allow_networks entry %q is not a CIDR; write one like \"10.0.0.0/8\" or \"192.0.2.7/32\".", n)
 				continue
 			}
+		}
+		if p.Bits() == 0 {
+			// "0.0.0.0/0" lets the whole Internet relay: an open relay by another name.
+			v.errf(attrRange(r.Body, "allow_networks"), "Open relay refused", "allow_networks entry %q admits every address, which makes an open relay; list your clients' networks instead, like \"10.0.0.0/8\".", n)
+			continue
 		}
 		l.AllowNetworks = append(l.AllowNetworks, p.Masked())
 	}

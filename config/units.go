@@ -31,7 +31,8 @@ func ParseSize(s string) (int64, error) {
 		}
 	}
 	f, err := strconv.ParseFloat(s, 64)
-	if err != nil || f < 0 || f*float64(mult) > 1<<50 {
+	// !(f >= 0) also refuses NaN, which no comparison catches otherwise.
+	if err != nil || !(f >= 0) || f*float64(mult) > 1<<50 {
 		return 0, fmt.Errorf("invalid size %q", s)
 	}
 	return int64(f * float64(mult)), nil
@@ -128,7 +129,7 @@ func validDomain(d string) bool {
 // ValidLocalName reports whether s is a plausible local user name without a
 // domain ("root", "www-data").
 func ValidLocalName(s string) bool {
-	if s == "" || len(s) > 64 {
+	if s == "" || len(s) > 64 || s[0] == '.' || s[len(s)-1] == '.' || strings.Contains(s, "..") {
 		return false
 	}
 	for i := 0; i < len(s); i++ {

@@ -120,7 +120,11 @@ func (r *Relay) importFile(path string) (string, error) {
 		for _, a := range addrs {
 			rec := spool.Recipient{Address: a, Status: spool.Pending, Notify: notify}
 			if !strings.EqualFold(a, rc) {
-				rec.ORCPT = "rfc822;" + rc
+				orig := rc
+				if !strings.Contains(orig, "@") {
+					orig += "@" + r.cfg.Hostname
+				}
+				rec.ORCPT = "rfc822;" + orig
 			}
 			m.Recipients = append(m.Recipients, rec)
 		}

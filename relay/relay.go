@@ -29,9 +29,6 @@ type Options struct {
 	Now func() time.Time
 	// Targets replaces the upstreams built from the configuration (tests).
 	Targets map[string]upstream.Target
-	// RootCAs, when set, is used by SMTP upstreams instead of the system
-	// roots (tests).
-	RootCAsFile string
 	// MaildropInterval is how often the maildrop folder is checked between
 	// notifications; 0 means 5 seconds.
 	MaildropInterval time.Duration
@@ -165,7 +162,7 @@ func BuildTarget(cfg *config.Config, u *config.Upstream, log *slog.Logger) (upst
 		InsecureSkipVerify: u.TLSSkipVerify, Hostname: cfg.Hostname, Username: u.Username,
 		Auth: u.Auth, MaxConnections: u.MaxConnections, RateN: u.RateN, RatePer: u.RatePer,
 		IdleTimeout: u.IdleTimeout, ConnectTimeout: u.ConnectTimeout,
-		Logger: log.With("upstream", u.Name),
+		Logger: log, // NewSMTP adds the "upstream" attribute itself
 	}
 	switch {
 	case u.PasswordFile != "":

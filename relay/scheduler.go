@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"math/rand/v2"
 	"strings"
 	"sync"
@@ -129,19 +130,21 @@ func (s *Scheduler) dispatch(ctx, deliverCtx context.Context) time.Duration {
 	const idle = time.Hour
 	for ctx.Err() == nil {
 		now := s.now()
+		// Read the queue under mu: a worker records its results before it
+		// leaves inflight, so each due message is either still in flight
+		// here or read as recorded, never in a stale state that would be
+		// delivered a second time.
 		s.mu.Lock()
 		busy := len(s.inflight)
-		s.mu.Unlock()
 		due, err := s.q.Due(now, busy+cap(s.workers))
 		if err != nil {
+			s.mu.Unlock()
 			s.log.Error("reading the queue", "err", err)
 			return 10 * time.Second
 		}
 		started := 0
 		for _, m := range due {
-			s.mu.Lock()
 			if s.inflight[m.ID] {
-				s.mu.Unlock()
 				continue
 			}
 			select {
@@ -151,7 +154,6 @@ func (s *Scheduler) dispatch(ctx, deliverCtx context.Context) time.Duration {
 				return idle // all workers busy; a finishing one kicks us
 			}
 			s.inflight[m.ID] = true
-			s.mu.Unlock()
 			started++
 			s.wg.Add(1)
 			go func(m *spool.Message) {
@@ -166,20 +168,43 @@ func (s *Scheduler) dispatch(ctx, deliverCtx context.Context) time.Duration {
 				s.deliver(deliverCtx, m)
 			}(m)
 		}
+		s.mu.Unlock()
 		if started == 0 {
 			break
 		}
 	}
-	next, ok, err := s.q.NextDue()
+	next, ok, err := s.nextDue()
 	if err != nil || !ok {
 		return idle
 	}
-	d := next.Sub(s.now())
-	if d <= 0 {
-		// Only in-flight messages are due; their workers kick us when done.
-		return idle
+	// Messages that became due since the Due call above: look again soon.
+	return max(next.Sub(s.now()), 10*time.Millisecond)
+}
+
+// nextDue returns the earliest next attempt among messages not in flight.
+// In-flight messages keep their old, past due time until their results
+// are recorded (their workers kick us then); going by the queue's first
+// entry alone would let one slow delivery hold back every retry behind it.
+func (s *Scheduler) nextDue() (time.Time, bool, error) {
+	s.mu.Lock()
+	busy := len(s.inflight)
+	s.mu.Unlock()
+	if busy == 0 {
+		return s.q.NextDue()
 	}
-	return d
+	// Earliest first: at most busy entries are in flight.
+	list, err := s.q.Due(time.Unix(0, math.MaxInt64), busy+1)
+	if err != nil {
+		return time.Time{}, false, err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, m := range list {
+		if !s.inflight[m.ID] {
+			return m.NextAttempt, true, nil
+		}
+	}
+	return time.Time{}, false, nil
 }
 
 // attempt is the outcome for one recipient of one delivery round.
@@ -417,6 +442,11 @@ func apply(m *spool.Message, results map[int]attempt, now time.Time, lifetime, d
 		}
 	}
 	m.NextAttempt = now.Add(delay)
+	// Never sleep past the deadline: the sender hears at the lifetime,
+	// not up to retry_max later.
+	if deadline := m.Arrived.Add(lifetime); m.NextAttempt.After(deadline) && !m.Done() {
+		m.NextAttempt = deadline
+	}
 }
 
 // describe renders a result on one line, for last_error and the logs.
@@ -525,9 +555,16 @@ func (s *Scheduler) notify(m *spool.Message, action string, idx []int, results m
 	if err != nil {
 		return err
 	}
+	// The notice is itself mail from <>: if it fails, the default NOTIFY
+	// sends it on to double_bounce. A notice about mail from <> (a double
+	// bounce) asks for nothing, so failures end there instead of looping.
+	var notice []string
+	if m.From == "" {
+		notice = []string{"NEVER"}
+	}
 	bounce := &spool.Message{
 		From:       "",
-		Recipients: []spool.Recipient{{Address: to, Status: spool.Pending, Notify: []string{"NEVER"}}},
+		Recipients: []spool.Recipient{{Address: to, Status: spool.Pending, Notify: notice}},
 		Submitter:  "outbox (" + action + " notice for " + m.ID + ")",
 		Arrived:    now,
 	}

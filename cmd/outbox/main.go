@@ -166,6 +166,9 @@ func (a *app) loadConfig() (*config.Config, int) {
 		fmt.Fprintln(a.stderr, "outbox:", err)
 		return nil, exitConfig
 	}
+	for _, w := range cfg.Warnings {
+		fmt.Fprintln(a.stderr, "outbox: warning:", w)
+	}
 	return cfg, exitOK
 }
 
@@ -180,6 +183,12 @@ func newLogger(cfg *config.Config, w io.Writer) *slog.Logger {
 }
 
 func cmdVersion(a *app, args []string) int {
+	if args != nil {
+		fs := a.flags("version")
+		if code, ok := parse(fs, args); !ok {
+			return code
+		}
+	}
 	v := version
 	if v == "" {
 		v = "devel"

@@ -193,6 +193,10 @@ func queueFlush(a *app, args []string) int {
 }
 
 func queueStats(a *app, args []string) int {
+	fs := a.flags("queue")
+	if code, ok := parse(fs, args); !ok {
+		return code
+	}
 	cfg, code := a.loadConfig()
 	if cfg == nil {
 		return code
@@ -246,6 +250,10 @@ func queueBackup(a *app, args []string) int {
 }
 
 func queueCompact(a *app, args []string) int {
+	fs := a.flags("queue")
+	if code, ok := parse(fs, args); !ok {
+		return code
+	}
 	cfg, code := a.loadConfig()
 	if cfg == nil {
 		return code
