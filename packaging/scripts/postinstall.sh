@@ -1,7 +1,9 @@
 #!/bin/sh
 set -e
 chown outbox:outbox /var/spool/outbox
-chmod 0750 /var/spool/outbox
+chmod 0755 /var/spool/outbox
+chown outbox:outbox /var/spool/outbox/maildrop
+chmod 1733 /var/spool/outbox/maildrop
 chgrp outbox /etc/outbox/relay.hcl || true
 if [ -d /run/systemd/system ]; then
 	systemctl daemon-reload
