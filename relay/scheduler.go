@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"math"
 	"math/rand/v2"
 	"strings"
 	"sync"
@@ -22,8 +21,8 @@ import (
 // Queue is what the scheduler needs of the spool.
 type Queue interface {
 	Store
-	Due(now time.Time, limit int) ([]*spool.Message, error)
-	NextDue() (time.Time, bool, error)
+	DueExcept(now time.Time, limit int, skip func(id string) bool) ([]*spool.Message, error)
+	NextDueExcept(skip func(id string) bool) (time.Time, bool, error)
 	Update(id string, fn func(m *spool.Message) error) (*spool.Message, error)
 	Body(id string) (io.ReadCloser, error)
 }
@@ -135,8 +134,12 @@ func (s *Scheduler) dispatch(ctx, deliverCtx context.Context) time.Duration {
 		// here or read as recorded, never in a stale state that would be
 		// delivered a second time.
 		s.mu.Lock()
-		busy := len(s.inflight)
-		due, err := s.q.Due(now, busy+cap(s.workers))
+		free := cap(s.workers) - len(s.workers)
+		if free == 0 {
+			s.mu.Unlock()
+			return idle // all workers busy; a finishing one kicks us
+		}
+		due, err := s.q.DueExcept(now, free, s.isInflight)
 		if err != nil {
 			s.mu.Unlock()
 			s.log.Error("reading the queue", "err", err)
@@ -187,25 +190,12 @@ func (s *Scheduler) dispatch(ctx, deliverCtx context.Context) time.Duration {
 // entry alone would let one slow delivery hold back every retry behind it.
 func (s *Scheduler) nextDue() (time.Time, bool, error) {
 	s.mu.Lock()
-	busy := len(s.inflight)
-	s.mu.Unlock()
-	if busy == 0 {
-		return s.q.NextDue()
-	}
-	// Earliest first: at most busy entries are in flight.
-	list, err := s.q.Due(time.Unix(0, math.MaxInt64), busy+1)
-	if err != nil {
-		return time.Time{}, false, err
-	}
-	s.mu.Lock()
 	defer s.mu.Unlock()
-	for _, m := range list {
-		if !s.inflight[m.ID] {
-			return m.NextAttempt, true, nil
-		}
-	}
-	return time.Time{}, false, nil
+	return s.q.NextDueExcept(s.isInflight)
 }
+
+// isInflight reports whether a message is being delivered; s.mu is held.
+func (s *Scheduler) isInflight(id string) bool { return s.inflight[id] }
 
 // attempt is the outcome for one recipient of one delivery round.
 type attempt struct {

@@ -498,12 +498,22 @@ func (s *Spool) Count() (int, error) {
 // Due returns up to limit messages whose next attempt is at or before now,
 // earliest first. It costs O(log n + k): a seek in the due index.
 func (s *Spool) Due(now time.Time, limit int) ([]*Message, error) {
+	return s.DueExcept(now, limit, nil)
+}
+
+// DueExcept is Due skipping the IDs for which skip returns true (messages
+// already being delivered), before their envelopes are even decoded.
+func (s *Spool) DueExcept(now time.Time, limit int, skip func(id string) bool) ([]*Message, error) {
 	var out []*Message
 	end := dueKey(now, "\xff")
 	err := s.db.View(func(tx *bolt.Tx) error {
 		c := tx.Bucket(bucketDue).Cursor()
 		for k, _ := c.First(); k != nil && bytes.Compare(k, end) <= 0 && len(out) < limit; k, _ = c.Next() {
-			m, err := getMsg(tx, string(k[8:]))
+			id := string(k[8:])
+			if skip != nil && skip(id) {
+				continue
+			}
+			m, err := getMsg(tx, id)
 			if err == ErrNotFound {
 				continue // tolerated: the index is rebuilt by Update
 			}
@@ -520,10 +530,19 @@ func (s *Spool) Due(now time.Time, limit int) ([]*Message, error) {
 // NextDue returns the earliest next-attempt time in the queue; ok is false
 // when nothing is scheduled.
 func (s *Spool) NextDue() (t time.Time, ok bool, err error) {
+	return s.NextDueExcept(nil)
+}
+
+// NextDueExcept is NextDue ignoring the IDs for which skip returns true.
+func (s *Spool) NextDueExcept(skip func(id string) bool) (t time.Time, ok bool, err error) {
 	err = s.db.View(func(tx *bolt.Tx) error {
-		k, _ := tx.Bucket(bucketDue).Cursor().First()
-		if k != nil {
+		c := tx.Bucket(bucketDue).Cursor()
+		for k, _ := c.First(); k != nil; k, _ = c.Next() {
+			if skip != nil && skip(string(k[8:])) {
+				continue
+			}
 			t, ok = time.Unix(0, int64(binary.BigEndian.Uint64(k[:8]))), true
+			return nil
 		}
 		return nil
 	})
