@@ -14,7 +14,6 @@ import (
 	"time"
 
 	"github.com/hashicorp/hcl/v2"
-	"github.com/hashicorp/hcl/v2/gohcl"
 	"github.com/hashicorp/hcl/v2/hclparse"
 	"github.com/hashicorp/hcl/v2/hclsyntax"
 	"github.com/zclconf/go-cty/cty"
@@ -130,7 +129,7 @@ type Route struct {
 	Upstreams        []string
 }
 
-// raw structures, as gohcl decodes them.
+// raw structures, as decodeBody fills them from `hcl` tags.
 type rawFile struct {
 	Hostname    string        `hcl:"hostname,optional"`
 	AliasesFile string        `hcl:"aliases_file,optional"`
@@ -292,7 +291,7 @@ func Parse(path string, src []byte) (*Config, error) {
 		return nil, &Error{Diags: diags, Files: p.Files()}
 	}
 	var raw rawFile
-	diags = gohcl.DecodeBody(f.Body, nil, &raw)
+	diags = decodeBody(f.Body, &raw)
 	if diags.HasErrors() {
 		return nil, &Error{Diags: explainUnknown(diags), Files: p.Files()}
 	}
