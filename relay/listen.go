@@ -48,9 +48,21 @@ type trackedConn struct {
 	// the connection to close after the reply to it is written.
 	inData          atomic.Bool
 	closeAfterReply atomic.Bool
+	// q qualifies bare envelope names of local clients; nil for others.
+	q *qualifier
+}
+
+func (c *trackedConn) Read(p []byte) (int, error) {
+	if c.q != nil {
+		return c.q.read(c.Conn, p)
+	}
+	return c.Conn.Read(p)
 }
 
 func (c *trackedConn) Write(p []byte) (int, error) {
+	if c.q != nil {
+		c.q.wrote(p)
+	}
 	n, err := c.Conn.Write(p)
 	if c.closeAfterReply.Load() && !c.inData.Load() {
 		c.Close()
@@ -105,6 +117,9 @@ func (l *listener) Accept() (net.Conn, error) {
 			continue
 		}
 		tc := &trackedConn{Conn: c, l: l, peer: p}
+		if p.unix || p.ip.IsLoopback() {
+			tc.q = newQualifier(l.hostname)
+		}
 		l.conns[tc] = struct{}{}
 		l.mu.Unlock()
 		return tc, nil

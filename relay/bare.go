@@ -1,0 +1,187 @@
+package relay
+
+import (
+	"bytes"
+	"io"
+	"regexp"
+	"strconv"
+	"sync"
+)
+
+// qualifier lets local clients use bare names in the envelope, as they can
+// with Postfix: "RCPT TO:<root>" becomes "RCPT TO:<root@HOSTNAME>" before
+// the SMTP parser sees it (the parser insists on a domain), so the name then
+// resolves through the aliases block like any local address.
+//
+// It rewrites only complete command lines. It follows the session to know
+// where commands are: after DATA and the server's 354 it passes the body
+// through untouched up to the lone "." line; after "BDAT n" it passes n
+// bytes; after STARTTLS it stops for good (what follows is TLS). If the
+// session does anything it cannot follow, it stops rewriting: the worst
+// case is the parser's own 501 for a bare name.
+type qualifier struct {
+	domain string
+
+	mu      sync.Mutex
+	mode    int
+	line    []byte // partial command line
+	out     []byte // processed bytes not yet returned
+	tail    []byte // last bytes of the body, to find CRLF.CRLF across reads
+	bdat    int64  // BDAT bytes still to pass
+	scratch []byte
+}
+
+const (
+	qCommand = iota
+	qAwaitData
+	qBody
+	qBDAT
+	qOff
+)
+
+// maxCommandLine bounds a held partial line; longer lines pass through
+// unchanged (the parser refuses them anyway).
+const maxCommandLine = 4096
+
+var bareEnvelope = regexp.MustCompile(`(?i)^(MAIL FROM:|RCPT TO:)(\s*)<([A-Za-z0-9!#$%&'*+/=?^_` + "`" + `{|}~.-]+)>`)
+
+func newQualifier(domain string) *qualifier {
+	return &qualifier{domain: domain, scratch: make([]byte, 32<<10)}
+}
+
+// read fills p from r, rewriting command lines. Only the connection's
+// reader calls it; the lock guards against wrote, never held while
+// blocked in r.Read.
+func (q *qualifier) read(r io.Reader, p []byte) (int, error) {
+	for {
+		q.mu.Lock()
+		if len(q.out) > 0 {
+			n := copy(p, q.out)
+			q.out = q.out[n:]
+			if len(q.out) == 0 {
+				q.out = nil
+			}
+			q.mu.Unlock()
+			return n, nil
+		}
+		off := q.mode == qOff && len(q.line) == 0
+		q.mu.Unlock()
+		if off {
+			return r.Read(p)
+		}
+		n, err := r.Read(q.scratch)
+		q.mu.Lock()
+		q.feed(q.scratch[:n])
+		if err != nil && len(q.out) == 0 {
+			// Hand over a held partial line before the error.
+			q.out, q.line = q.line, nil
+			if len(q.out) == 0 {
+				q.mu.Unlock()
+				return 0, err
+			}
+		}
+		q.mu.Unlock()
+	}
+}
+
+// feed processes bytes read from the client.
+func (q *qualifier) feed(b []byte) {
+	for len(b) > 0 {
+		switch q.mode {
+		case qOff, qAwaitData:
+			q.out = append(q.out, b...)
+			return
+		case qBDAT:
+			n := int64(len(b))
+			if n > q.bdat {
+				n = q.bdat
+			}
+			q.out = append(q.out, b[:n]...)
+			q.bdat -= n
+			b = b[n:]
+			if q.bdat == 0 {
+				q.mode = qCommand
+			}
+		case qBody:
+			// Find the end of data, possibly split across reads.
+			joined := append(q.tail, b...)
+			i := bytes.Index(joined, []byte("\r\n.\r\n"))
+			if i < 0 {
+				q.out = append(q.out, b...)
+				if len(joined) > 4 {
+					joined = joined[len(joined)-4:]
+				}
+				q.tail = append([]byte(nil), joined...)
+				return
+			}
+			end := i + 5 - len(q.tail) // bytes of b up to and including the marker
+			q.out = append(q.out, b[:end]...)
+			b = b[end:]
+			q.tail = nil
+			q.mode = qCommand
+		case qCommand:
+			i := bytes.IndexByte(b, '\n')
+			if i < 0 {
+				q.line = append(q.line, b...)
+				if len(q.line) > maxCommandLine {
+					q.out = append(q.out, q.line...)
+					q.line = nil
+					q.mode = qOff
+				}
+				return
+			}
+			q.line = append(q.line, b[:i+1]...)
+			b = b[i+1:]
+			q.command(q.line)
+			q.line = nil
+		}
+	}
+}
+
+// command handles one complete command line.
+func (q *qualifier) command(line []byte) {
+	verb := bytes.ToUpper(bytes.TrimRight(line, "\r\n"))
+	switch {
+	case bytes.Equal(verb, []byte("DATA")):
+		q.mode = qAwaitData
+	case bytes.HasPrefix(verb, []byte("BDAT ")):
+		fields := bytes.Fields(verb)
+		var n int64 = -1
+		if len(fields) >= 2 {
+			n, _ = strconv.ParseInt(string(fields[1]), 10, 64)
+		}
+		if n < 0 {
+			q.mode = qOff
+		} else if n > 0 {
+			q.mode, q.bdat = qBDAT, n
+		}
+	case bytes.Equal(verb, []byte("STARTTLS")):
+		q.mode = qOff
+	default:
+		if m := bareEnvelope.FindSubmatchIndex(line); m != nil {
+			var b []byte
+			b = append(b, line[:m[7]]...)
+			b = append(b, '@')
+			b = append(b, q.domain...)
+			b = append(b, line[m[7]:]...)
+			line = b
+		}
+	}
+	q.out = append(q.out, line...)
+}
+
+// wrote tells the qualifier what the server answered; only the reply to
+// DATA matters.
+func (q *qualifier) wrote(p []byte) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if q.mode != qAwaitData || len(p) < 3 {
+		return
+	}
+	if bytes.HasPrefix(p, []byte("354")) {
+		q.mode = qBody
+		q.tail = []byte("\r\n") // the body may end at once with ".\r\n"
+	} else {
+		q.mode = qCommand
+	}
+}
