@@ -44,6 +44,10 @@ type Scheduler struct {
 
 	mu       sync.Mutex
 	inflight map[string]bool
+	// cooling holds messages whose results could not be recorded (a spool
+	// that cannot write): they wait until the time given here instead of
+	// being re-sent in a tight loop.
+	cooling map[string]time.Time
 	wg       sync.WaitGroup
 }
 
@@ -63,6 +67,7 @@ func NewScheduler(q Queue, cfg *config.Config, router *Router, log *slog.Logger,
 		wake:          make(chan struct{}, 1),
 		workers:       make(chan struct{}, workers),
 		inflight:      map[string]bool{},
+		cooling:       map[string]time.Time{},
 	}
 }
 
@@ -176,12 +181,18 @@ func (s *Scheduler) dispatch(ctx, deliverCtx context.Context) time.Duration {
 			break
 		}
 	}
+	wait := idle
 	next, ok, err := s.nextDue()
-	if err != nil || !ok {
-		return idle
+	if err == nil && ok {
+		// Messages that became due since the Due call above: look again soon.
+		wait = max(next.Sub(s.now()), 10*time.Millisecond)
 	}
-	// Messages that became due since the Due call above: look again soon.
-	return max(next.Sub(s.now()), 10*time.Millisecond)
+	s.mu.Lock()
+	for _, until := range s.cooling {
+		wait = min(wait, max(until.Sub(s.now()), 10*time.Millisecond))
+	}
+	s.mu.Unlock()
+	return wait
 }
 
 // nextDue returns the earliest next attempt among messages not in flight.
@@ -194,8 +205,28 @@ func (s *Scheduler) nextDue() (time.Time, bool, error) {
 	return s.q.NextDueExcept(s.isInflight)
 }
 
-// isInflight reports whether a message is being delivered; s.mu is held.
-func (s *Scheduler) isInflight(id string) bool { return s.inflight[id] }
+// isInflight reports whether a message is being delivered or cooling
+// down; s.mu is held.
+func (s *Scheduler) isInflight(id string) bool {
+	if s.inflight[id] {
+		return true
+	}
+	if until, ok := s.cooling[id]; ok {
+		if s.now().Before(until) {
+			return true
+		}
+		delete(s.cooling, id)
+	}
+	return false
+}
+
+// coolDown keeps a message out of dispatch until the backoff after its
+// next attempt, when its state could not be written.
+func (s *Scheduler) coolDown(m *spool.Message, now time.Time) {
+	s.mu.Lock()
+	s.cooling[m.ID] = now.Add(s.backoff(m.Attempts + 1))
+	s.mu.Unlock()
+}
 
 // attempt is the outcome for one recipient of one delivery round.
 type attempt struct {
@@ -369,6 +400,7 @@ func (s *Scheduler) record(m *spool.Message, results map[int]attempt) {
 	})
 	if err != nil {
 		s.log.Error("cannot record delivery results; the message stays queued and will be retried", "id", m.ID, "err", err)
+		s.coolDown(m, now)
 		return
 	}
 	for i, r := range stored.Recipients {
@@ -391,7 +423,9 @@ func (s *Scheduler) record(m *spool.Message, results map[int]attempt) {
 // reschedule pushes a message back without touching recipients.
 func (s *Scheduler) reschedule(m *spool.Message, now time.Time) {
 	d := s.backoff(m.Attempts + 1)
-	s.q.Update(m.ID, func(cur *spool.Message) error { cur.NextAttempt = now.Add(d); return nil })
+	if _, err := s.q.Update(m.ID, func(cur *spool.Message) error { cur.NextAttempt = now.Add(d); return nil }); err != nil {
+		s.coolDown(m, now)
+	}
 }
 
 // apply folds one round's results into m: per-recipient state, the attempt

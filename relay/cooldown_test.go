@@ -1,0 +1,66 @@
+package relay
+
+import (
+	"errors"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/outbox-mta/outbox/spool"
+	"github.com/outbox-mta/outbox/upstream"
+)
+
+// coolQueue is a spool whose updates of one message fail, as on a full disk.
+type coolQueue struct {
+	*spool.Spool
+	mu     sync.Mutex
+	failID string
+}
+
+func (q *coolQueue) Update(id string, fn func(*spool.Message) error) (*spool.Message, error) {
+	q.mu.Lock()
+	fail := id == q.failID
+	q.mu.Unlock()
+	if fail {
+		return nil, errors.New("no space left on device")
+	}
+	return q.Spool.Update(id, fn)
+}
+
+// TestCoolDownWhenResultsCannotBeRecorded: a message whose results cannot
+// be written is not re-sent in a tight loop; it waits for its backoff,
+// then goes out again once the spool can write.
+func TestCoolDownWhenResultsCannotBeRecorded(t *testing.T) {
+	h := schedStart(t, "", "")
+	q := &coolQueue{Spool: h.sp}
+	targets := map[string]upstream.Target{"a": h.targets["a"], "b": h.targets["b"]}
+	h.s = NewScheduler(q, h.cfg, NewRouter(h.cfg, targets), dlvLogger(t), h.clock.Now)
+
+	stuck := h.enqueue("app@example.org", dlvRcpt("stuck@example.com"))
+	q.mu.Lock()
+	q.failID = stuck
+	q.mu.Unlock()
+	h.run()
+	a := h.targets["a"]
+	dlvWait(t, "first attempt", func() bool { return len(a.callsTo("stuck@example.com")) == 1 })
+
+	// Later rounds happen (another message is delivered) without the
+	// stuck one going out again.
+	for i := 0; i < 3; i++ {
+		h.enqueue("app@example.org", dlvRcpt("other@example.com"))
+		h.s.Kick()
+		want := i + 1
+		dlvWait(t, "other delivered", func() bool { return len(a.callsTo("other@example.com")) == want })
+	}
+	if n := len(a.callsTo("stuck@example.com")); n != 1 {
+		t.Fatalf("stuck message sent %d times while its state could not be written", n)
+	}
+
+	// The spool writes again and the backoff passes: it goes out and leaves.
+	q.mu.Lock()
+	q.failID = ""
+	q.mu.Unlock()
+	h.advance(10 * time.Minute)
+	dlvWait(t, "retry after the backoff", func() bool { return len(a.callsTo("stuck@example.com")) == 2 })
+	dlvWait(t, "queue empty", func() bool { return h.queued() == 0 })
+}
