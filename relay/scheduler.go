@@ -48,7 +48,7 @@ type Scheduler struct {
 	// that cannot write): they wait until the time given here instead of
 	// being re-sent in a tight loop.
 	cooling map[string]time.Time
-	wg       sync.WaitGroup
+	wg      sync.WaitGroup
 }
 
 // NewScheduler builds a scheduler. now is the clock (time.Now in
