@@ -171,17 +171,21 @@ func (q *qualifier) command(line []byte) {
 }
 
 // wrote tells the qualifier what the server answered; only the reply to
-// DATA matters.
+// DATA matters. With PIPELINING the replies to MAIL and RCPT come after
+// the DATA line was read, so a 2yz reply never ends the wait (DATA is
+// never answered 2yz), and a 354, which answers nothing but DATA, starts
+// the body even after an earlier refusal (a rejected RCPT) ended the wait.
 func (q *qualifier) wrote(p []byte) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
-	if q.mode != qAwaitData || len(p) < 3 {
+	if len(p) < 3 || (q.mode != qAwaitData && q.mode != qCommand) {
 		return
 	}
-	if bytes.HasPrefix(p, []byte("354")) {
+	switch {
+	case bytes.HasPrefix(p, []byte("354")):
 		q.mode = qBody
 		q.tail = []byte("\r\n") // the body may end at once with ".\r\n"
-	} else {
+	case q.mode == qAwaitData && p[0] != '2':
 		q.mode = qCommand
 	}
 }

@@ -191,8 +191,10 @@ func (s *session) Data(r io.Reader) error {
 		return errNoSender
 	}
 	if s.tc != nil {
+		// inData stays set until the reply is written (trackedConn.Write):
+		// a drain in between must not cut off the 250 of a stored message.
 		s.tc.inData.Store(true)
-		defer s.tc.inData.Store(false)
+		defer s.tc.dataDone.Store(true)
 	}
 	now := s.in.now()
 	m := &spool.Message{
@@ -216,6 +218,11 @@ func (s *session) Data(r io.Reader) error {
 	}
 	hdr = s.in.policy.Header(hdr, m.ID, now, s.local())
 	received := s.received(m, now)
+	if len(received)+len(hdr) > maxHeaderSection {
+		// What we add must not push the section past what delivery (From:
+		// rewriting) reads back, or the message could never leave.
+		return errHeaderTooBig
+	}
 	body := io.MultiReader(strings.NewReader(received), bytes.NewReader(hdr), br)
 	if err := s.in.store.Enqueue(context.Background(), m, body); err != nil {
 		var se *smtp.SMTPError
@@ -231,9 +238,6 @@ func (s *session) Data(r io.Reader) error {
 	s.in.log.Info("accepted", "id", m.ID, "from", m.From, "rcpts", len(m.Recipients), "size", m.Size, "client", m.Submitter)
 	if s.in.kick != nil {
 		s.in.kick()
-	}
-	if s.tc != nil && s.tc.closeAfterReply.Load() {
-		s.tc.inData.Store(false) // the reply is the last thing this connection writes
 	}
 	return &smtp.SMTPError{Code: 250, EnhancedCode: smtp.EnhancedCode{2, 0, 0}, Message: "OK queued as " + m.ID}
 }

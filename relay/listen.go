@@ -44,9 +44,11 @@ type trackedConn struct {
 	peer peer
 
 	closeOnce sync.Once
-	// inData is set while the session is inside DATA; closeAfterReply asks
-	// the connection to close after the reply to it is written.
+	// inData is set while the session is inside DATA, until the reply to
+	// it is written (dataDone: DATA returned, its reply is the next write);
+	// closeAfterReply asks the connection to close after that reply.
 	inData          atomic.Bool
+	dataDone        atomic.Bool
 	closeAfterReply atomic.Bool
 	// q qualifies bare envelope names of local clients; nil for others.
 	q *qualifier
@@ -64,6 +66,9 @@ func (c *trackedConn) Write(p []byte) (int, error) {
 		c.q.wrote(p)
 	}
 	n, err := c.Conn.Write(p)
+	if c.dataDone.Swap(false) {
+		c.inData.Store(false)
+	}
 	if c.closeAfterReply.Load() && !c.inData.Load() {
 		c.Close()
 	}

@@ -61,8 +61,10 @@ func (r *Relay) importMaildrop(ctx context.Context) int {
 		path := filepath.Join(dir, name)
 		id, err := r.importFile(path)
 		if err != nil {
-			var se *smtp.SMTPError
-			if errors.As(err, &se) && se.Code/100 == 4 || errors.Is(err, spool.ErrClosed) {
+			if !rejectable(err) {
+				// A local, temporary problem (the spool cannot write, the
+				// file cannot be opened now): the file stays for the next
+				// round. The shim already told its caller the mail is stored.
 				r.log.Warn("maildrop import deferred", "file", name, "err", err)
 				continue
 			}
@@ -84,6 +86,20 @@ func (r *Relay) importMaildrop(ctx context.Context) int {
 		r.sched.Kick()
 	}
 	return n
+}
+
+// rejectable reports whether an import error is about the file itself and
+// will not go away on a retry: a malformed file, an address or size the
+// policy refuses (5yz), a header section too large.
+func rejectable(err error) bool {
+	var se *smtp.SMTPError
+	switch {
+	case errors.As(err, &se):
+		return se.Code/100 == 5
+	case errors.Is(err, maildrop.ErrMalformed), errors.Is(err, mailhdr.ErrHeaderTooLarge):
+		return true
+	}
+	return false
 }
 
 func (r *Relay) importFile(path string) (string, error) {
@@ -136,6 +152,9 @@ func (r *Relay) importFile(path string) (string, error) {
 	}
 	hdr = pol.Header(hdr, m.ID, now, true)
 	received := fmt.Sprintf("Received: by %s (Outbox, from userid %d)\r\n\tid %s; %s\r\n", r.cfg.Hostname, env.UID, m.ID, now.Format(time.RFC1123Z))
+	if len(received)+len(hdr) > maxHeaderSection {
+		return "", mailhdr.ErrHeaderTooLarge // as on the SMTP side
+	}
 	if err := r.spool.Enqueue(context.Background(), m, io.MultiReader(strings.NewReader(received), strings.NewReader(string(hdr)), br)); err != nil {
 		return "", err
 	}

@@ -188,8 +188,15 @@ func (s *Scheduler) dispatch(ctx, deliverCtx context.Context) time.Duration {
 		wait = max(next.Sub(s.now()), 10*time.Millisecond)
 	}
 	s.mu.Lock()
-	for _, until := range s.cooling {
-		wait = min(wait, max(until.Sub(s.now()), 10*time.Millisecond))
+	now := s.now()
+	for id, until := range s.cooling {
+		if !now.Before(until) {
+			// Over: isInflight no longer holds the message back, and one
+			// that left the due index (held, deleted) must not keep us awake.
+			delete(s.cooling, id)
+			continue
+		}
+		wait = min(wait, max(until.Sub(now), 10*time.Millisecond))
 	}
 	s.mu.Unlock()
 	return wait

@@ -619,23 +619,26 @@ func (s *Spool) Delete(id string) error {
 // Body opens the stored body of a message. It reads one chunk per read
 // transaction, so a slow consumer never pins the file's pages.
 func (s *Spool) Body(id string) (io.ReadCloser, error) {
-	var exists bool
+	var m *Message
 	err := s.db.View(func(tx *bolt.Tx) error {
-		exists = tx.Bucket(bucketMsg).Get([]byte(id)) != nil
-		return nil
+		var err error
+		m, err = getMsg(tx, id)
+		return err
 	})
 	if err != nil {
 		return nil, err
 	}
-	if !exists {
-		return nil, ErrNotFound
-	}
-	return &bodyReader{s: s, id: id}, nil
+	return &bodyReader{s: s, id: id, size: m.Size}, nil
 }
 
+// bodyReader knows the stored size: when the message leaves the queue
+// between two chunks (a delete during delivery), the missing chunk is an
+// error, never an early EOF that would pass a truncated message on.
 type bodyReader struct {
 	s     *Spool
 	id    string
+	size  int64 // as stored with the envelope
+	read  int64 // bytes fetched so far
 	chunk int
 	buf   []byte
 	eof   bool
@@ -649,10 +652,14 @@ func (r *bodyReader) Read(p []byte) (int, error) {
 		err := r.s.db.View(func(tx *bolt.Tx) error {
 			v := tx.Bucket(bucketBody).Get(bodyKey(r.id, r.chunk))
 			if v == nil {
+				if r.read != r.size {
+					return fmt.Errorf("message %s: body ends after %d of %d bytes: %w", r.id, r.read, r.size, ErrNotFound)
+				}
 				r.eof = true
 				return nil
 			}
 			r.buf = append(r.buf[:0], v...)
+			r.read += int64(len(v))
 			return nil
 		})
 		if err != nil {

@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"net"
@@ -260,21 +261,29 @@ func (s *SMTP) authenticate(ctx context.Context, cn *conn, probe *ProbeReport) e
 	if err != nil {
 		return s.authFailed(probe, mech, fmt.Errorf("upstream %s: cannot read its secret: %w", s.cfg.Name, err))
 	}
-	var client sasl.Client
-	switch mech {
-	case "PLAIN":
-		client = sasl.NewPlainClient("", s.cfg.Username, secret)
-	case "LOGIN":
-		client = &loginClient{user: s.cfg.Username, pass: secret}
-	case "CRAM-MD5":
-		client = &cramMD5Client{user: s.cfg.Username, pass: secret}
-	case "XOAUTH2":
-		client = &xoauth2Client{user: s.cfg.Username, token: secret}
-	case "OAUTHBEARER":
-		client = sasl.NewOAuthBearerClient(&sasl.OAuthBearerOptions{Username: s.cfg.Username, Host: s.cfg.Host, Port: s.cfg.Port, Token: secret})
+	newClient := func() sasl.Client {
+		switch mech {
+		case "PLAIN":
+			return sasl.NewPlainClient("", s.cfg.Username, secret)
+		case "LOGIN":
+			return &loginClient{user: s.cfg.Username, pass: secret}
+		case "CRAM-MD5":
+			return &cramMD5Client{user: s.cfg.Username, pass: secret}
+		case "XOAUTH2":
+			return &xoauth2Client{user: s.cfg.Username, token: secret}
+		}
+		return sasl.NewOAuthBearerClient(&sasl.OAuthBearerOptions{Username: s.cfg.Username, Host: s.cfg.Host, Port: s.cfg.Port, Token: secret})
 	}
-	if err := cn.c.Auth(client); err != nil {
-		err = redact(err, secret)
+	if err := cn.c.Auth(newClient()); err != nil {
+		// A server may quote what it got: the base64 of the secret (LOGIN)
+		// or of the initial response, which holds it (PLAIN, XOAUTH2).
+		hidden := []string{secret, base64.StdEncoding.EncodeToString([]byte(secret))}
+		if _, ir, err := newClient().Start(); err == nil && len(ir) > 0 {
+			hidden = append(hidden, base64.StdEncoding.EncodeToString(ir))
+		}
+		for _, h := range hidden {
+			err = redact(err, h)
+		}
 		if isReply(err) {
 			err = fmt.Errorf("AUTH %s rejected by %s: %w", mech, s.addr, err)
 		} else {
