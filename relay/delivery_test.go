@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"github.com/outbox-mta/outbox/internal/testpki"
 	"os"
 	"path/filepath"
 	"strings"
@@ -444,13 +445,13 @@ var _ upstream.Target = (*dlvTarget)(nil)
 
 // dlvSMTPConfig writes a configuration whose one upstream is the test
 // server u, over STARTTLS with AUTH PLAIN, trusting ca through ca_file.
-func dlvSMTPConfig(t *testing.T, u *dlvUpstream, ca *dlvCA, password string) *config.Config {
+func dlvSMTPConfig(t *testing.T, u *dlvUpstream, ca *testpki.CA, password string) *config.Config {
 	t.Helper()
 	dir := t.TempDir()
 	if ca != nil {
-		ca.writePEM(t, filepath.Join(dir, "ca.pem"))
+		ca.WritePEM(t, filepath.Join(dir, "ca.pem"))
 	} else {
-		newDlvCA(t).writePEM(t, filepath.Join(dir, "ca.pem"))
+		testpki.NewCA(t, "outbox relay test CA").WritePEM(t, filepath.Join(dir, "ca.pem"))
 	}
 	if err := os.WriteFile(filepath.Join(dir, "secret.txt"), []byte(password+"\n"), 0o600); err != nil {
 		t.Fatal(err)
@@ -488,7 +489,7 @@ const dlvSMTPBody = "From: App <app@example.org>\r\n" +
 	"Hello over TLS.\r\n"
 
 func TestDeliverySMTPUpstream(t *testing.T) {
-	ca := newDlvCA(t)
+	ca := testpki.NewCA(t, "outbox relay test CA")
 	u := dlvStartUpstream(t, ca, "relay@example.org", "s3cret pass")
 	rl := dlvStartRelay(t, dlvSMTPConfig(t, u, ca, "s3cret pass"), Options{})
 	dlvSend(t, rl.addr, "app@example.org", []string{"bob@example.com", "carol@example.net"}, dlvSMTPBody)
@@ -555,7 +556,7 @@ func TestDeliverySMTPNoSTARTTLS(t *testing.T) {
 }
 
 func TestDeliverySMTPAuthRefused(t *testing.T) {
-	ca := newDlvCA(t)
+	ca := testpki.NewCA(t, "outbox relay test CA")
 	u := dlvStartUpstream(t, ca, "relay@example.org", "right")
 	rl := dlvStartRelay(t, dlvSMTPConfig(t, u, ca, "wrong"), Options{})
 	dlvSend(t, rl.addr, "app@example.org", []string{"bob@example.com"}, dlvSMTPBody)

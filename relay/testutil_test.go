@@ -3,17 +3,11 @@ package relay
 import (
 	"bytes"
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
-	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
 	"fmt"
+	"github.com/outbox-mta/outbox/internal/testpki"
 	"io"
 	"log/slog"
-	"math/big"
 	"net"
 	"os"
 	"path/filepath"
@@ -351,71 +345,6 @@ func (h *schedHarness) attempts(id string) int {
 	return -1
 }
 
-// dlvCA is a certificate authority made up for one test.
-type dlvCA struct {
-	cert *x509.Certificate
-	key  *ecdsa.PrivateKey
-}
-
-func newDlvCA(t testing.TB) *dlvCA {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber:          big.NewInt(1),
-		Subject:               pkix.Name{CommonName: "outbox relay test CA"},
-		NotBefore:             time.Now().Add(-time.Hour),
-		NotAfter:              time.Now().Add(24 * time.Hour),
-		IsCA:                  true,
-		BasicConstraintsValid: true,
-		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageDigitalSignature,
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cert, err := x509.ParseCertificate(der)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return &dlvCA{cert: cert, key: key}
-}
-
-// writePEM writes the CA certificate to path, for ca_file.
-func (ca *dlvCA) writePEM(t testing.TB, path string) {
-	t.Helper()
-	b := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: ca.cert.Raw})
-	if err := os.WriteFile(path, b, 0o600); err != nil {
-		t.Fatal(err)
-	}
-}
-
-// serverCert issues a certificate for 127.0.0.1 and localhost.
-func (ca *dlvCA) serverCert(t testing.TB) tls.Certificate {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(2),
-		Subject:      pkix.Name{CommonName: "upstream.test"},
-		NotBefore:    time.Now().Add(-time.Hour),
-		NotAfter:     time.Now().Add(24 * time.Hour),
-		KeyUsage:     x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-		DNSNames:     []string{"localhost"},
-		IPAddresses:  []net.IP{net.ParseIP("127.0.0.1")},
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.cert, &key.PublicKey, ca.key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}
-}
-
 // dlvReceived is one message as the test upstream saw it.
 type dlvReceived struct {
 	From string
@@ -441,7 +370,7 @@ type dlvUpstream struct {
 
 // dlvStartUpstream starts the server; ca nil means no STARTTLS offered
 // (AUTH is then offered in clear, to tempt a careless client).
-func dlvStartUpstream(t testing.TB, ca *dlvCA, user, pass string) *dlvUpstream {
+func dlvStartUpstream(t testing.TB, ca *testpki.CA, user, pass string) *dlvUpstream {
 	t.Helper()
 	u := &dlvUpstream{user: user, pass: pass}
 	srv := smtp.NewServer(smtp.BackendFunc(func(c *smtp.Conn) (smtp.Session, error) {
@@ -454,7 +383,7 @@ func dlvStartUpstream(t testing.TB, ca *dlvCA, user, pass string) *dlvUpstream {
 	srv.WriteTimeout = 30 * time.Second
 	srv.ErrorLog = dlvNopLogger{}
 	if ca != nil {
-		srv.TLSConfig = &tls.Config{Certificates: []tls.Certificate{ca.serverCert(t)}}
+		srv.TLSConfig = &tls.Config{Certificates: []tls.Certificate{ca.ServerCert(t)}}
 	}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {

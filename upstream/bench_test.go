@@ -2,6 +2,7 @@ package upstream
 
 import (
 	"context"
+	"github.com/outbox-mta/outbox/internal/testpki"
 	"strings"
 	"testing"
 )
@@ -9,7 +10,7 @@ import (
 // BenchmarkSMTPDeliver relays a 4 KiB message over pooled STARTTLS+AUTH
 // connections to the in-test server.
 func BenchmarkSMTPDeliver(b *testing.B) {
-	ca := newTestCA(b, "bench CA")
+	ca := testpki.NewCA(b, "bench CA")
 	fs := startFake(b, ca, fakeOptions{User: "u", Password: "pw"})
 	var logs syncBuffer
 	cfg := clientConfig(fs, ca, &logs)

@@ -3,20 +3,12 @@ package upstream
 import (
 	"bytes"
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
-	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
 	"errors"
+	"github.com/outbox-mta/outbox/internal/testpki"
 	"io"
 	"log/slog"
-	"math/big"
 	"net"
-	"os"
-	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -25,83 +17,6 @@ import (
 	"github.com/emersion/go-sasl"
 	"github.com/emersion/go-smtp"
 )
-
-// testCA is a certificate authority made up for one test.
-type testCA struct {
-	cert *x509.Certificate
-	key  *ecdsa.PrivateKey
-	pool *x509.CertPool
-}
-
-func newTestCA(t testing.TB, name string) *testCA {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber:          big.NewInt(1),
-		Subject:               pkix.Name{CommonName: name},
-		NotBefore:             time.Now().Add(-time.Hour),
-		NotAfter:              time.Now().Add(24 * time.Hour),
-		IsCA:                  true,
-		BasicConstraintsValid: true,
-		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageDigitalSignature,
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cert, err := x509.ParseCertificate(der)
-	if err != nil {
-		t.Fatal(err)
-	}
-	pool := x509.NewCertPool()
-	pool.AddCert(cert)
-	return &testCA{cert: cert, key: key, pool: pool}
-}
-
-// serverCert issues a certificate for 127.0.0.1 and localhost.
-func (ca *testCA) serverCert(t testing.TB) tls.Certificate {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(2),
-		Subject:      pkix.Name{CommonName: "fake smtp server"},
-		NotBefore:    time.Now().Add(-time.Hour),
-		NotAfter:     time.Now().Add(24 * time.Hour),
-		KeyUsage:     x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-		DNSNames:     []string{"localhost"},
-		IPAddresses:  []net.IP{net.ParseIP("127.0.0.1")},
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.cert, &key.PublicKey, ca.key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}
-}
-
-// writePEM writes the certificate and key of c into dir and returns their
-// paths.
-func writePEM(t testing.TB, dir string, c tls.Certificate) (certFile, keyFile string) {
-	t.Helper()
-	keyDER, err := x509.MarshalECPrivateKey(c.PrivateKey.(*ecdsa.PrivateKey))
-	if err != nil {
-		t.Fatal(err)
-	}
-	certFile, keyFile = filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
-	if err := os.WriteFile(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: c.Certificate[0]}), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: keyDER}), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	return certFile, keyFile
-}
 
 // received is one message as the fake server saw it.
 type received struct {
@@ -149,7 +64,7 @@ type fakeServer struct {
 	hangMail bool // never answer MAIL until released
 }
 
-func startFake(t testing.TB, ca *testCA, o fakeOptions) *fakeServer {
+func startFake(t testing.TB, ca *testpki.CA, o fakeOptions) *fakeServer {
 	t.Helper()
 	if o.Mode == "" {
 		o.Mode = "starttls"
@@ -174,7 +89,7 @@ func startFake(t testing.TB, ca *testCA, o fakeOptions) *fakeServer {
 	if o.Mode != "plain" {
 		cert := o.Cert
 		if cert == nil {
-			c := ca.serverCert(t)
+			c := ca.ServerCert(t)
 			cert = &c
 		}
 		tlsConf = &tls.Config{Certificates: []tls.Certificate{*cert}}
@@ -407,14 +322,14 @@ func staticSecret(s string) SecretFunc {
 }
 
 // clientConfig returns a configuration that talks to fs and trusts ca.
-func clientConfig(fs *fakeServer, ca *testCA, logs *syncBuffer) SMTPConfig {
+func clientConfig(fs *fakeServer, ca *testpki.CA, logs *syncBuffer) SMTPConfig {
 	o := fs.opts()
 	cfg := SMTPConfig{
 		Name:           "test",
 		Host:           fs.Host,
 		Port:           fs.Port,
 		TLS:            o.Mode,
-		RootCAs:        ca.pool,
+		RootCAs:        ca.Pool,
 		Hostname:       "client.test",
 		ConnectTimeout: 10 * time.Second,
 		CommandTimeout: 10 * time.Second,

@@ -2,6 +2,7 @@ package upstream
 
 import (
 	"bufio"
+	"github.com/outbox-mta/outbox/internal/testpki"
 	"io"
 	"os"
 	"os/exec"
@@ -15,7 +16,7 @@ import (
 // startAiosmtpd runs Debian's aiosmtpd (python3-aiosmtpd) with STARTTLS
 // required and AUTH allowed only over TLS, and returns its port and the
 // folder where it writes each message it receives.
-func startAiosmtpd(t *testing.T, ca *testCA, user, pass string) (port int, outdir string) {
+func startAiosmtpd(t *testing.T, ca *testpki.CA, user, pass string) (port int, outdir string) {
 	t.Helper()
 	const python = "/usr/bin/python3"
 	if err := exec.Command(python, "-c", "import aiosmtpd").Run(); err != nil {
@@ -25,7 +26,7 @@ func startAiosmtpd(t *testing.T, ca *testCA, user, pass string) (port int, outdi
 		t.Skipf("python3-aiosmtpd is not installed (%v); apt install python3-aiosmtpd", err)
 	}
 	dir := t.TempDir()
-	certFile, keyFile := writePEM(t, dir, ca.serverCert(t))
+	certFile, keyFile := testpki.WriteKeyPair(t, dir, ca.ServerCert(t))
 	outdir = filepath.Join(dir, "out")
 	if err := os.Mkdir(outdir, 0o700); err != nil {
 		t.Fatal(err)
@@ -73,14 +74,14 @@ func startAiosmtpd(t *testing.T, ca *testCA, user, pass string) (port int, outdi
 }
 
 func TestInteropAiosmtpd(t *testing.T) {
-	ca := newTestCA(t, "test CA")
+	ca := testpki.NewCA(t, "test CA")
 	port, outdir := startAiosmtpd(t, ca, "relay@example.com", "s3cret pass")
 	for i, mech := range []string{"plain", "login", "auto"} {
 		t.Run(mech, func(t *testing.T) {
 			var logs syncBuffer
 			s := newTarget(t, SMTPConfig{
 				Name: "aiosmtpd", Host: "127.0.0.1", Port: port, TLS: "starttls",
-				RootCAs: ca.pool, Hostname: "client.test",
+				RootCAs: ca.Pool, Hostname: "client.test",
 				Username: "relay@example.com", Password: staticSecret("s3cret pass"), Auth: mech,
 				CommandTimeout: 20 * time.Second, Logger: testLogger(&logs),
 			})
@@ -103,7 +104,7 @@ func TestInteropAiosmtpd(t *testing.T) {
 	t.Run("wrong password", func(t *testing.T) {
 		var logs syncBuffer
 		s := newTarget(t, SMTPConfig{
-			Name: "aiosmtpd", Host: "127.0.0.1", Port: port, RootCAs: ca.pool,
+			Name: "aiosmtpd", Host: "127.0.0.1", Port: port, RootCAs: ca.Pool,
 			Username: "relay@example.com", Password: staticSecret("nope"),
 			Logger: testLogger(&logs),
 		})

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/base64"
 	"fmt"
+	"github.com/outbox-mta/outbox/internal/testpki"
 	"net"
 	"strings"
 	"sync"
@@ -34,7 +35,7 @@ func wantClass(t testing.TB, out Outcome, want ...Class) {
 }
 
 func TestDeliverSTARTTLSAuth(t *testing.T) {
-	ca := newTestCA(t, "test CA")
+	ca := testpki.NewCA(t, "test CA")
 	for _, mech := range []string{"auto", "plain", "login"} {
 		t.Run(mech, func(t *testing.T) {
 			fs := startFake(t, ca, fakeOptions{User: "me@example.com", Password: "pw", DSN: true})
@@ -79,7 +80,7 @@ func TestDeliverSTARTTLSAuth(t *testing.T) {
 }
 
 func TestDeliverImplicitTLS(t *testing.T) {
-	ca := newTestCA(t, "test CA")
+	ca := testpki.NewCA(t, "test CA")
 	fs := startFake(t, ca, fakeOptions{Mode: "tls", User: "u", Password: "pw"})
 	var logs syncBuffer
 	s := newTarget(t, clientConfig(fs, ca, &logs))
@@ -90,7 +91,7 @@ func TestDeliverImplicitTLS(t *testing.T) {
 }
 
 func TestDeliverNullSenderNoAuth(t *testing.T) {
-	ca := newTestCA(t, "test CA")
+	ca := testpki.NewCA(t, "test CA")
 	fs := startFake(t, ca, fakeOptions{})
 	var logs syncBuffer
 	s := newTarget(t, clientConfig(fs, ca, &logs))
@@ -103,7 +104,7 @@ func TestDeliverNullSenderNoAuth(t *testing.T) {
 }
 
 func TestRcptMixed(t *testing.T) {
-	ca := newTestCA(t, "test CA")
+	ca := testpki.NewCA(t, "test CA")
 	fs := startFake(t, ca, fakeOptions{})
 	fs.set(func(fs *fakeServer) {
 		fs.rcptErr["bad@example.net"] = &smtp.SMTPError{Code: 550, EnhancedCode: smtp.EnhancedCode{5, 1, 1}, Message: "no such user"}
@@ -125,7 +126,7 @@ func TestRcptMixed(t *testing.T) {
 }
 
 func TestNoRecipientAccepted(t *testing.T) {
-	ca := newTestCA(t, "test CA")
+	ca := testpki.NewCA(t, "test CA")
 	fs := startFake(t, ca, fakeOptions{})
 	fs.set(func(fs *fakeServer) {
 		fs.rcptErr["bad@example.net"] = &smtp.SMTPError{Code: 550, EnhancedCode: smtp.EnhancedCode{5, 1, 1}, Message: "no"}
@@ -141,7 +142,7 @@ func TestNoRecipientAccepted(t *testing.T) {
 }
 
 func TestMailAndDataReplies(t *testing.T) {
-	ca := newTestCA(t, "test CA")
+	ca := testpki.NewCA(t, "test CA")
 	tests := []struct {
 		name   string
 		fault  func(fs *fakeServer)
@@ -185,7 +186,7 @@ func TestMailAndDataReplies(t *testing.T) {
 }
 
 func TestNoSTARTTLSRefusesAuth(t *testing.T) {
-	ca := newTestCA(t, "test CA")
+	ca := testpki.NewCA(t, "test CA")
 	fs := startFake(t, ca, fakeOptions{Mode: "plain", User: "u", Password: "pw"})
 	var logs syncBuffer
 	s := newTarget(t, clientConfig(fs, ca, &logs))
@@ -201,9 +202,9 @@ func TestNoSTARTTLSRefusesAuth(t *testing.T) {
 }
 
 func TestUntrustedCertificate(t *testing.T) {
-	ca := newTestCA(t, "test CA")
-	other := newTestCA(t, "other CA")
-	cert := other.serverCert(t)
+	ca := testpki.NewCA(t, "test CA")
+	other := testpki.NewCA(t, "other CA")
+	cert := other.ServerCert(t)
 	for _, mode := range []string{"starttls", "tls"} {
 		t.Run(mode, func(t *testing.T) {
 			fs := startFake(t, ca, fakeOptions{Mode: mode, Cert: &cert, User: "u", Password: "pw"})
@@ -223,7 +224,7 @@ func TestUntrustedCertificate(t *testing.T) {
 }
 
 func TestAuthRejectedDefers(t *testing.T) {
-	ca := newTestCA(t, "test CA")
+	ca := testpki.NewCA(t, "test CA")
 	fs := startFake(t, ca, fakeOptions{User: "u", Password: "right"})
 	var logs syncBuffer
 	cfg := clientConfig(fs, ca, &logs)
@@ -240,7 +241,7 @@ func TestAuthRejectedDefers(t *testing.T) {
 }
 
 func TestConnectionReuse(t *testing.T) {
-	ca := newTestCA(t, "test CA")
+	ca := testpki.NewCA(t, "test CA")
 	fs := startFake(t, ca, fakeOptions{User: "u", Password: "pw"})
 	var logs syncBuffer
 	s := newTarget(t, clientConfig(fs, ca, &logs))
@@ -256,7 +257,7 @@ func TestConnectionReuse(t *testing.T) {
 }
 
 func TestStalePooledConnectionRetried(t *testing.T) {
-	ca := newTestCA(t, "test CA")
+	ca := testpki.NewCA(t, "test CA")
 	fs := startFake(t, ca, fakeOptions{})
 	var logs syncBuffer
 	s := newTarget(t, clientConfig(fs, ca, &logs))
@@ -273,7 +274,7 @@ func TestStalePooledConnectionRetried(t *testing.T) {
 }
 
 func TestIdleConnectionExpires(t *testing.T) {
-	ca := newTestCA(t, "test CA")
+	ca := testpki.NewCA(t, "test CA")
 	fs := startFake(t, ca, fakeOptions{})
 	var logs syncBuffer
 	cfg := clientConfig(fs, ca, &logs)
@@ -293,7 +294,7 @@ func TestIdleConnectionExpires(t *testing.T) {
 }
 
 func TestMaxConnections(t *testing.T) {
-	ca := newTestCA(t, "test CA")
+	ca := testpki.NewCA(t, "test CA")
 	fs := startFake(t, ca, fakeOptions{})
 	var logs syncBuffer
 	cfg := clientConfig(fs, ca, &logs)
@@ -318,7 +319,7 @@ func TestMaxConnections(t *testing.T) {
 }
 
 func TestPauseOn421(t *testing.T) {
-	ca := newTestCA(t, "test CA")
+	ca := testpki.NewCA(t, "test CA")
 	fs := startFake(t, ca, fakeOptions{})
 	fs.set(func(fs *fakeServer) {
 		fs.mailErr = &smtp.SMTPError{Code: 421, EnhancedCode: smtp.EnhancedCode{4, 7, 0}, Message: "too many messages"}
@@ -389,7 +390,7 @@ func TestPauseAfterConnectionFailures(t *testing.T) {
 }
 
 func TestCommandTimeout(t *testing.T) {
-	ca := newTestCA(t, "test CA")
+	ca := testpki.NewCA(t, "test CA")
 	fs := startFake(t, ca, fakeOptions{})
 	fs.set(func(fs *fakeServer) { fs.hangMail = true })
 	var logs syncBuffer
@@ -405,7 +406,7 @@ func TestCommandTimeout(t *testing.T) {
 }
 
 func TestContextCancelInterrupts(t *testing.T) {
-	ca := newTestCA(t, "test CA")
+	ca := testpki.NewCA(t, "test CA")
 	fs := startFake(t, ca, fakeOptions{})
 	fs.set(func(fs *fakeServer) { fs.hangMail = true })
 	var logs syncBuffer
@@ -420,7 +421,7 @@ func TestContextCancelInterrupts(t *testing.T) {
 }
 
 func TestSMTPUTF8NotOffered(t *testing.T) {
-	ca := newTestCA(t, "test CA")
+	ca := testpki.NewCA(t, "test CA")
 	fs := startFake(t, ca, fakeOptions{})
 	var logs syncBuffer
 	s := newTarget(t, clientConfig(fs, ca, &logs))
@@ -441,7 +442,7 @@ func TestSMTPUTF8NotOffered(t *testing.T) {
 }
 
 func TestRateLimit(t *testing.T) {
-	ca := newTestCA(t, "test CA")
+	ca := testpki.NewCA(t, "test CA")
 	fs := startFake(t, ca, fakeOptions{})
 	var logs syncBuffer
 	cfg := clientConfig(fs, ca, &logs)
@@ -474,7 +475,7 @@ func TestLimiterWaitsWithinWindow(t *testing.T) {
 }
 
 func TestDeliverAfterClose(t *testing.T) {
-	ca := newTestCA(t, "test CA")
+	ca := testpki.NewCA(t, "test CA")
 	fs := startFake(t, ca, fakeOptions{})
 	var logs syncBuffer
 	s := newTarget(t, clientConfig(fs, ca, &logs))
@@ -488,7 +489,7 @@ func TestDeliverAfterClose(t *testing.T) {
 
 func TestSecretNeverLeaks(t *testing.T) {
 	const secret = "Zq9-very-distinctive-secret-7Hk"
-	ca := newTestCA(t, "test CA")
+	ca := testpki.NewCA(t, "test CA")
 	var logs syncBuffer
 	var results []string
 	record := func(out Outcome) {
@@ -522,7 +523,7 @@ func TestSecretNeverLeaks(t *testing.T) {
 }
 
 func TestProbe(t *testing.T) {
-	ca := newTestCA(t, "test CA")
+	ca := testpki.NewCA(t, "test CA")
 	fs := startFake(t, ca, fakeOptions{User: "me@example.com", Password: "pw"})
 	fs.set(func(fs *fakeServer) {
 		fs.rcptErr["bad@example.net"] = &smtp.SMTPError{Code: 550, EnhancedCode: smtp.EnhancedCode{5, 1, 1}, Message: "no such user"}
@@ -634,7 +635,7 @@ func TestSASLClients(t *testing.T) {
 func base64Std(s string) string { return base64.StdEncoding.EncodeToString([]byte(s)) }
 
 func TestPlainToLoopbackWithAuth(t *testing.T) {
-	ca := newTestCA(t, "test CA")
+	ca := testpki.NewCA(t, "test CA")
 	fs := startFake(t, ca, fakeOptions{Mode: "plain", User: "u", Password: "pw"})
 	var logs syncBuffer
 	cfg := clientConfig(fs, ca, &logs)
@@ -647,7 +648,7 @@ func TestPlainToLoopbackWithAuth(t *testing.T) {
 }
 
 func TestNoUsableMechanism(t *testing.T) {
-	ca := newTestCA(t, "test CA")
+	ca := testpki.NewCA(t, "test CA")
 	fs := startFake(t, ca, fakeOptions{User: "u", Password: "pw"})
 	var logs syncBuffer
 	cfg := clientConfig(fs, ca, &logs)
@@ -668,7 +669,7 @@ func TestNoUsableMechanism(t *testing.T) {
 }
 
 func TestNoSTARTTLSWithoutAuth(t *testing.T) {
-	ca := newTestCA(t, "test CA")
+	ca := testpki.NewCA(t, "test CA")
 	fs := startFake(t, ca, fakeOptions{Mode: "plain"})
 	var logs syncBuffer
 	s := newTarget(t, clientConfig(fs, ca, &logs))
