@@ -158,6 +158,16 @@ func parse(fs *flag.FlagSet, args []string) (code int, ok bool) {
 	return 0, true
 }
 
+// parseAndLoad parses a command's flags, then loads the configuration;
+// cfg is nil when the command should exit with code (--help, a bad flag,
+// a bad configuration).
+func (a *app) parseAndLoad(fs *flag.FlagSet, args []string) (cfg *config.Config, code int) {
+	if code, ok := parse(fs, args); !ok {
+		return nil, code
+	}
+	return a.loadConfig()
+}
+
 // loadConfig loads the configuration, printing diagnostics on failure.
 func (a *app) loadConfig() (*config.Config, int) {
 	path := config.Locate(a.configFlag)
@@ -202,10 +212,7 @@ func cmdVersion(a *app, args []string) int {
 
 func cmdCheck(a *app, args []string) int {
 	fs := a.flags("check")
-	if code, ok := parse(fs, args); !ok {
-		return code
-	}
-	cfg, code := a.loadConfig()
+	cfg, code := a.parseAndLoad(fs, args)
 	if cfg == nil {
 		return code
 	}

@@ -45,10 +45,7 @@ func cmdQueue(a *app, args []string) int {
 func queueLs(a *app, args []string) int {
 	fs := a.flags("queue")
 	asJSON := fs.Bool("json", false, "print a JSON array, one object per message")
-	if code, ok := parse(fs, args); !ok {
-		return code
-	}
-	cfg, code := a.loadConfig()
+	cfg, code := a.parseAndLoad(fs, args)
 	if cfg == nil {
 		return code
 	}
@@ -176,10 +173,7 @@ func queueAct(a *app, action string, args []string) int {
 
 func queueFlush(a *app, args []string) int {
 	fs := a.flags("queue")
-	if code, ok := parse(fs, args); !ok {
-		return code
-	}
-	cfg, code := a.loadConfig()
+	cfg, code := a.parseAndLoad(fs, args)
 	if cfg == nil {
 		return code
 	}
@@ -194,10 +188,7 @@ func queueFlush(a *app, args []string) int {
 
 func queueStats(a *app, args []string) int {
 	fs := a.flags("queue")
-	if code, ok := parse(fs, args); !ok {
-		return code
-	}
-	cfg, code := a.loadConfig()
+	cfg, code := a.parseAndLoad(fs, args)
 	if cfg == nil {
 		return code
 	}
@@ -251,10 +242,7 @@ func queueBackup(a *app, args []string) int {
 
 func queueCompact(a *app, args []string) int {
 	fs := a.flags("queue")
-	if code, ok := parse(fs, args); !ok {
-		return code
-	}
-	cfg, code := a.loadConfig()
+	cfg, code := a.parseAndLoad(fs, args)
 	if cfg == nil {
 		return code
 	}

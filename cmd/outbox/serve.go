@@ -14,10 +14,7 @@ import (
 
 func cmdServe(a *app, args []string) int {
 	fs := a.flags("serve")
-	if code, ok := parse(fs, args); !ok {
-		return code
-	}
-	cfg, code := a.loadConfig()
+	cfg, code := a.parseAndLoad(fs, args)
 	if cfg == nil {
 		return code
 	}

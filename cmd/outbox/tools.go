@@ -48,10 +48,7 @@ func cmdTestUpstream(a *app, args []string) int {
 	fs := a.flags("test-upstream")
 	rcpt := fs.String("rcpt", "", "also try MAIL FROM and RCPT TO this address (then RSET; nothing is sent)")
 	timeout := fs.Duration("timeout", 60*time.Second, "give up after this long")
-	if code, ok := parse(fs, args); !ok {
-		return code
-	}
-	cfg, code := a.loadConfig()
+	cfg, code := a.parseAndLoad(fs, args)
 	if cfg == nil {
 		return code
 	}
