@@ -4,7 +4,9 @@
 package config
 
 import (
+	"errors"
 	"fmt"
+	"io/fs"
 	"net"
 	"net/netip"
 	"os"
@@ -277,7 +279,7 @@ func Load(path string) (*Config, error) {
 	}
 	src, err := os.ReadFile(abs)
 	if err != nil {
-		return nil, fmt.Errorf("cannot read configuration: %w (pass --config FILE or set OUTBOX_CONFIG)", err)
+		return nil, fmt.Errorf("cannot read configuration: %w (pass --config FILE, -C FILE to sendmail, or set OUTBOX_CONFIG)", err)
 	}
 	return Parse(abs, src)
 }
@@ -689,6 +691,17 @@ func (v *validator) upstream(r *rawUpstream) *Upstream {
 	}
 	if secrets > 1 {
 		v.errf(r.DefRange, "Several password sources", "upstream %q sets more than one of password_file, password_env and password_command; keep one.", u.Name)
+	}
+	for _, f := range []struct{ key, path string }{{"password_file", u.PasswordFile}, {"token_file", u.TokenFile}} {
+		// Secrets are read at each connection, so a file created later
+		// still works; a missing one is most often a typo, though.
+		if f.path == "" {
+			continue
+		}
+		if _, err := os.Stat(f.path); errors.Is(err, fs.ErrNotExist) {
+			v.diags = append(v.diags, &hcl.Diagnostic{Severity: hcl.DiagWarning, Summary: "Missing secret file",
+				Detail: fmt.Sprintf("upstream %q: %s %s does not exist; mail through it stays queued until it does.", u.Name, f.key, f.path)})
+		}
 	}
 	if u.TokenFile != "" && u.TokenCommand != "" {
 		v.errf(r.DefRange, "Several token sources", "upstream %q sets both token_file and token_command; keep one.", u.Name)

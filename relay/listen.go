@@ -15,6 +15,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/outbox-mta/outbox/config"
+	"github.com/outbox-mta/outbox/mailhdr"
 )
 
 // peer is who is on the other end of an inbound connection.
@@ -51,19 +52,19 @@ type trackedConn struct {
 	dataDone        atomic.Bool
 	closeAfterReply atomic.Bool
 	// q qualifies bare envelope names of local clients; nil for others.
-	q *qualifier
+	q *mailhdr.Qualifier
 }
 
 func (c *trackedConn) Read(p []byte) (int, error) {
 	if c.q != nil {
-		return c.q.read(c.Conn, p)
+		return c.q.Read(c.Conn, p)
 	}
 	return c.Conn.Read(p)
 }
 
 func (c *trackedConn) Write(p []byte) (int, error) {
 	if c.q != nil {
-		c.q.wrote(p)
+		c.q.Wrote(p)
 	}
 	n, err := c.Conn.Write(p)
 	if c.dataDone.Swap(false) {
@@ -123,7 +124,7 @@ func (l *listener) Accept() (net.Conn, error) {
 		}
 		tc := &trackedConn{Conn: c, l: l, peer: p}
 		if p.unix || p.ip.IsLoopback() {
-			tc.q = newQualifier(l.hostname)
+			tc.q = mailhdr.NewQualifier(l.hostname)
 		}
 		l.conns[tc] = struct{}{}
 		l.mu.Unlock()

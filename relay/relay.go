@@ -59,9 +59,12 @@ func New(cfg *config.Config, log *slog.Logger, opts Options) (r *Relay, err erro
 		opts.Now = time.Now
 	}
 	r = &Relay{cfg: cfg, log: log, opts: opts, now: opts.Now}
+	// The error returns below set r to nil; close what was opened through
+	// a copy that they do not touch.
+	rl := r
 	defer func() {
 		if err != nil {
-			r.closeAll()
+			rl.closeAll()
 		}
 	}()
 	if err := os.MkdirAll(dirOf(cfg.Spool.Path), 0o750); err != nil {

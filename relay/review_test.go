@@ -60,55 +60,6 @@ func TestReviewPipelinedBodyUntouched(t *testing.T) {
 	c.want(c.cmd("RCPT TO:<root>"), 250, "")
 }
 
-// rvQualify runs a client stream through a qualifier: the client sends
-// each element of groups in one write after the server's replies to the
-// previous group, and replies lists what the server answers after each.
-func rvQualify(t *testing.T, groups []string, replies [][]string) string {
-	t.Helper()
-	q := newQualifier("relay.test")
-	var out strings.Builder
-	buf := make([]byte, 7)
-	for i, g := range groups {
-		r := strings.NewReader(g)
-		for {
-			n, err := q.read(r, buf)
-			out.Write(buf[:n])
-			if err == io.EOF {
-				break
-			}
-			if err != nil {
-				t.Fatal(err)
-			}
-		}
-		for _, rep := range replies[i] {
-			q.wrote([]byte(rep))
-		}
-	}
-	return out.String()
-}
-
-// TestReviewQualifierPipelinedRejectedRcpt: one refused recipient in a
-// pipelined group does not make the qualifier lose the body that follows
-// the 354.
-func TestReviewQualifierPipelinedRejectedRcpt(t *testing.T) {
-	body := "Subject: x\r\n\r\nRCPT TO:<root>\r\n.\r\n"
-	got := rvQualify(t,
-		[]string{"MAIL FROM:<a@example.org>\r\nRCPT TO:<nobody>\r\nRCPT TO:<root>\r\nDATA\r\n", body, "RCPT TO:<root>\r\n"},
-		[][]string{{"250 2.0.0 ok\r\n", "550 5.1.1 no\r\n", "250 2.0.0 ok\r\n", "354 go ahead\r\n"}, {"250 2.0.0 queued\r\n"}, nil})
-	want := "MAIL FROM:<a@example.org>\r\nRCPT TO:<nobody@relay.test>\r\nRCPT TO:<root@relay.test>\r\nDATA\r\n" + body + "RCPT TO:<root@relay.test>\r\n"
-	if got != want {
-		t.Fatalf("got  %q\nwant %q", got, want)
-	}
-	// All recipients refused: DATA is refused too, and what follows are
-	// commands again.
-	got = rvQualify(t,
-		[]string{"MAIL FROM:<a@example.org>\r\nRCPT TO:<nobody>\r\nDATA\r\n", "RCPT TO:<root>\r\n"},
-		[][]string{{"250 2.0.0 ok\r\n", "550 5.1.1 no\r\n", "554 5.5.1 no valid recipients\r\n"}, nil})
-	if want := "MAIL FROM:<a@example.org>\r\nRCPT TO:<nobody@relay.test>\r\nDATA\r\nRCPT TO:<root@relay.test>\r\n"; got != want {
-		t.Fatalf("got  %q\nwant %q", got, want)
-	}
-}
-
 // TestReviewMaildropKeepsFileOnStorageError: a maildrop file whose import
 // fails for a local, temporary reason (the spool cannot write) stays in
 // the maildrop for the next round; only a file that can never be accepted

@@ -12,6 +12,7 @@ import (
 	"github.com/emersion/go-smtp"
 
 	"github.com/outbox-mta/outbox/config"
+	"github.com/outbox-mta/outbox/mailhdr"
 )
 
 // serveSMTP is -bs: an SMTP session on stdin and stdout. Each transaction
@@ -21,6 +22,8 @@ import (
 // message is stored.
 func (s *shim) serveSMTP() error {
 	conn := newStdioConn(s.stdin, s.stdout)
+	// "RCPT TO:<root>" works here as on the daemon's local listeners.
+	conn.q = mailhdr.NewQualifier(s.cfg.Hostname)
 	srv := smtp.NewServer(smtp.BackendFunc(func(*smtp.Conn) (smtp.Session, error) {
 		return &bsSession{s: s}, nil
 	}))
@@ -188,6 +191,7 @@ func asReply(err error) error {
 type stdioConn struct {
 	r      io.Reader
 	w      io.Writer
+	q      *mailhdr.Qualifier // qualifies bare envelope names; may be nil
 	once   sync.Once
 	closed chan struct{}
 }
@@ -196,8 +200,19 @@ func newStdioConn(r io.Reader, w io.Writer) *stdioConn {
 	return &stdioConn{r: r, w: w, closed: make(chan struct{})}
 }
 
-func (c *stdioConn) Read(p []byte) (int, error)  { return c.r.Read(p) }
-func (c *stdioConn) Write(p []byte) (int, error) { return c.w.Write(p) }
+func (c *stdioConn) Read(p []byte) (int, error) {
+	if c.q != nil {
+		return c.q.Read(c.r, p)
+	}
+	return c.r.Read(p)
+}
+
+func (c *stdioConn) Write(p []byte) (int, error) {
+	if c.q != nil {
+		c.q.Wrote(p)
+	}
+	return c.w.Write(p)
+}
 func (c *stdioConn) Close() error {
 	c.once.Do(func() { close(c.closed) })
 	return nil

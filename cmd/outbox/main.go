@@ -148,13 +148,30 @@ func (a *app) flags(name string) *flag.FlagSet {
 }
 
 // parse parses flags; ok is false when the command should exit with code.
+// Flags may come before or after the arguments (`test-upstream NAME --rcpt
+// ADDR`, `queue hold ID --config FILE`); "--" ends the flags.
 func parse(fs *flag.FlagSet, args []string) (code int, ok bool) {
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return exitOK, false
+	var pos []string
+	for {
+		if err := fs.Parse(args); err != nil {
+			if errors.Is(err, flag.ErrHelp) {
+				return exitOK, false
+			}
+			return exitUsage, false
 		}
-		return exitUsage, false
+		rest := fs.Args()
+		if used := len(args) - len(rest); used > 0 && args[used-1] == "--" {
+			pos = append(pos, rest...)
+			break
+		}
+		if len(rest) == 0 {
+			break
+		}
+		pos = append(pos, rest[0])
+		args = rest[1:]
 	}
+	// Leave the arguments in fs.Args(); the flags keep their values.
+	fs.Parse(append([]string{"--"}, pos...))
 	return 0, true
 }
 

@@ -6,7 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"text/tabwriter"
+	"strconv"
 	"time"
 
 	"github.com/outbox-mta/outbox/adminapi"
@@ -69,8 +69,15 @@ func queueLs(a *app, args []string) int {
 		fmt.Fprintln(a.stdout, "The queue is empty.")
 		return exitOK
 	}
-	tw := tabwriter.NewWriter(a.stdout, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "ID\tSIZE\tARRIVED\tATTEMPTS\tNEXT ATTEMPT\tFROM")
+	// Fixed-width columns for the message lines; the recipient lines under
+	// each are free-form, so a long address or error does not widen the
+	// table.
+	idw := len("ID")
+	for _, m := range list {
+		idw = max(idw, len(m.ID))
+	}
+	row := fmt.Sprintf("%%-%ds  %%8s  %%-19s  %%8s  %%-19s  %%s\n", idw)
+	fmt.Fprintf(a.stdout, row, "ID", "SIZE", "ARRIVED", "ATTEMPTS", "NEXT ATTEMPT", "FROM")
 	var total int64
 	for _, m := range list {
 		next := m.NextAttempt.Local().Format("2006-01-02 15:04:05")
@@ -81,17 +88,17 @@ func queueLs(a *app, args []string) int {
 		if from == "" {
 			from = "<>"
 		}
-		fmt.Fprintf(tw, "%s\t%d\t%s\t%d\t%s\t%s\n", m.ID, m.Size, m.Arrived.Local().Format("2006-01-02 15:04:05"), m.Attempts, next, from)
+		fmt.Fprintf(a.stdout, row, m.ID, strconv.FormatInt(m.Size, 10), m.Arrived.Local().Format("2006-01-02 15:04:05"),
+			strconv.Itoa(m.Attempts), next, from)
 		for _, r := range m.Recipients {
-			line := fmt.Sprintf("  → %s\t%s", r.Address, r.Status)
+			line := fmt.Sprintf("  → %s  %s", r.Address, r.Status)
 			if r.LastError != "" {
-				line += "\t" + r.LastError
+				line += "  (" + r.LastError + ")"
 			}
-			fmt.Fprintln(tw, line)
+			fmt.Fprintln(a.stdout, line)
 		}
 		total += m.Size
 	}
-	tw.Flush()
 	fmt.Fprintf(a.stdout, "%d message(s), %d bytes\n", len(list), total)
 	return exitOK
 }

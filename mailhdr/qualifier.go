@@ -1,4 +1,4 @@
-package relay
+package mailhdr
 
 import (
 	"bytes"
@@ -8,7 +8,7 @@ import (
 	"sync"
 )
 
-// qualifier lets local clients use bare names in the envelope, as they can
+// Qualifier lets local clients use bare names in the envelope, as they can
 // with Postfix: "RCPT TO:<root>" becomes "RCPT TO:<root@HOSTNAME>" before
 // the SMTP parser sees it (the parser insists on a domain), so the name then
 // resolves through the aliases block like any local address.
@@ -19,7 +19,7 @@ import (
 // bytes; after STARTTLS it stops for good (what follows is TLS). If the
 // session does anything it cannot follow, it stops rewriting: the worst
 // case is the parser's own 501 for a bare name.
-type qualifier struct {
+type Qualifier struct {
 	domain string
 
 	mu      sync.Mutex
@@ -45,14 +45,16 @@ const maxCommandLine = 4096
 
 var bareEnvelope = regexp.MustCompile(`(?i)^(MAIL FROM:|RCPT TO:)(\s*)<([A-Za-z0-9!#$%&'*+/=?^_` + "`" + `{|}~.-]+)>`)
 
-func newQualifier(domain string) *qualifier {
-	return &qualifier{domain: domain, scratch: make([]byte, 32<<10)}
+// NewQualifier returns a Qualifier that appends "@" and domain to bare
+// names; it serves one SMTP session.
+func NewQualifier(domain string) *Qualifier {
+	return &Qualifier{domain: domain, scratch: make([]byte, 32<<10)}
 }
 
-// read fills p from r, rewriting command lines. Only the connection's
-// reader calls it; the lock guards against wrote, never held while
+// Read fills p from r, rewriting command lines. Only the connection's
+// reader calls it; the lock guards against Wrote, never held while
 // blocked in r.Read.
-func (q *qualifier) read(r io.Reader, p []byte) (int, error) {
+func (q *Qualifier) Read(r io.Reader, p []byte) (int, error) {
 	for {
 		q.mu.Lock()
 		if len(q.out) > 0 {
@@ -85,7 +87,7 @@ func (q *qualifier) read(r io.Reader, p []byte) (int, error) {
 }
 
 // feed processes bytes read from the client.
-func (q *qualifier) feed(b []byte) {
+func (q *Qualifier) feed(b []byte) {
 	for len(b) > 0 {
 		switch q.mode {
 		case qOff, qAwaitData:
@@ -139,7 +141,7 @@ func (q *qualifier) feed(b []byte) {
 }
 
 // command handles one complete command line.
-func (q *qualifier) command(line []byte) {
+func (q *Qualifier) command(line []byte) {
 	verb := bytes.ToUpper(bytes.TrimRight(line, "\r\n"))
 	switch {
 	case bytes.Equal(verb, []byte("DATA")):
@@ -170,12 +172,12 @@ func (q *qualifier) command(line []byte) {
 	q.out = append(q.out, line...)
 }
 
-// wrote tells the qualifier what the server answered; only the reply to
+// Wrote tells the qualifier what the server answered; only the reply to
 // DATA matters. With PIPELINING the replies to MAIL and RCPT come after
 // the DATA line was read, so a 2yz reply never ends the wait (DATA is
 // never answered 2yz), and a 354, which answers nothing but DATA, starts
 // the body even after an earlier refusal (a rejected RCPT) ended the wait.
-func (q *qualifier) wrote(p []byte) {
+func (q *Qualifier) Wrote(p []byte) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	if len(p) < 3 || (q.mode != qAwaitData && q.mode != qCommand) {
