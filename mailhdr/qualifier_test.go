@@ -187,10 +187,10 @@ func rvQualify(t *testing.T, groups []string, replies [][]string) string {
 	return out.String()
 }
 
-// TestReviewQualifierPipelinedRejectedRcpt: one refused recipient in a
+// TestQualifierPipelinedRejectedRcpt: one refused recipient in a
 // pipelined group does not make the qualifier lose the body that follows
 // the 354.
-func TestReviewQualifierPipelinedRejectedRcpt(t *testing.T) {
+func TestQualifierPipelinedRejectedRcpt(t *testing.T) {
 	body := "Subject: x\r\n\r\nRCPT TO:<root>\r\n.\r\n"
 	got := rvQualify(t,
 		[]string{"MAIL FROM:<a@example.org>\r\nRCPT TO:<nobody>\r\nRCPT TO:<root>\r\nDATA\r\n", body, "RCPT TO:<root>\r\n"},
