@@ -300,7 +300,13 @@ func Parse(path string, src []byte) (*Config, error) {
 	v := &validator{dir: filepath.Dir(path)}
 	cfg := v.build(path, &raw)
 	if v.diags.HasErrors() {
-		return nil, &Error{Diags: v.diags, Files: p.Files()}
+		var errs hcl.Diagnostics
+		for _, d := range v.diags {
+			if d.Severity == hcl.DiagError {
+				errs = append(errs, d)
+			}
+		}
+		return nil, &Error{Diags: errs, Files: p.Files()}
 	}
 	for _, d := range v.diags {
 		if d.Severity == hcl.DiagWarning {
@@ -382,6 +388,12 @@ func (v *validator) build(path string, raw *rawFile) *Config {
 			h = "localhost"
 		}
 		cfg.Hostname = h
+		if !strings.Contains(h, ".") {
+			at := attrRange(raw.Body, "hostname")
+			at.End = at.Start
+			v.diags = append(v.diags, &hcl.Diagnostic{Severity: hcl.DiagWarning, Summary: "Short hostname", Subject: &at,
+				Detail: fmt.Sprintf("this machine's host name %q has no domain, and bare names such as root become root@%s, which providers may refuse; set hostname = \"%s.example.com\" (a name of yours) in %s", h, h, h, filepath.Base(path))})
+		}
 	} else if !validHostname(cfg.Hostname) {
 		v.errf(attrRange(raw.Body, "hostname"), "Invalid hostname", "hostname = %q is not a host name; use letters, digits, dots and hyphens, like \"relay.example.com\".", cfg.Hostname)
 	}

@@ -629,3 +629,25 @@ func TestValidAddress(t *testing.T) {
 		}
 	}
 }
+
+func TestShortHostnameWarning(t *testing.T) {
+	src := "upstream \"c\" {\n  type = \"maildir\"\n  path = \"md\"\n}\n"
+	cfg, err := Parse(filepath.Join(t.TempDir(), "relay.hcl"), []byte(src))
+	if err != nil {
+		t.Fatal(err)
+	}
+	h, _ := os.Hostname()
+	warned := false
+	for _, w := range cfg.Warnings {
+		if strings.Contains(w, "has no domain") && strings.Contains(w, "hostname = ") {
+			warned = true
+		}
+	}
+	if want := h != "" && !strings.Contains(h, "."); warned != want {
+		t.Errorf("host name %q: warned %v, want %v (%q)", h, warned, want, cfg.Warnings)
+	}
+	cfg, err = Parse(filepath.Join(t.TempDir(), "relay.hcl"), []byte("hostname = \"relay.example.com\"\n"+src))
+	if err != nil || len(cfg.Warnings) != 0 {
+		t.Errorf("explicit hostname: %v %q", err, cfg.Warnings)
+	}
+}

@@ -11,6 +11,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"syscall"
+	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -184,9 +185,7 @@ func identify(c net.Conn) peer {
 			})
 			if err == nil && cred != nil {
 				p.uid = int(cred.Uid)
-				if u, err := user.LookupId(strconv.Itoa(p.uid)); err == nil {
-					p.user = u.Username
-				}
+				p.user = userName(p.uid)
 			}
 		}
 		return p
@@ -234,4 +233,33 @@ func listen(cfg config.Listen) (net.Listener, error) {
 		return nil, fmt.Errorf("listen on %s: %w", cfg.Address, err)
 	}
 	return l, nil
+}
+
+// userNames caches uid → login name: the lookup reads the password
+// database, and local submitters are few and change rarely.
+var userNames struct {
+	sync.Mutex
+	m map[int]userEntry
+}
+
+type userEntry struct {
+	name string
+	at   time.Time
+}
+
+func userName(uid int) string {
+	userNames.Lock()
+	defer userNames.Unlock()
+	if e, ok := userNames.m[uid]; ok && time.Since(e.at) < time.Minute {
+		return e.name
+	}
+	name := ""
+	if u, err := user.LookupId(strconv.Itoa(uid)); err == nil {
+		name = u.Username
+	}
+	if userNames.m == nil || len(userNames.m) > 1024 {
+		userNames.m = map[int]userEntry{}
+	}
+	userNames.m[uid] = userEntry{name, time.Now()}
+	return name
 }
