@@ -342,11 +342,19 @@ func TestDeliveryEnvelopeFromRewrite(t *testing.T) {
 		t.Errorf("from_header = keep changed the header:\n%s", c.Body)
 	}
 
-	// The null sender stays null.
+	// Bounces (the null sender) go out as the account too: such providers
+	// refuse MAIL FROM:<> from an authenticated client.
 	h.enqueue("", dlvRcpt("carol@example.com"))
 	dlvWait(t, "delivery", func() bool { return len(a.Calls()) == 2 })
-	if c := a.Calls()[1]; c.From != "" {
-		t.Errorf("null sender rewritten to %q", c.From)
+	if c := a.Calls()[1]; c.From != "account@qq.example" {
+		t.Errorf("null sender sent as %q, want account@qq.example", c.From)
+	}
+	// Without envelope_from, the null sender stays null.
+	h.cfg.Upstreams[0].EnvelopeFrom = ""
+	h.enqueue("", dlvRcpt("dave@example.com"))
+	dlvWait(t, "delivery", func() bool { return len(a.Calls()) == 3 })
+	if c := a.Calls()[2]; c.From != "" {
+		t.Errorf("null sender rewritten to %q without envelope_from", c.From)
 	}
 }
 

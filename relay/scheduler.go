@@ -286,7 +286,11 @@ func (s *Scheduler) try(ctx context.Context, name string, m *spool.Message, idx 
 		From: m.From, Size: m.Size, UTF8: m.UTF8, EightBit: strings.EqualFold(m.BodyType, "8BITMIME"),
 		EnvID: m.EnvID, Ret: m.Ret,
 	}
-	if set.EnvelopeFrom != "" && m.From != "" {
+	if set.EnvelopeFrom != "" {
+		// Bounces too: the providers that need envelope_from refuse
+		// MAIL FROM:<> from an authenticated client as well, and a bounce
+		// of our bounce then lands in the account's own mailbox, not in
+		// a loop.
 		env.From = set.EnvelopeFrom
 	}
 	for _, i := range idx {
