@@ -70,6 +70,8 @@ type Spool struct {
 // Admin is the admin socket that queue commands use.
 type Admin struct {
 	Socket string
+	// MetricsAddress, when set, serves /metrics over HTTP on host:port.
+	MetricsAddress string
 }
 
 // Queue holds the retry schedule.
@@ -165,8 +167,9 @@ type rawSpool struct {
 }
 
 type rawAdmin struct {
-	Socket string   `hcl:"socket,optional"`
-	Body   hcl.Body `hcl:",body"`
+	Socket         string   `hcl:"socket,optional"`
+	MetricsAddress string   `hcl:"metrics_address,optional"`
+	Body           hcl.Body `hcl:",body"`
 }
 
 type rawQueue struct {
@@ -411,6 +414,12 @@ func (v *validator) build(path string, raw *rawFile) *Config {
 	cfg.Admin = Admin{Socket: "/run/outbox/admin.sock"}
 	if a := raw.Admin; a != nil && a.Socket != "" {
 		cfg.Admin.Socket = v.path(strings.TrimPrefix(a.Socket, "unix:"))
+	}
+	if a := raw.Admin; a != nil && a.MetricsAddress != "" {
+		if _, port, err := net.SplitHostPort(a.MetricsAddress); err != nil || port == "" {
+			v.errf(attrRange(a.Body, "metrics_address"), "Invalid metrics_address", "metrics_address = %q must be \"host:port\", like \"127.0.0.1:9466\".", a.MetricsAddress)
+		}
+		cfg.Admin.MetricsAddress = a.MetricsAddress
 	}
 
 	for i := range raw.Listen {

@@ -25,6 +25,9 @@ type adminServer struct {
 	r   *Relay
 	l   net.Listener
 	srv *http.Server
+	// metrics serves /metrics alone on admin.metrics_address; nil if unset.
+	metricsL   net.Listener
+	metricsSrv *http.Server
 }
 
 func newAdminServer(r *Relay) (*adminServer, error) {
@@ -55,6 +58,18 @@ func newAdminServer(r *Relay) (*adminServer, error) {
 	mux.HandleFunc("POST /hold", a.act)
 	mux.HandleFunc("POST /release", a.act)
 	mux.HandleFunc("POST /delete", a.act)
+	mux.Handle("GET /metrics", r.metrics.handler())
+	if addr := r.cfg.Admin.MetricsAddress; addr != "" {
+		ml, err := net.Listen("tcp", addr)
+		if err != nil {
+			l.Close()
+			return nil, fmt.Errorf("admin metrics_address: %w", err)
+		}
+		mm := http.NewServeMux()
+		mm.Handle("GET /metrics", r.metrics.handler())
+		a.metricsL = ml
+		a.metricsSrv = &http.Server{Handler: mm, ReadHeaderTimeout: 10 * time.Second}
+	}
 	a.srv = &http.Server{
 		Handler:           mux,
 		ReadHeaderTimeout: 10 * time.Second,
@@ -66,13 +81,22 @@ func newAdminServer(r *Relay) (*adminServer, error) {
 }
 
 func (a *adminServer) serve() error {
+	if a.metricsSrv != nil {
+		go a.metricsSrv.Serve(a.metricsL)
+	}
 	if err := a.srv.Serve(a.l); err != nil && !errors.Is(err, http.ErrServerClosed) {
 		return fmt.Errorf("admin socket: %w", err)
 	}
 	return nil
 }
 
-func (a *adminServer) close() { a.srv.Close() }
+func (a *adminServer) close() {
+	a.srv.Close()
+	if a.metricsSrv != nil {
+		a.metricsSrv.Close()
+		a.metricsL.Close()
+	}
+}
 
 func writeJSON(w http.ResponseWriter, v any) {
 	w.Header().Set("Content-Type", "application/json")

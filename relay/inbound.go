@@ -34,12 +34,13 @@ const maxHeaderSection = 1 << 20
 
 // Inbound accepts mail over SMTP and hands it to the spool.
 type Inbound struct {
-	cfg    *config.Config
-	store  Store
-	log    *slog.Logger
-	kick   func() // tells the scheduler new mail arrived
-	now    func() time.Time
-	policy *Policy
+	cfg     *config.Config
+	store   Store
+	log     *slog.Logger
+	kick    func() // tells the scheduler new mail arrived
+	now     func() time.Time
+	policy  *Policy
+	metrics *metrics
 }
 
 // backend is the go-smtp backend of one listener.
@@ -236,6 +237,7 @@ func (s *session) Data(r io.Reader) error {
 		return errSpool
 	}
 	s.in.log.Info("accepted", "id", m.ID, "from", m.From, "rcpts", len(m.Recipients), "size", m.Size, "client", m.Submitter)
+	s.in.metrics.accept("smtp")
 	if s.in.kick != nil {
 		s.in.kick()
 	}

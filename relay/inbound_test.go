@@ -67,6 +67,8 @@ type inSetup struct {
 	listen string       // extra HCL for the TCP listen block
 	extra  string       // more top-level HCL (limits, aliases…)
 	mod    func(*Relay) // called between New and Run
+	// metrics is admin.metrics_address, "" for none.
+	metrics string
 }
 
 func inFreePort(t testing.TB) int {
@@ -94,13 +96,16 @@ spool {
   path     = "var/spool.db"
   maildrop = "var/maildrop"
 }
-admin { socket = "a.sock" }
+admin {
+  socket = "a.sock"
+  %s
+}
 %s
 upstream "capture" {
   type = "maildir"
   path = "md"
 }
-`, inHostname, tcp, s.listen, s.extra)
+`, inHostname, tcp, s.listen, inMetricsLine(s.metrics), s.extra)
 	path := filepath.Join(dir, "relay.hcl")
 	if err := os.WriteFile(path, []byte(src), 0o600); err != nil {
 		t.Fatal(err)
@@ -822,4 +827,11 @@ func TestInPipelining(t *testing.T) {
 	if m, _ := ir.stored(t, id); len(m.Recipients) != 1 {
 		t.Errorf("recipients %+v", m.Recipients)
 	}
+}
+
+func inMetricsLine(addr string) string {
+	if addr == "" {
+		return ""
+	}
+	return fmt.Sprintf("metrics_address = %q", addr)
 }

@@ -80,6 +80,7 @@ func (r *Relay) importMaildrop(ctx context.Context) int {
 			r.log.Error("imported maildrop file not removed; it may be imported twice", "file", name, "err", err)
 		}
 		r.log.Info("imported from maildrop", "file", name, "id", id)
+		r.metrics.accept("maildrop")
 		n++
 	}
 	if n > 0 {

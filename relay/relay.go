@@ -46,6 +46,7 @@ type Relay struct {
 	in      *Inbound
 	sched   *Scheduler
 	targets map[string]upstream.Target
+	metrics *metrics
 
 	servers   []*smtp.Server
 	listeners []*listener
@@ -81,9 +82,11 @@ func New(cfg *config.Config, log *slog.Logger, opts Options) (r *Relay, err erro
 			return nil, err
 		}
 	}
+	r.metrics = newMetrics(r.spool, r.targets)
 	router := NewRouter(cfg, r.targets)
 	r.sched = NewScheduler(r.spool, cfg, router, log, r.now)
-	r.in = &Inbound{cfg: cfg, store: r.spool, log: log, kick: r.sched.Kick, now: r.now, policy: NewPolicy(cfg)}
+	r.sched.metrics = r.metrics
+	r.in = &Inbound{cfg: cfg, store: r.spool, log: log, kick: r.sched.Kick, now: r.now, policy: NewPolicy(cfg), metrics: r.metrics}
 
 	for _, lc := range cfg.Listen {
 		nl, err := listen(lc)

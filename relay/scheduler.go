@@ -39,6 +39,8 @@ type Scheduler struct {
 	// context ends before they are cancelled (and stay queued).
 	ShutdownGrace time.Duration
 
+	metrics *metrics // nil: none
+
 	wake    chan struct{}
 	workers chan struct{} // bounds concurrent deliveries
 
@@ -305,7 +307,9 @@ func (s *Scheduler) try(ctx context.Context, name string, m *spool.Message, idx 
 		}
 		env.Body = func() (io.ReadCloser, error) { return rewriteFrom(s.q, m.ID, newFrom) }
 	}
+	start := time.Now()
 	out := t.Deliver(ctx, env)
+	s.metrics.attempt(name, time.Since(start), out)
 	var deferred []int
 	for k, i := range idx {
 		res := upstream.Result{Class: upstream.Deferred, Message: "no result from upstream " + name}
@@ -606,6 +610,7 @@ func (s *Scheduler) notify(m *spool.Message, action string, idx []int, results m
 	if err := s.q.Enqueue(context.Background(), bounce, bytes.NewReader(report)); err != nil {
 		return err
 	}
+	s.metrics.notice(action)
 	s.log.Info("queued delivery status notification", "id", bounce.ID, "about", m.ID, "action", action, "to", to)
 	s.Kick()
 	return nil

@@ -1,0 +1,85 @@
+package relay
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+)
+
+func metricsGet(t *testing.T, c *http.Client, url string) string {
+	t.Helper()
+	resp, err := c.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != 200 {
+		t.Fatalf("GET %s: %s\n%s", url, resp.Status, b)
+	}
+	return string(b)
+}
+
+// metricValue returns the value of the first sample whose line starts
+// with series, or -1.
+func metricValue(text, series string) float64 {
+	re := regexp.MustCompile(`(?m)^` + regexp.QuoteMeta(series) + ` ([0-9.e+]+)$`)
+	m := re.FindStringSubmatch(text)
+	if m == nil {
+		return -1
+	}
+	v, _ := strconv.ParseFloat(m[1], 64)
+	return v
+}
+
+func TestMetrics(t *testing.T) {
+	port := inFreePort(t)
+	ir := inStartRelay(t, inSetup{metrics: fmt.Sprintf("127.0.0.1:%d", port)})
+	c := inGreeted(t, "tcp", ir.tcp)
+	c.ok("EHLO client.test")
+	inSend(t, c, "app@example.com", []string{"bob@example.org"}, "Subject: m\r\n\r\nbody\r\n")
+
+	sock := &http.Client{Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+		var d net.Dialer
+		return d.DialContext(ctx, "unix", filepath.Join(ir.dir, "a.sock"))
+	}}}
+	deadline := time.Now().Add(10 * time.Second)
+	var text string
+	for {
+		text = metricsGet(t, sock, "http://outbox/metrics")
+		if metricValue(text, `outbox_delivery_results_total{result="deferred",upstream="capture"}`) >= 1 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no deferred result counted:\n%s", text)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	for series, want := range map[string]float64{
+		`outbox_accepted_messages_total{source="smtp"}`: 1,
+		`outbox_queue_messages`:                         1,
+	} {
+		if got := metricValue(text, series); got != want {
+			t.Errorf("%s = %v, want %v", series, got, want)
+		}
+	}
+	if metricValue(text, "outbox_spool_commits_total") < 1 || metricValue(text, "outbox_spool_writes_total") < 1 {
+		t.Errorf("spool counters missing:\n%s", text)
+	}
+	if !strings.Contains(text, `outbox_delivery_duration_seconds_count{upstream="capture"}`) {
+		t.Errorf("no delivery duration histogram:\n%s", text)
+	}
+	// The same metrics over TCP on metrics_address.
+	tcp := metricsGet(t, http.DefaultClient, fmt.Sprintf("http://127.0.0.1:%d/metrics", port))
+	if metricValue(tcp, `outbox_accepted_messages_total{source="smtp"}`) != 1 {
+		t.Errorf("metrics_address serves other figures:\n%s", tcp)
+	}
+}
