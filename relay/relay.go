@@ -193,9 +193,6 @@ func BuildTarget(cfg *config.Config, u *config.Upstream, log *slog.Logger) (upst
 // Spool exposes the open spool (tests and admin).
 func (r *Relay) Spool() *spool.Spool { return r.spool }
 
-// Kick wakes the scheduler.
-func (r *Relay) Kick() { r.sched.Kick() }
-
 // Run serves until ctx ends, then shuts down: listeners close, idle
 // sessions are closed, sessions inside DATA finish their commit and reply,
 // in-flight deliveries finish (or are cancelled after a grace period and
