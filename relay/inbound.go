@@ -1,7 +1,6 @@
 package relay
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"crypto/tls"
@@ -212,7 +211,8 @@ func (s *session) Data(r io.Reader) error {
 	if s.authed != "" {
 		m.Submitter += " auth=" + s.authed
 	}
-	br := bufio.NewReaderSize(mailhdr.NewCRLFReader(r), 64<<10)
+	br := getReader(mailhdr.NewCRLFReader(r))
+	defer putReader(br)
 	hdr, err := mailhdr.ReadHeader(br, maxHeaderSection)
 	if err != nil {
 		return dataError(err)

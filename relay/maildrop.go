@@ -1,6 +1,7 @@
 package relay
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -146,7 +147,8 @@ func (r *Relay) importFile(path string) (string, error) {
 			m.Recipients = append(m.Recipients, rec)
 		}
 	}
-	br := bufioReader(mailhdr.NewCRLFReader(&sizeLimit{r: body, left: r.cfg.Limits.MaxMessageSize}))
+	br := getReader(mailhdr.NewCRLFReader(&sizeLimit{r: body, left: r.cfg.Limits.MaxMessageSize}))
+	defer putReader(br)
 	hdr, err := mailhdr.ReadHeader(br, maxHeaderSection)
 	if err != nil {
 		return "", err
@@ -156,7 +158,7 @@ func (r *Relay) importFile(path string) (string, error) {
 	if len(received)+len(hdr) > maxHeaderSection {
 		return "", mailhdr.ErrHeaderTooLarge // as on the SMTP side
 	}
-	if err := r.spool.Enqueue(context.Background(), m, io.MultiReader(strings.NewReader(received), strings.NewReader(string(hdr)), br)); err != nil {
+	if err := r.spool.Enqueue(context.Background(), m, io.MultiReader(strings.NewReader(received), bytes.NewReader(hdr), br)); err != nil {
 		return "", err
 	}
 	return m.ID, nil

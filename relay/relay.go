@@ -281,4 +281,21 @@ func (r *Relay) closeAll() {
 // bufioReader wraps r for header reading.
 func bufioReader(r io.Reader) *bufio.Reader { return bufio.NewReaderSize(r, 64<<10) }
 
+// newMail recycles the readers that new mail (SMTP DATA, maildrop files)
+// comes in through: each is done with once its message is in the spool.
+var newMail = sync.Pool{New: func() any { return bufioReader(nil) }}
+
+// getReader is bufioReader from the pool; give it back with putReader once
+// nothing reads from it any more.
+func getReader(r io.Reader) *bufio.Reader {
+	br := newMail.Get().(*bufio.Reader)
+	br.Reset(r)
+	return br
+}
+
+func putReader(br *bufio.Reader) {
+	br.Reset(nil) // drop the reference to the message
+	newMail.Put(br)
+}
+
 var _ net.Listener = (*listener)(nil)

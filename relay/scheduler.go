@@ -571,20 +571,14 @@ func (s *Scheduler) notify(m *spool.Message, action string, idx []int, results m
 		}
 		d.Recipients = append(d.Recipients, dr)
 	}
-	if m.Ret == "FULL" {
-		body, err := s.q.Body(m.ID)
-		if err != nil {
-			return err
-		}
-		defer body.Close()
-		d.Original = body
-	} else {
-		body, err := s.q.Body(m.ID)
-		if err != nil {
-			return err
-		}
+	body, err := s.q.Body(m.ID)
+	if err != nil {
+		return err
+	}
+	defer body.Close()
+	d.Original = body
+	if m.Ret != "FULL" {
 		hdr, err := mailhdr.ReadHeader(bufioReader(body), maxHeaderSection)
-		body.Close()
 		if err != nil && !errors.Is(err, mailhdr.ErrHeaderTooLarge) {
 			return err
 		}

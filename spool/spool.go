@@ -16,13 +16,11 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/binary"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"os"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -347,13 +345,10 @@ func (s *Spool) run(batch []*op) {
 
 // NewID returns a new queue ID: time-ordered and unique.
 func NewID(now time.Time) string {
-	var b [12]byte
-	binary.BigEndian.PutUint64(b[:8], uint64(now.UnixNano()))
-	if _, err := rand.Read(b[8:]); err != nil {
-		panic(err)
-	}
+	var r [3]byte
+	rand.Read(r[:]) // never fails (crypto/rand, Go 1.24+)
 	// 48 bits of microseconds are enough until the year 10889.
-	return fmt.Sprintf("%012X%s", uint64(now.UnixMicro())&0xFFFFFFFFFFFF, strings.ToUpper(hex.EncodeToString(b[8:11])))
+	return fmt.Sprintf("%012X%X", uint64(now.UnixMicro())&0xFFFFFFFFFFFF, r[:])
 }
 
 func dueKey(t time.Time, id string) []byte {
@@ -570,7 +565,7 @@ func (s *Spool) Update(id string, fn func(m *Message) error) (*Message, error) {
 		}
 		result = m
 		if m.Done() {
-			return deleteMsg(tx, id)
+			return dropMsg(tx, id) // its due entry went above
 		}
 		rec, err := json.Marshal(m)
 		if err != nil {
@@ -598,6 +593,11 @@ func deleteMsg(tx *bolt.Tx, id string) error {
 	if err := tx.Bucket(bucketDue).Delete(dueKey(m.NextAttempt, id)); err != nil {
 		return err
 	}
+	return dropMsg(tx, id)
+}
+
+// dropMsg removes a message's envelope and body, but not its due entry.
+func dropMsg(tx *bolt.Tx, id string) error {
 	if err := tx.Bucket(bucketMsg).Delete([]byte(id)); err != nil {
 		return err
 	}

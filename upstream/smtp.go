@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -57,15 +58,14 @@ const (
 
 // SMTP relays mail to one SMTP server over a small pool of connections.
 type SMTP struct {
-	cfg      SMTPConfig
-	addr     string // host:port
-	log      *slog.Logger
-	tlsConf  *tls.Config
-	sem      chan struct{}
-	rate     *limiter
-	stop     chan struct{}
-	janitor  sync.WaitGroup
-	closeErr error
+	cfg     SMTPConfig
+	addr    string // host:port
+	log     *slog.Logger
+	tlsConf *tls.Config
+	sem     chan struct{}
+	rate    *limiter
+	stop    chan struct{}
+	janitor sync.WaitGroup
 
 	mu          sync.Mutex
 	idle        []*conn
@@ -520,7 +520,7 @@ func rcptOptions(r Rcpt) *smtp.RcptOptions {
 		case smtp.DSNNotifyNever:
 			never = true
 		case smtp.DSNNotifySuccess, smtp.DSNNotifyFailure, smtp.DSNNotifyDelayed:
-			if !containsNotify(opts.Notify, v) {
+			if !slices.Contains(opts.Notify, v) {
 				opts.Notify = append(opts.Notify, v)
 			}
 		}
@@ -542,15 +542,6 @@ func rcptOptions(r Rcpt) *smtp.RcptOptions {
 		}
 	}
 	return opts
-}
-
-func containsNotify(l []smtp.DSNNotify, v smtp.DSNNotify) bool {
-	for _, x := range l {
-		if x == v {
-			return true
-		}
-	}
-	return false
 }
 
 func printableASCII(s string) bool {

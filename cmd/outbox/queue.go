@@ -221,9 +221,8 @@ func queueBackup(a *app, args []string) int {
 	if cfg == nil {
 		return code
 	}
-	// A read-only open works while the daemon does not run; while it runs,
-	// stop it or copy under its lock with `outbox queue backup` from a
-	// maintenance window.
+	// The spool is opened read-only, which needs the daemon stopped: it
+	// holds the file lock, and the admin socket offers no backup.
 	err := withSpool(cfg, true, func(s *spool.Spool) error {
 		f, err := os.OpenFile(fs.Arg(0), os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o600)
 		if err != nil {
