@@ -1,0 +1,109 @@
+package adminapi
+
+import (
+	"context"
+	"errors"
+	"net"
+	"net/http"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+// serve runs handler on a unix socket, as the daemon's admin server does.
+func serve(t *testing.T, h http.Handler) string {
+	t.Helper()
+	sock := filepath.Join(t.TempDir(), "admin.sock")
+	l, err := net.Listen("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{Handler: h}
+	go srv.Serve(l)
+	t.Cleanup(func() { srv.Close() })
+	return sock
+}
+
+func TestClient(t *testing.T) {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /queue", func(w http.ResponseWriter, r *http.Request) {
+		w.Write([]byte(`[{"id":"A1","from":"a@example.com","size":12,"arrived":"2026-11-26T23:00:00Z","attempts":1,"next_attempt":"2026-11-26T23:01:00Z","held":true,"recipients":[{"address":"b@example.org","status":"pending","last_error":"451 4.3.0 later"}]}]`))
+	})
+	mux.HandleFunc("POST /flush", func(w http.ResponseWriter, r *http.Request) {
+		w.Write([]byte(`{"scheduled":3}`))
+	})
+	mux.HandleFunc("POST /hold", func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Query().Get("id") != "A 1&x" {
+			t.Errorf("id arrived as %q", r.URL.Query().Get("id"))
+		}
+		http.Error(w, "no message \"A 1&x\" in the queue", http.StatusNotFound)
+	})
+	c := NewClient(serve(t, mux))
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+
+	q, err := c.Queue(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(q) != 1 || q[0].ID != "A1" || !q[0].Held || q[0].Recipients[0].LastError != "451 4.3.0 later" || q[0].Arrived.IsZero() {
+		t.Fatalf("queue = %+v", q)
+	}
+	if n, err := c.Flush(ctx); err != nil || n != 3 {
+		t.Fatalf("flush = %d, %v", n, err)
+	}
+	err = c.Act(ctx, "hold", "A 1&x")
+	if err == nil || !strings.Contains(err.Error(), "no message") {
+		t.Fatalf("hold of a missing message: %v", err)
+	}
+	if _, err := c.Stats(ctx); err == nil {
+		t.Fatal("a 404 for /stats gave no error")
+	}
+}
+
+func TestClientNotRunning(t *testing.T) {
+	c := NewClient(filepath.Join(t.TempDir(), "absent.sock"))
+	if _, err := c.Queue(context.Background()); !errors.Is(err, ErrNotRunning) {
+		t.Fatalf("missing socket: %v, want ErrNotRunning", err)
+	}
+	// A socket file nobody listens on any more.
+	sock := filepath.Join(t.TempDir(), "stale.sock")
+	l, err := net.Listen("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	l.(*net.UnixListener).SetUnlinkOnClose(false)
+	l.Close()
+	if _, err := NewClient(sock).Queue(context.Background()); !errors.Is(err, ErrNotRunning) {
+		t.Fatalf("stale socket: %v, want ErrNotRunning", err)
+	}
+}
+
+func TestClientHonoursContext(t *testing.T) {
+	// A server that never answers.
+	sock := filepath.Join(t.TempDir(), "mute.sock")
+	l, err := net.Listen("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			defer c.Close()
+		}
+	}()
+	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+	defer cancel()
+	start := time.Now()
+	if _, err := NewClient(sock).Queue(ctx); err == nil {
+		t.Fatal("no error from a server that never answers")
+	}
+	if time.Since(start) > 5*time.Second {
+		t.Fatalf("took %v despite the context's deadline", time.Since(start))
+	}
+}
