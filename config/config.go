@@ -16,7 +16,6 @@ import (
 	"time"
 
 	"github.com/hashicorp/hcl/v2"
-	"github.com/hashicorp/hcl/v2/hclparse"
 	"github.com/hashicorp/hcl/v2/hclsyntax"
 	"github.com/zclconf/go-cty/cty"
 
@@ -33,15 +32,17 @@ type Config struct {
 	Dir      string // its folder; relative paths resolve against it
 	Hostname string
 
-	Listen    []Listen
-	Spool     Spool
-	Admin     Admin
-	Queue     Queue
-	Limits    Limits
-	Aliases   map[string][]string // local name → resolved addresses
-	Upstreams []*Upstream         // in file order; the first takes all mail unless routes say otherwise
-	Routes    []Route
-	Log       Log
+	Listen  []Listen
+	Spool   Spool
+	Admin   Admin
+	Queue   Queue
+	Limits  Limits
+	Aliases map[string][]string // local name → resolved addresses
+	// AliasesFile is the aliases_file merged into Aliases, "" if none.
+	AliasesFile string
+	Upstreams   []*Upstream // in file order; the first takes all mail unless routes say otherwise
+	Routes      []Route
+	Log         Log
 
 	// Warnings are problems that do not stop start-up (an aliases_file
 	// target Outbox refuses, for instance), each naming its file and line.
@@ -290,15 +291,15 @@ func Load(path string) (*Config, error) {
 // Parse parses and validates configuration source; path names it in
 // diagnostics and anchors relative paths.
 func Parse(path string, src []byte) (*Config, error) {
-	p := hclparse.NewParser()
-	f, diags := p.ParseHCL(src, path)
+	f, diags := hclsyntax.ParseConfig(src, path, hcl.InitialPos)
+	files := map[string]*hcl.File{path: f}
 	if diags.HasErrors() {
-		return nil, &Error{Diags: diags, Files: p.Files()}
+		return nil, &Error{Diags: diags, Files: files}
 	}
 	var raw rawFile
 	diags = decodeBody(f.Body, &raw)
 	if diags.HasErrors() {
-		return nil, &Error{Diags: explainUnknown(diags), Files: p.Files()}
+		return nil, &Error{Diags: explainUnknown(diags), Files: files}
 	}
 	v := &validator{dir: filepath.Dir(path)}
 	cfg := v.build(path, &raw)
@@ -309,7 +310,7 @@ func Parse(path string, src []byte) (*Config, error) {
 				errs = append(errs, d)
 			}
 		}
-		return nil, &Error{Diags: errs, Files: p.Files()}
+		return nil, &Error{Diags: errs, Files: files}
 	}
 	for _, d := range v.diags {
 		if d.Severity == hcl.DiagWarning {
@@ -516,6 +517,9 @@ func (v *validator) build(path string, raw *rawFile) *Config {
 	}
 
 	cfg.Aliases = v.aliases(raw)
+	if raw.AliasesFile != "" {
+		cfg.AliasesFile = v.path(raw.AliasesFile)
+	}
 
 	names := map[string]bool{}
 	for i := range raw.Upstreams {

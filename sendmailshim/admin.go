@@ -12,10 +12,6 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/hashicorp/hcl/v2"
-	"github.com/hashicorp/hcl/v2/hclparse"
-	"github.com/zclconf/go-cty/cty"
-
 	"github.com/outbox-mta/outbox/config"
 	"github.com/outbox-mta/outbox/maildrop"
 )
@@ -176,45 +172,14 @@ func printable(s string) string {
 // warnings for aliases_file lines that were skipped.
 func (s *shim) newaliases() error {
 	where := "aliases block"
-	if file := aliasesFile(s.cfg.Path); file != "" {
-		where += " and aliases_file " + file
-		_, warns, err := config.ReadAliasesFile(file)
-		if err != nil {
-			return fail(ExitConfig, "aliases_file: %v", err)
-		}
-		for _, w := range warns {
-			fmt.Fprintf(s.stderr, "%s: warning: %s\n", s.prog, w)
-		}
+	if s.cfg.AliasesFile != "" {
+		where += " and aliases_file " + s.cfg.AliasesFile
+	}
+	for _, w := range s.cfg.Warnings {
+		fmt.Fprintf(s.stderr, "%s: warning: %s\n", s.prog, w)
 	}
 	fmt.Fprintf(s.stdout, "%s: %d aliases in %s (%s)\n", s.prog, len(s.cfg.Aliases), s.cfg.Path, where)
 	return nil
-}
-
-// aliasesFile returns the resolved aliases_file setting of the
-// configuration at path, "" if there is none. The file was already loaded
-// and validated; this only finds the name, which Config does not keep.
-func aliasesFile(path string) string {
-	p := hclparse.NewParser()
-	f, diags := p.ParseHCLFile(path)
-	if diags.HasErrors() {
-		return ""
-	}
-	content, _, _ := f.Body.PartialContent(&hcl.BodySchema{
-		Attributes: []hcl.AttributeSchema{{Name: "aliases_file"}},
-	})
-	a, ok := content.Attributes["aliases_file"]
-	if !ok {
-		return ""
-	}
-	v, d := a.Expr.Value(nil)
-	if d.HasErrors() || v.IsNull() || v.Type() != cty.String {
-		return ""
-	}
-	name := v.AsString()
-	if name == "" || filepath.IsAbs(name) {
-		return name
-	}
-	return filepath.Join(filepath.Dir(path), name)
 }
 
 // flush is -q: ask the daemon to retry the queue now.
