@@ -67,6 +67,9 @@ type env struct {
 	dir  string
 	conf string
 	addr string // SMTP listener, host:port
+	// sockets, when set, are passed to the daemon as systemd's socket
+	// activation does (fds 3…, LISTEN_FDS, LISTEN_PID).
+	sockets []*os.File
 }
 
 // newEnv writes a configuration in a fresh temp folder. upstream is the
@@ -142,6 +145,12 @@ func (e *env) start() *daemon {
 	e.t.Helper()
 	d := &daemon{t: e.t, log: &logBuf{}, done: make(chan struct{})}
 	d.cmd = exec.Command(outboxBin, "serve", "--config", e.conf)
+	if len(e.sockets) > 0 {
+		// LISTEN_PID must be the daemon's own pid: let the shell that
+		// becomes the daemon (exec keeps the pid) set it.
+		d.cmd = exec.Command("/bin/sh", "-c", fmt.Sprintf(`LISTEN_PID=$$ LISTEN_FDS=%d exec "$0" serve --config "$1"`, len(e.sockets)), outboxBin, e.conf)
+		d.cmd.ExtraFiles = e.sockets
+	}
 	d.cmd.Dir = e.dir
 	d.cmd.Stdout = d.log
 	d.cmd.Stderr = d.log
@@ -274,7 +283,11 @@ func newMessage(tag string, n, size int) *message {
 
 // dialSMTP connects and says EHLO, within timeout.
 func dialSMTP(addr string, timeout time.Duration) (*smtp.Client, error) {
-	conn, err := net.DialTimeout("tcp", addr, timeout)
+	network := "tcp"
+	if strings.HasPrefix(addr, "unix:") {
+		network, addr = "unix", strings.TrimPrefix(addr, "unix:")
+	}
+	conn, err := net.DialTimeout(network, addr, timeout)
 	if err != nil {
 		return nil, err
 	}

@@ -88,9 +88,13 @@ func New(cfg *config.Config, log *slog.Logger, opts Options) (r *Relay, err erro
 	r.sched.metrics = r.metrics
 	r.in = &Inbound{cfg: cfg, store: r.spool, log: log, kick: r.sched.Kick, now: r.now, policy: NewPolicy(cfg), metrics: r.metrics}
 
+	inherited := inheritedSockets()
+	defer inherited.closeRest(log)
 	for _, lc := range cfg.Listen {
-		nl, err := listen(lc)
-		if err != nil {
+		nl := inherited.take(lc)
+		if nl != nil {
+			log.Info("using the socket systemd passed", "address", lc.Address)
+		} else if nl, err = listen(lc); err != nil {
 			return nil, err
 		}
 		l := newListener(nl, lc, cfg.Limits.MaxConnections, cfg.Hostname)
