@@ -1,8 +1,13 @@
 package relay
 
 import (
+	"net"
+	"os"
 	"strings"
+	"syscall"
 	"testing"
+
+	"github.com/outbox-mta/outbox/config"
 )
 
 // TestBareNamesOverSMTP: a loopback client may use bare names in the
@@ -34,6 +39,28 @@ func TestBareNamesOverSMTP(t *testing.T) {
 		}
 		if !strings.HasSuffix(body, "\r\nRCPT TO:<root>\r\n") {
 			t.Errorf("%s: body changed: %q", network, body)
+		}
+	}
+}
+
+func TestNoIPv6(t *testing.T) {
+	v6 := config.Listen{Network: "tcp", Addr: "[::1]:25"}
+	v4 := config.Listen{Network: "tcp", Addr: "127.0.0.1:25"}
+	notAvail := &net.OpError{Op: "listen", Net: "tcp", Err: &os.SyscallError{Syscall: "bind", Err: syscall.EADDRNOTAVAIL}}
+	inUse := &net.OpError{Op: "listen", Net: "tcp", Err: &os.SyscallError{Syscall: "bind", Err: syscall.EADDRINUSE}}
+	for _, tc := range []struct {
+		lc   config.Listen
+		err  error
+		want bool
+	}{
+		{v6, notAvail, true},
+		{v6, inUse, false},
+		{v4, notAvail, false},
+		{config.Listen{Network: "tcp", Addr: "[2001:db8::1]:25"}, notAvail, false},
+		{config.Listen{Network: "unix", Addr: "/run/x.sock"}, notAvail, false},
+	} {
+		if got := noIPv6(tc.lc, tc.err); got != tc.want {
+			t.Errorf("noIPv6(%s, %v) = %v, want %v", tc.lc.Addr, tc.err, got, tc.want)
 		}
 	}
 }

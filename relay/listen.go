@@ -263,3 +263,15 @@ func userName(uid int) string {
 	userNames.m[uid] = userEntry{name, time.Now()}
 	return name
 }
+
+// noIPv6 reports whether err says a loopback IPv6 listener cannot exist
+// because the host has IPv6 turned off, which is no reason to refuse to
+// start: the IPv4 loopback listener serves "localhost".
+func noIPv6(lc config.Listen, err error) bool {
+	if lc.Network != "tcp" || !(errors.Is(err, syscall.EADDRNOTAVAIL) || errors.Is(err, syscall.EAFNOSUPPORT)) {
+		return false
+	}
+	host, _, splitErr := net.SplitHostPort(lc.Addr)
+	ip := net.ParseIP(host)
+	return splitErr == nil && ip != nil && ip.To4() == nil && ip.IsLoopback()
+}

@@ -95,6 +95,11 @@ func New(cfg *config.Config, log *slog.Logger, opts Options) (r *Relay, err erro
 		if nl != nil {
 			log.Info("using the socket systemd passed", "address", lc.Address)
 		} else if nl, err = listen(lc); err != nil {
+			if noIPv6(lc, err) {
+				log.Warn("IPv6 is off on this host; not listening on it (mail to localhost still arrives over IPv4)", "address", lc.Address)
+				err = nil
+				continue
+			}
 			return nil, err
 		}
 		l := newListener(nl, lc, cfg.Limits.MaxConnections, cfg.Hostname)
