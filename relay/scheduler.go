@@ -413,6 +413,10 @@ func (s *Scheduler) record(m *spool.Message, results map[int]attempt) {
 		}
 		return nil
 	})
+	if errors.Is(err, spool.ErrNotFound) {
+		s.log.Info("message deleted from the queue during its delivery attempt", "id", m.ID)
+		return
+	}
 	if err != nil {
 		s.log.Error("cannot record delivery results; the message stays queued and will be retried", "id", m.ID, "err", err)
 		s.coolDown(m, now)
