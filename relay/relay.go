@@ -47,6 +47,8 @@ type Relay struct {
 	sched   *Scheduler
 	targets map[string]upstream.Target
 	metrics *metrics
+	// savedRates is the rate-limit history last saved, per upstream.
+	savedRates map[string][]byte
 
 	servers   []*smtp.Server
 	listeners []*listener
@@ -59,7 +61,7 @@ func New(cfg *config.Config, log *slog.Logger, opts Options) (r *Relay, err erro
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
-	r = &Relay{cfg: cfg, log: log, opts: opts, now: opts.Now}
+	r = &Relay{cfg: cfg, log: log, opts: opts, now: opts.Now, savedRates: map[string][]byte{}}
 	// The error returns below set r to nil; close what was opened through
 	// a copy that they do not touch.
 	rl := r
@@ -77,7 +79,7 @@ func New(cfg *config.Config, log *slog.Logger, opts Options) (r *Relay, err erro
 	}
 	r.targets = opts.Targets
 	if r.targets == nil {
-		r.targets, err = BuildTargets(cfg, log)
+		r.targets, err = buildTargets(cfg, log, r.loadRateHistory)
 		if err != nil {
 			return nil, err
 		}
@@ -151,11 +153,12 @@ type slogAdapter struct{ l *slog.Logger }
 func (a slogAdapter) Printf(format string, v ...any) { a.l.Debug(fmt.Sprintf(format, v...)) }
 func (a slogAdapter) Println(v ...any)               { a.l.Debug(fmt.Sprintln(v...)) }
 
-// BuildTargets creates a delivery target per upstream block.
-func BuildTargets(cfg *config.Config, log *slog.Logger) (map[string]upstream.Target, error) {
+// buildTargets creates a delivery target per upstream block; history gives
+// an upstream's earlier sends for its rate limit.
+func buildTargets(cfg *config.Config, log *slog.Logger, history func(name string) []time.Time) (map[string]upstream.Target, error) {
 	targets := map[string]upstream.Target{}
 	for _, u := range cfg.Upstreams {
-		t, err := BuildTarget(cfg, u, log)
+		t, err := buildTarget(cfg, u, log, history(u.Name))
 		if err != nil {
 			for _, t := range targets {
 				t.Close()
@@ -169,6 +172,10 @@ func BuildTargets(cfg *config.Config, log *slog.Logger) (map[string]upstream.Tar
 
 // BuildTarget creates the delivery target for one upstream block.
 func BuildTarget(cfg *config.Config, u *config.Upstream, log *slog.Logger) (upstream.Target, error) {
+	return buildTarget(cfg, u, log, nil)
+}
+
+func buildTarget(cfg *config.Config, u *config.Upstream, log *slog.Logger, history []time.Time) (upstream.Target, error) {
 	if u.Type == "maildir" {
 		return upstream.NewMaildir(u.Name, u.Path)
 	}
@@ -177,7 +184,8 @@ func BuildTarget(cfg *config.Config, u *config.Upstream, log *slog.Logger) (upst
 		InsecureSkipVerify: u.TLSSkipVerify, Hostname: cfg.Hostname, Username: u.Username,
 		Auth: u.Auth, MaxConnections: u.MaxConnections, RateN: u.RateN, RatePer: u.RatePer,
 		IdleTimeout: u.IdleTimeout, ConnectTimeout: u.ConnectTimeout,
-		Logger: log, // NewSMTP adds the "upstream" attribute itself
+		RateHistory: history,
+		Logger:      log, // NewSMTP adds the "upstream" attribute itself
 	}
 	switch {
 	case u.PasswordFile != "":
@@ -226,6 +234,8 @@ func (r *Relay) Run(ctx context.Context) error {
 	importCtx, stopImport := context.WithCancel(context.Background())
 	importDone := make(chan struct{})
 	go func() { r.runMaildrop(importCtx); close(importDone) }()
+	rateDone := make(chan struct{})
+	go func() { r.runRateSaver(importCtx); close(rateDone) }()
 
 	for _, l := range r.listeners {
 		r.log.Info("listening", "address", l.cfg.Address)
@@ -264,8 +274,10 @@ func (r *Relay) Run(ctx context.Context) error {
 	wg.Wait()
 	stopImport()
 	<-importDone
+	<-rateDone
 	stopSched()
 	<-schedDone
+	r.saveRateHistory()
 	r.admin.close()
 	r.closeAll()
 	r.log.Info("stopped")

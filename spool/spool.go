@@ -697,3 +697,22 @@ func (s *Spool) CompactTo(dst string) error {
 	}
 	return out.Close()
 }
+
+// SetState durably stores a small value that is not a message: daemon
+// state that must survive a restart, such as an upstream's rate-limit
+// history.
+func (s *Spool) SetState(key string, val []byte) error {
+	k := append([]byte("state/"), key...)
+	v := bytes.Clone(val)
+	return s.write(func(tx *bolt.Tx) error { return tx.Bucket(bucketMeta).Put(k, v) })
+}
+
+// State returns what SetState stored under key, nil if nothing.
+func (s *Spool) State(key string) ([]byte, error) {
+	var out []byte
+	err := s.db.View(func(tx *bolt.Tx) error {
+		out = bytes.Clone(tx.Bucket(bucketMeta).Get(append([]byte("state/"), key...)))
+		return nil
+	})
+	return out, err
+}

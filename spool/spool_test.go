@@ -371,3 +371,29 @@ func TestNewIDUniqueAndOrdered(t *testing.T) {
 		seen[id], prev = true, id
 	}
 }
+
+func TestState(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "spool.db")
+	s, err := Open(path, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if v, err := s.State("rate/gmail"); err != nil || v != nil {
+		t.Fatalf("unset state = %q, %v", v, err)
+	}
+	if err := s.SetState("rate/gmail", []byte(`["2026-11-26T12:00:00Z"]`)); err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	s, err = Open(path, Options{ReadOnly: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if v, err := s.State("rate/gmail"); err != nil || string(v) != `["2026-11-26T12:00:00Z"]` {
+		t.Fatalf("state after reopen = %q, %v", v, err)
+	}
+	if n, _ := s.Count(); n != 0 {
+		t.Fatalf("state shows up as %d messages", n)
+	}
+}

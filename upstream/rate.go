@@ -65,3 +65,29 @@ func (l *limiter) wait(ctx context.Context, now func() time.Time) error {
 		return ctx.Err()
 	}
 }
+
+// seed books earlier events, oldest first; only the newest n count.
+func (l *limiter) seed(times []time.Time) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if len(times) > len(l.ring) {
+		times = times[len(times)-len(l.ring):]
+	}
+	for _, t := range times {
+		l.ring[l.next] = t
+		l.next = (l.next + 1) % len(l.ring)
+	}
+}
+
+// history returns the booked events, oldest first.
+func (l *limiter) history() []time.Time {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	var out []time.Time
+	for i := range l.ring {
+		if t := l.ring[(l.next+i)%len(l.ring)]; !t.IsZero() {
+			out = append(out, t)
+		}
+	}
+	return out
+}

@@ -35,14 +35,17 @@ type SMTPConfig struct {
 	Auth               string     // "auto" (default), "plain", "login", "cram-md5", "xoauth2", "oauthbearer", "none"
 	MaxConnections     int        // concurrent connections to this upstream, default 2
 	RatePer            time.Duration
-	RateN              int                                                               // with RatePer: at most RateN messages per RatePer; 0 = unlimited
-	IdleTimeout        time.Duration                                                     // pooled idle connection lifetime, default 30s
-	ConnectTimeout     time.Duration                                                     // default 30s
-	CommandTimeout     time.Duration                                                     // per command, default 2m
-	DataTimeout        time.Duration                                                     // body write and final reply, default 10m
-	Dial               func(ctx context.Context, network, addr string) (net.Conn, error) // nil: net.Dialer
-	Now                func() time.Time                                                  // nil: time.Now; drives pause and rate
-	Logger             *slog.Logger                                                      // nil: slog.Default()
+	RateN              int // with RatePer: at most RateN messages per RatePer; 0 = unlimited
+	// RateHistory seeds the rate limit with earlier sends (from
+	// SMTP.RateHistory before a restart), so a daily cap survives one.
+	RateHistory    []time.Time
+	IdleTimeout    time.Duration                                                     // pooled idle connection lifetime, default 30s
+	ConnectTimeout time.Duration                                                     // default 30s
+	CommandTimeout time.Duration                                                     // per command, default 2m
+	DataTimeout    time.Duration                                                     // body write and final reply, default 10m
+	Dial           func(ctx context.Context, network, addr string) (net.Conn, error) // nil: net.Dialer
+	Now            func() time.Time                                                  // nil: time.Now; drives pause and rate
+	Logger         *slog.Logger                                                      // nil: slog.Default()
 }
 
 const (
@@ -189,6 +192,7 @@ func NewSMTP(cfg SMTPConfig) (*SMTP, error) {
 	}
 	if cfg.RateN > 0 {
 		s.rate = newLimiter(cfg.RateN, cfg.RatePer)
+		s.rate.seed(cfg.RateHistory)
 	}
 	if cfg.InsecureSkipVerify {
 		s.log.Warn("TLS certificate verification is disabled for this upstream (insecure_skip_verify)")
@@ -657,3 +661,13 @@ func (s *SMTP) IdleConns() int {
 }
 
 var errNoStartTLS = errors.New("STARTTLS not offered")
+
+// RateHistory returns the times of the sends the rate limit still counts,
+// oldest first; nil without a rate limit. Pass them as
+// SMTPConfig.RateHistory after a restart.
+func (s *SMTP) RateHistory() []time.Time {
+	if s.rate == nil {
+		return nil
+	}
+	return s.rate.history()
+}
