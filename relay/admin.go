@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"path/filepath"
 	"strings"
 	"time"
 
@@ -32,7 +33,7 @@ type adminServer struct {
 
 func newAdminServer(r *Relay) (*adminServer, error) {
 	path := r.cfg.Admin.Socket
-	if err := os.MkdirAll(dirOf(path), 0o755); err != nil {
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
 		return nil, fmt.Errorf("admin socket: %w", err)
 	}
 	if c, err := net.Dial("unix", path); err == nil {

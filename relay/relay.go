@@ -13,6 +13,7 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"path/filepath"
 	"sync"
 	"time"
 
@@ -70,7 +71,7 @@ func New(cfg *config.Config, log *slog.Logger, opts Options) (r *Relay, err erro
 			rl.closeAll()
 		}
 	}()
-	if err := os.MkdirAll(dirOf(cfg.Spool.Path), 0o750); err != nil {
+	if err := os.MkdirAll(filepath.Dir(cfg.Spool.Path), 0o750); err != nil {
 		return nil, fmt.Errorf("spool folder: %w", err)
 	}
 	r.spool, err = spool.Open(cfg.Spool.Path, spool.Options{})
@@ -117,15 +118,6 @@ func New(cfg *config.Config, log *slog.Logger, opts Options) (r *Relay, err erro
 		return nil, err
 	}
 	return r, nil
-}
-
-func dirOf(p string) string {
-	for i := len(p) - 1; i >= 0; i-- {
-		if p[i] == '/' {
-			return p[:i]
-		}
-	}
-	return "."
 }
 
 func (r *Relay) newServer(l *listener) (*smtp.Server, error) {
