@@ -80,20 +80,25 @@ type Recipient struct {
 
 // Message is the envelope of one queued message.
 type Message struct {
-	ID          string      `json:"id"`
-	From        string      `json:"from"` // "" is the null sender <>
-	Recipients  []Recipient `json:"recipients"`
-	EnvID       string      `json:"envid,omitempty"`
-	Ret         string      `json:"ret,omitempty"`       // FULL | HDRS
-	BodyType    string      `json:"body_type,omitempty"` // 7BIT | 8BITMIME
-	UTF8        bool        `json:"smtputf8,omitempty"`
-	Submitter   string      `json:"submitter"` // client address or local user
-	Arrived     time.Time   `json:"arrived"`
-	Attempts    int         `json:"attempts"`
-	NextAttempt time.Time   `json:"next_attempt"`
-	Held        bool        `json:"held"`
-	Size        int64       `json:"size"`
-	DelayWarned bool        `json:"delay_warned,omitempty"`
+	ID         string      `json:"id"`
+	From       string      `json:"from"` // "" is the null sender <>
+	Recipients []Recipient `json:"recipients"`
+	EnvID      string      `json:"envid,omitempty"`
+	Ret        string      `json:"ret,omitempty"`       // FULL | HDRS
+	BodyType   string      `json:"body_type,omitempty"` // 7BIT | 8BITMIME
+	UTF8       bool        `json:"smtputf8,omitempty"`
+	Submitter  string      `json:"submitter"` // client address or local user
+	// UID is the local user who submitted the message (unix socket peer
+	// credentials, or the owner of a maildrop file). 0 also means "not a
+	// local user": only root and the daemon's user may read such a
+	// message's content, so the zero value of older records is safe.
+	UID         uint32    `json:"uid,omitempty"`
+	Arrived     time.Time `json:"arrived"`
+	Attempts    int       `json:"attempts"`
+	NextAttempt time.Time `json:"next_attempt"`
+	Held        bool      `json:"held"`
+	Size        int64     `json:"size"`
+	DelayWarned bool      `json:"delay_warned,omitempty"`
 }
 
 // Done reports whether every recipient is sent or failed.
