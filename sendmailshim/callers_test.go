@@ -190,6 +190,16 @@ func TestCallerGitSendEmail(t *testing.T) {
 		t.Skip("git send-email is not installed")
 	}
 	e := newE2E(t)
+	// git must not depend on this machine's identity, host name or
+	// configuration files: a fresh machine has none of them.
+	ident := []string{"GIT_CONFIG_NOSYSTEM=1", "GIT_CONFIG_GLOBAL=/dev/null",
+		"GIT_AUTHOR_NAME=Dev", "GIT_AUTHOR_EMAIL=dev@example.com",
+		"GIT_COMMITTER_NAME=Dev", "GIT_COMMITTER_EMAIL=dev@example.com"}
+	gitCmd := func(args ...string) *exec.Cmd {
+		cmd := e.command(git, args...)
+		cmd.Env = append(cmd.Env, ident...)
+		return cmd
+	}
 	repo := filepath.Join(e.dir, "repo")
 	for _, args := range [][]string{
 		{"init", "-q", repo},
@@ -197,10 +207,10 @@ func TestCallerGitSendEmail(t *testing.T) {
 		{"-C", repo, "-c", "user.name=Dev", "-c", "user.email=dev@example.com", "commit", "-q", "--allow-empty", "-m", "Add the widget"},
 		{"-C", repo, "format-patch", "--always", "-1", "-o", e.dir},
 	} {
-		runCmd(t, e.command(git, args...), "")
+		runCmd(t, gitCmd(args...), "")
 	}
 	patches, _ := filepath.Glob(filepath.Join(e.dir, "*.patch"))
-	cmd := e.command(git, "-C", repo, "send-email", "--confirm=never", "--smtp-server="+filepath.Join(e.bin, "sendmail"),
+	cmd := gitCmd("-C", repo, "send-email", "--confirm=never", "--smtp-server="+filepath.Join(e.bin, "sendmail"),
 		"--from=dev@example.com", "--envelope-sender=auto", "--to=list@example.com", "--no-chain-reply-to", patches[0])
 	if out, err := cmd.CombinedOutput(); err != nil {
 		if strings.Contains(string(out), "Perl module") || strings.Contains(string(out), "Can't locate") {
