@@ -46,9 +46,9 @@ type Config struct {
 	// LocalCatchall is where mail for a local name with no alias goes
 	// (local_catchall, resolved); nil: such mail is refused.
 	LocalCatchall []string
-	Upstreams   []*Upstream // in file order; the first takes all mail unless routes say otherwise
-	Routes      []Route
-	Log         Log
+	Upstreams     []*Upstream // in file order; the first takes all mail unless routes say otherwise
+	Routes        []Route
+	Log           Log
 
 	// Warnings are problems that do not stop start-up (an aliases_file
 	// target Outbox refuses, for instance), each naming its file and line.
@@ -146,19 +146,19 @@ type Route struct {
 
 // raw structures, as decodeBody fills them from `hcl` tags.
 type rawFile struct {
-	Hostname    string        `hcl:"hostname,optional"`
-	AliasesFile string        `hcl:"aliases_file,optional"`
+	Hostname    string         `hcl:"hostname,optional"`
+	AliasesFile string         `hcl:"aliases_file,optional"`
 	Catchall    *hcl.Attribute `hcl:"local_catchall,optional"`
-	Listen      []rawListen   `hcl:"listen,block"`
-	Spool       *rawSpool     `hcl:"spool,block"`
-	Admin       *rawAdmin     `hcl:"admin,block"`
-	Queue       *rawQueue     `hcl:"queue,block"`
-	Limits      *rawLimits    `hcl:"limits,block"`
-	Aliases     *rawAliases   `hcl:"aliases,block"`
-	Upstreams   []rawUpstream `hcl:"upstream,block"`
-	Routes      []rawRoute    `hcl:"route,block"`
-	Log         *rawLog       `hcl:"log,block"`
-	Body        hcl.Body      `hcl:",body"`
+	Listen      []rawListen    `hcl:"listen,block"`
+	Spool       *rawSpool      `hcl:"spool,block"`
+	Admin       *rawAdmin      `hcl:"admin,block"`
+	Queue       *rawQueue      `hcl:"queue,block"`
+	Limits      *rawLimits     `hcl:"limits,block"`
+	Aliases     *rawAliases    `hcl:"aliases,block"`
+	Upstreams   []rawUpstream  `hcl:"upstream,block"`
+	Routes      []rawRoute     `hcl:"route,block"`
+	Log         *rawLog        `hcl:"log,block"`
+	Body        hcl.Body       `hcl:",body"`
 }
 
 type rawListen struct {
