@@ -953,6 +953,12 @@ func (r *aliasResolver) expandList(targets []string, stack []string) (out []stri
 		for _, t := range targets {
 			// "\name" is the local mailbox of name, not its alias:
 			// Outbox has no local mailboxes, so it is an unaliased name.
+			if IsPlaceholder(t) {
+				// Reported on its own; followed as a name, it would
+				// also bring errors about what it leads to.
+				add(t)
+				continue
+			}
 			mailbox := strings.HasPrefix(t, `\`)
 			t = strings.TrimPrefix(t, `\`)
 			name := strings.ToLower(t)

@@ -276,6 +276,17 @@ func TestPackagedConfig(t *testing.T) {
 	}
 }
 
+// TestPlaceholderBareName: a bare CHANGE-ME as root's alias is one
+// placeholder error, not also an unresolved name behind local_catchall.
+func TestPlaceholderBareName(t *testing.T) {
+	_, err := Parse("/x/relay.hcl", []byte(`aliases { root = "CHANGE-ME" }
+local_catchall = "root"`+minimal))
+	want := `/x/relay.hcl:1:18: placeholder value "CHANGE-ME" in aliases root: edit /x/relay.hcl`
+	if err == nil || err.Error() != want {
+		t.Errorf("got %v\nwant %s", err, want)
+	}
+}
+
 // TestPlaceholderOnly: a placeholder is reported as such, not also as an
 // invalid provider or address; other problems are still reported; a path
 // other than the default does not mention dpkg-reconfigure.
