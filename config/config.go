@@ -40,13 +40,23 @@ type Config struct {
 	Aliases map[string][]string // local name → resolved addresses
 	// AliasesFile is the aliases_file merged into Aliases, "" if none.
 	AliasesFile string
-	Upstreams   []*Upstream // in file order; the first takes all mail unless routes say otherwise
-	Routes      []Route
-	Log         Log
+	// AliasOrigin says where each alias of Aliases is defined:
+	// "FILE:LINE" of the aliases_file or of relay.hcl.
+	AliasOrigin map[string]string
+	// LocalCatchall is where mail for a local name with no alias goes
+	// (local_catchall, resolved); nil: such mail is refused.
+	LocalCatchall []string
+	Upstreams     []*Upstream // in file order; the first takes all mail unless routes say otherwise
+	Routes        []Route
+	Log           Log
 
 	// Warnings are problems that do not stop start-up (an aliases_file
 	// target Outbox refuses, for instance), each naming its file and line.
 	Warnings []string
+	// Placeholders lists the values still holding the Placeholder marker,
+	// one "FILE:LINE:COL: ..." line each; only LoadAllowingPlaceholders
+	// returns a configuration that has any.
+	Placeholders []string
 }
 
 // Listen is one inbound SMTP listener.
@@ -136,18 +146,19 @@ type Route struct {
 
 // raw structures, as decodeBody fills them from `hcl` tags.
 type rawFile struct {
-	Hostname    string        `hcl:"hostname,optional"`
-	AliasesFile string        `hcl:"aliases_file,optional"`
-	Listen      []rawListen   `hcl:"listen,block"`
-	Spool       *rawSpool     `hcl:"spool,block"`
-	Admin       *rawAdmin     `hcl:"admin,block"`
-	Queue       *rawQueue     `hcl:"queue,block"`
-	Limits      *rawLimits    `hcl:"limits,block"`
-	Aliases     *rawAliases   `hcl:"aliases,block"`
-	Upstreams   []rawUpstream `hcl:"upstream,block"`
-	Routes      []rawRoute    `hcl:"route,block"`
-	Log         *rawLog       `hcl:"log,block"`
-	Body        hcl.Body      `hcl:",body"`
+	Hostname    string         `hcl:"hostname,optional"`
+	AliasesFile string         `hcl:"aliases_file,optional"`
+	Catchall    *hcl.Attribute `hcl:"local_catchall,optional"`
+	Listen      []rawListen    `hcl:"listen,block"`
+	Spool       *rawSpool      `hcl:"spool,block"`
+	Admin       *rawAdmin      `hcl:"admin,block"`
+	Queue       *rawQueue      `hcl:"queue,block"`
+	Limits      *rawLimits     `hcl:"limits,block"`
+	Aliases     *rawAliases    `hcl:"aliases,block"`
+	Upstreams   []rawUpstream  `hcl:"upstream,block"`
+	Routes      []rawRoute     `hcl:"route,block"`
+	Log         *rawLog        `hcl:"log,block"`
+	Body        hcl.Body       `hcl:",body"`
 }
 
 type rawListen struct {
@@ -277,6 +288,19 @@ func Locate(flag string) string {
 // Load reads, parses and validates the file at path. The error, when not
 // nil, is an *Error for problems in the file.
 func Load(path string) (*Config, error) {
+	return load(path, false)
+}
+
+// LoadAllowingPlaceholders is Load for the sendmail shim: values holding
+// the Placeholder marker are listed in Config.Placeholders instead of
+// failing, so that mail submitted on a machine whose configuration is not
+// filled in yet waits in the maildrop folder (the daemon refuses to start
+// until it is) rather than being lost.
+func LoadAllowingPlaceholders(path string) (*Config, error) {
+	return load(path, true)
+}
+
+func load(path string, allowPlaceholders bool) (*Config, error) {
 	abs, err := filepath.Abs(path)
 	if err != nil {
 		return nil, err
@@ -285,12 +309,16 @@ func Load(path string) (*Config, error) {
 	if err != nil {
 		return nil, fmt.Errorf("cannot read configuration: %w (pass --config FILE, -C FILE to sendmail, or set OUTBOX_CONFIG)", err)
 	}
-	return Parse(abs, src)
+	return parse(abs, src, allowPlaceholders)
 }
 
 // Parse parses and validates configuration source; path names it in
 // diagnostics and anchors relative paths.
 func Parse(path string, src []byte) (*Config, error) {
+	return parse(path, src, false)
+}
+
+func parse(path string, src []byte, allowPlaceholders bool) (*Config, error) {
 	f, diags := hclsyntax.ParseConfig(src, path, hcl.InitialPos)
 	files := map[string]*hcl.File{path: f}
 	if diags.HasErrors() {
@@ -301,10 +329,19 @@ func Parse(path string, src []byte) (*Config, error) {
 	if diags.HasErrors() {
 		return nil, &Error{Diags: explainUnknown(diags), Files: files}
 	}
+	// A placeholder is reported as such, not also as whatever else is
+	// wrong with "CHANGE-ME" as a provider name or an address.
+	var placeholders hcl.Diagnostics
 	v := &validator{dir: filepath.Dir(path)}
+	if sb, ok := f.Body.(*hclsyntax.Body); ok {
+		placeholders, v.skip = findPlaceholders(sb, path)
+	}
 	cfg := v.build(path, &raw)
-	if v.diags.HasErrors() {
+	if v.diags.HasErrors() || len(placeholders) > 0 && !allowPlaceholders {
 		var errs hcl.Diagnostics
+		if !allowPlaceholders {
+			errs = append(errs, placeholders...)
+		}
 		for _, d := range v.diags {
 			if d.Severity == hcl.DiagError {
 				errs = append(errs, d)
@@ -316,6 +353,9 @@ func Parse(path string, src []byte) (*Config, error) {
 		if d.Severity == hcl.DiagWarning {
 			cfg.Warnings = append(cfg.Warnings, d.Detail)
 		}
+	}
+	if len(placeholders) > 0 {
+		cfg.Placeholders = strings.Split((&Error{Diags: placeholders}).Error(), "\n")
 	}
 	return cfg, nil
 }
@@ -337,11 +377,16 @@ func explainUnknown(diags hcl.Diagnostics) hcl.Diagnostics {
 }
 
 type validator struct {
-	dir   string
-	diags hcl.Diagnostics
+	dir      string
+	hostname string
+	diags    hcl.Diagnostics
+	skip     []hcl.Range // attributes holding a placeholder: their errors are not reported
 }
 
 func (v *validator) errf(rng hcl.Range, summary, detail string, args ...any) {
+	if within(rng, v.skip) {
+		return
+	}
 	r := rng
 	v.diags = append(v.diags, &hcl.Diagnostic{
 		Severity: hcl.DiagError,
@@ -516,7 +561,8 @@ func (v *validator) build(path string, raw *rawFile) *Config {
 		}
 	}
 
-	cfg.Aliases = v.aliases(raw)
+	v.hostname = cfg.Hostname
+	cfg.Aliases, cfg.AliasOrigin, cfg.LocalCatchall = v.aliases(raw)
 	if raw.AliasesFile != "" {
 		cfg.AliasesFile = v.path(raw.AliasesFile)
 	}
@@ -653,7 +699,7 @@ func (v *validator) upstream(r *rawUpstream) *Upstream {
 		v.errf(attrRange(r.Body, "type"), "Invalid upstream type", "type = %q; use \"smtp\" or \"maildir\".", u.Type)
 		return u
 	}
-	if u.Provider != "" {
+	if u.Provider != "" && !IsPlaceholder(u.Provider) {
 		p, err := upstream.LookupPreset(u.Provider, u.Region)
 		if err != nil {
 			v.errf(attrRange(r.Body, "provider"), "Invalid provider", "%s.", err)
@@ -675,7 +721,7 @@ func (v *validator) upstream(r *rawUpstream) *Upstream {
 	if u.TLS == "" {
 		u.TLS = "starttls"
 	}
-	if u.Host == "" {
+	if u.Host == "" && !IsPlaceholder(u.Provider) {
 		v.errf(r.DefRange, "Upstream needs a host", "upstream %q has no host; set host = \"smtp.example.com\" or provider = \"gmail\" (see the README for the provider list).", u.Name)
 	}
 	switch u.TLS {
@@ -770,96 +816,190 @@ func (v *validator) upstream(r *rawUpstream) *Upstream {
 	return u
 }
 
-// aliases merges aliases_file and the aliases block, then resolves every
-// local name to its final addresses, refusing loops.
-func (v *validator) aliases(raw *rawFile) map[string][]string {
-	targets := map[string][]string{}
-	where := map[string]hcl.Range{}
+// aliasDef is one alias as written, in the aliases block or in the
+// aliases_file.
+type aliasDef struct {
+	targets []string
+	rng     hcl.Range // the block's attribute, or the aliases_file attribute
+	origin  string    // "FILE:LINE"
+	file    bool      // from the aliases_file: its problems are warnings
+}
+
+func (v *validator) warnf(format string, args ...any) {
+	v.diags = append(v.diags, &hcl.Diagnostic{Severity: hcl.DiagWarning, Summary: "aliases", Detail: fmt.Sprintf(format, args...)})
+}
+
+// aliases merges aliases_file and the aliases block (the block wins for a
+// name both define), resolves local_catchall, then every local name to its
+// final addresses. It returns the aliases, where each is defined, and the
+// catch-all's addresses.
+//
+// A problem with an alias of the block is an error. One with an entry of
+// aliases_file is a warning naming its line, and the name is left out:
+// /etc/aliases is shared with the system's conventions (Debian's may
+// point names at a root with no entry) and must not stop the daemon.
+func (v *validator) aliases(raw *rawFile) (map[string][]string, map[string]string, []string) {
+	defs := map[string]*aliasDef{}
 	if raw.AliasesFile != "" {
 		p := v.path(raw.AliasesFile)
 		entries, warns, err := ReadAliasesFile(p)
-		if err != nil {
+		switch {
+		case errors.Is(err, fs.ErrNotExist):
+			// Debian does not always ship /etc/aliases, yet the packaged
+			// configuration names it.
+			v.warnf("aliases_file %s does not exist; only the aliases block is used", p)
+		case err != nil:
 			v.errf(attrRange(raw.Body, "aliases_file"), "Cannot read aliases_file", "%s; fix the path or remove aliases_file.", err)
 		}
 		for _, w := range warns {
-			v.diags = append(v.diags, &hcl.Diagnostic{Severity: hcl.DiagWarning, Summary: "aliases_file entry ignored", Detail: w})
+			v.warnf("%s", w)
 		}
 		for _, e := range entries {
-			targets[e.Name] = e.Targets
-			where[e.Name] = attrRange(raw.Body, "aliases_file")
+			origin := fmt.Sprintf("%s:%d", p, e.Line)
+			if prev, dup := defs[e.Name]; dup {
+				v.warnf("%s: %s is defined again (first at %s); this line wins", origin, e.Name, prev.origin)
+			}
+			defs[e.Name] = &aliasDef{targets: e.Targets, rng: attrRange(raw.Body, "aliases_file"), origin: origin, file: true}
 		}
 	}
 	if raw.Aliases != nil {
 		for name, a := range raw.Aliases.Entries {
-			val, d := a.Expr.Value(nil)
-			if d.HasErrors() {
-				v.diags = append(v.diags, d...)
-				continue
-			}
-			var list []string
-			switch {
-			case val.Type() == cty.String && !val.IsNull():
-				list = splitTargets(val.AsString())
-			case val.CanIterateElements():
-				for it := val.ElementIterator(); it.Next(); {
-					_, e := it.Element()
-					if e.Type() != cty.String || e.IsNull() {
-						v.errf(a.Range, "Invalid alias", "alias %q must be an address or a list of addresses, like [\"ops@example.com\", \"alice\"].", name)
-						break
-					}
-					list = append(list, splitTargets(e.AsString())...)
-				}
-			default:
-				v.errf(a.Range, "Invalid alias", "alias %q must be an address or a list of addresses, like [\"ops@example.com\", \"alice\"].", name)
-			}
+			list := v.targetList(a, fmt.Sprintf("alias %q", name))
 			if len(list) == 0 {
 				v.errf(a.Range, "Empty alias", "alias %q has no target; give it an address.", name)
 			}
-			key := strings.ToLower(name)
-			targets[key] = list
-			where[key] = a.Range
+			defs[strings.ToLower(name)] = &aliasDef{targets: list, rng: a.Range, origin: fmt.Sprintf("%s:%d", a.Range.Filename, a.Range.Start.Line)}
+		}
+	}
+	r := &aliasResolver{defs: defs, hostname: v.hostname}
+	if a := raw.Catchall; a != nil {
+		list := v.targetList(a, "local_catchall")
+		if len(list) == 0 {
+			v.errf(a.Range, "Empty local_catchall", "local_catchall has no address; give it one, like \"admin@example.com\", or remove it so that mail to unknown local names is refused.")
+		}
+		// The catch-all is resolved without itself: "root" as catch-all
+		// with root undefined would otherwise point at itself.
+		out, problem := r.expandList(list, nil)
+		if problem != "" {
+			v.errf(a.Range, "Invalid local_catchall", "local_catchall: %s.", problem)
+		} else {
+			r.catchall = out
 		}
 	}
 	resolved := map[string][]string{}
-	for _, name := range sortedKeys(targets) {
-		var out []string
-		seen := map[string]bool{}
-		var walk func(n string, stack []string) bool
-		walk = func(n string, stack []string) bool {
-			for _, s := range stack {
-				if s == n {
-					v.errf(where[name], "Alias loop", "aliases loop: %s → %s; break the cycle by pointing one of them at a full address.", strings.Join(stack, " → "), n)
-					return false
-				}
-			}
-			for _, t := range targets[n] {
-				if strings.Contains(t, "@") {
-					if !ValidAddress(t) {
-						v.errf(where[n], "Invalid alias target", "alias %q points at %q, which is not a valid address.", n, t)
-						return false
-					}
-					if !seen[strings.ToLower(t)] {
-						seen[strings.ToLower(t)] = true
-						out = append(out, t)
-					}
-					continue
-				}
-				lt := strings.ToLower(t)
-				if _, ok := targets[lt]; !ok {
-					v.errf(where[n], "Unresolved alias", "alias %q points at the local name %q, which no alias defines; add %s = \"someone@example.com\" or use a full address.", n, t, t)
-					return false
-				}
-				if !walk(lt, append(stack, n)) {
-					return false
-				}
-			}
-			return true
-		}
-		if walk(name, nil) {
-			resolved[name] = out
+	origin := map[string]string{}
+	for _, name := range sortedKeys(defs) {
+		d := defs[name]
+		out, problem := r.expandList(d.targets, []string{name})
+		switch {
+		case problem == "":
+			resolved[name], origin[name] = out, d.origin
+		case d.file:
+			v.warnf("%s: %s: %s; mail to %s is refused (550) until this is fixed", d.origin, name, problem, name)
+		default:
+			v.errf(d.rng, "Invalid alias", "alias %q: %s.", name, problem)
 		}
 	}
-	return resolved
+	return resolved, origin, r.catchall
+}
+
+// targetList reads an alias value or local_catchall: an address, a
+// comma-separated string of them, or a list.
+func (v *validator) targetList(a *hcl.Attribute, what string) []string {
+	val, d := a.Expr.Value(nil)
+	if d.HasErrors() {
+		v.diags = append(v.diags, d...)
+		return nil
+	}
+	var list []string
+	switch {
+	case val.Type() == cty.String && !val.IsNull():
+		list = splitTargets(val.AsString())
+	case val.CanIterateElements():
+		for it := val.ElementIterator(); it.Next(); {
+			_, e := it.Element()
+			if e.Type() != cty.String || e.IsNull() {
+				v.errf(a.Range, "Invalid alias", "%s must be an address or a list of addresses, like [\"ops@example.com\", \"alice\"].", what)
+				return nil
+			}
+			list = append(list, splitTargets(e.AsString())...)
+		}
+	default:
+		v.errf(a.Range, "Invalid alias", "%s must be an address or a list of addresses, like [\"ops@example.com\", \"alice\"].", what)
+	}
+	return list
+}
+
+// aliasResolver follows local names through the aliases to addresses
+// with a domain.
+type aliasResolver struct {
+	defs     map[string]*aliasDef
+	hostname string
+	catchall []string // where a local name with no alias goes; nil: nowhere
+}
+
+// expandList resolves targets; stack holds the names being expanded, to
+// catch loops. problem, when not "", says why the targets lead nowhere.
+func (r *aliasResolver) expandList(targets []string, stack []string) (out []string, problem string) {
+	seen := map[string]bool{}
+	add := func(a string) {
+		if !seen[strings.ToLower(a)] {
+			seen[strings.ToLower(a)] = true
+			out = append(out, a)
+		}
+	}
+	var walk func(targets []string, stack []string) string
+	walk = func(targets []string, stack []string) string {
+		for _, t := range targets {
+			// "\name" is the local mailbox of name, not its alias:
+			// Outbox has no local mailboxes, so it is an unaliased name.
+			if IsPlaceholder(t) {
+				// Reported on its own; followed as a name, it would
+				// also bring errors about what it leads to.
+				add(t)
+				continue
+			}
+			mailbox := strings.HasPrefix(t, `\`)
+			t = strings.TrimPrefix(t, `\`)
+			name := strings.ToLower(t)
+			if i := strings.LastIndexByte(t, '@'); i >= 0 {
+				if !ValidAddress(t) {
+					return fmt.Sprintf("%q is not a valid address", t)
+				}
+				if !isLocalDomain(t[i+1:], r.hostname) {
+					add(t)
+					continue
+				}
+				// root@localhost is the local name root again.
+				name = strings.ToLower(t[:i])
+			} else if !ValidLocalName(t) {
+				return fmt.Sprintf("%q is neither an address nor a local name", t)
+			}
+			d, defined := r.defs[name]
+			if defined && !mailbox {
+				for _, s := range stack {
+					if s == name {
+						return fmt.Sprintf("aliases loop: %s → %s; break the cycle by pointing one of them at a full address", strings.Join(stack, " → "), name)
+					}
+				}
+				if p := walk(d.targets, append(stack, name)); p != "" {
+					return p
+				}
+				continue
+			}
+			if r.catchall == nil {
+				return fmt.Sprintf("the local name %q has no alias and local_catchall is not set; add %s = \"someone@example.com\" to the aliases block, use a full address, or set local_catchall", t, name)
+			}
+			for _, a := range r.catchall {
+				add(a)
+			}
+		}
+		return ""
+	}
+	if p := walk(targets, stack); p != "" {
+		return nil, p
+	}
+	return out, ""
 }
 
 func splitTargets(s string) []string {

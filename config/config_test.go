@@ -574,11 +574,34 @@ aliases {
 	}
 }
 
+// TestAliasesFileMissing: Debian may ship no /etc/aliases, and the
+// packaged configuration names it anyway, so a missing file is a warning.
 func TestAliasesFileMissing(t *testing.T) {
 	dir := t.TempDir()
-	path := inWrite(t, dir, "relay.hcl", `aliases_file = "nosuch"`+minimal)
-	_, err := Load(path)
-	if err == nil || !strings.Contains(err.Error(), path+":1:") {
+	path := inWrite(t, dir, "relay.hcl", `hostname = "relay.test"
+aliases_file = "nosuch"
+aliases { root = "ops@example.com" }`+minimal)
+	cfg, err := Load(path)
+	if err != nil {
+		t.Fatalf("missing aliases_file: %v", err)
+	}
+	if len(cfg.Warnings) != 1 || !strings.Contains(cfg.Warnings[0], filepath.Join(dir, "nosuch")) {
+		t.Errorf("warnings = %q, want one naming the missing file", cfg.Warnings)
+	}
+	if got := fmt.Sprint(cfg.Aliases["root"]); got != "[ops@example.com]" {
+		t.Errorf("root = %s", got)
+	}
+}
+
+// TestAliasesFileUnreadable: a file that exists but cannot be read is an
+// error, unlike a missing one.
+func TestAliasesFileUnreadable(t *testing.T) {
+	dir := t.TempDir()
+	if err := os.Mkdir(filepath.Join(dir, "aliases"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	path := inWrite(t, dir, "relay.hcl", `aliases_file = "aliases"`+minimal)
+	if _, err := Load(path); err == nil || !strings.Contains(err.Error(), path+":1:") {
 		t.Errorf("err = %v, want a diagnostic at %s:1", err, path)
 	}
 }

@@ -87,6 +87,11 @@ func decodeValue(body hcl.Body, rv reflect.Value, defRange hcl.Range) hcl.Diagno
 			if !ok {
 				continue
 			}
+			if field.Type() == reflect.TypeOf((*hcl.Attribute)(nil)) {
+				// Read by the validator: a value of more than one type.
+				field.Set(reflect.ValueOf(attr))
+				continue
+			}
 			diags = append(diags, decodeAttr(attr, field)...)
 		case "block":
 			diags = append(diags, decodeBlocks(f.name, content.Blocks.OfType(f.name), field)...)

@@ -3,6 +3,7 @@ package relay
 import (
 	"crypto/rand"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"strings"
 	"time"
@@ -15,15 +16,17 @@ import (
 
 // Policy decides which addresses are acceptable and how local names
 // resolve. The SMTP listener and the maildrop importer both use it, so a
-// message is judged the same way whichever door it came through.
+// message is judged the same way whichever door it came through; where
+// a recipient goes is config.ResolveRecipient's decision, which the
+// sendmail shim shares.
 type Policy struct {
 	hostname string
-	aliases  map[string][]string
+	cfg      *config.Config
 }
 
 // NewPolicy builds the address policy from the configuration.
 func NewPolicy(cfg *config.Config) *Policy {
-	return &Policy{hostname: cfg.Hostname, aliases: cfg.Aliases}
+	return &Policy{hostname: cfg.Hostname, cfg: cfg}
 }
 
 func smtpErr(code int, enh smtp.EnhancedCode, format string, args ...any) *smtp.SMTPError {
@@ -48,35 +51,21 @@ func (p *Policy) Sender(from string, local bool) (string, error) {
 	return from, nil
 }
 
-// isLocalDomain reports whether mail to this domain means "this machine".
-func (p *Policy) isLocalDomain(d string) bool {
-	d = strings.ToLower(d)
-	return d == strings.ToLower(p.hostname) || d == "localhost" || d == "localhost.localdomain"
-}
-
 // Recipient checks one recipient and resolves local names ("root",
-// "root@this-host") through the aliases block. A local name without an
-// alias is refused: mail to root must never vanish.
+// "root@this-host") through the aliases, else local_catchall. A local
+// name that goes nowhere is refused: mail to root must never vanish.
 func (p *Policy) Recipient(to string) ([]string, error) {
-	local, domain, hasAt := strings.Cut(to, "@")
-	if hasAt {
-		if i := strings.LastIndexByte(to, '@'); i >= 0 {
-			local, domain = to[:i], to[i+1:]
-		}
-		if !config.ValidAddress(to) {
-			return nil, smtpErr(501, smtp.EnhancedCode{5, 1, 3}, "Bad recipient address syntax <%s>", to)
-		}
-		if !p.isLocalDomain(domain) {
-			return []string{to}, nil
-		}
-	} else if !config.ValidLocalName(to) {
+	r, err := p.cfg.ResolveRecipient(to)
+	switch {
+	case errors.Is(err, config.ErrBadRecipient):
 		return nil, smtpErr(501, smtp.EnhancedCode{5, 1, 3}, "Bad recipient address syntax <%s>", to)
+	case errors.Is(err, config.ErrUnknownLocal):
+		return nil, smtpErr(550, smtp.EnhancedCode{5, 1, 1},
+			"<%s>: local name with no entry in the aliases block of relay.hcl; add %s = \"someone@example.com\" there, or set local_catchall, so this mail has somewhere to go", to, r.Local)
+	case err != nil:
+		return nil, err
 	}
-	if addrs, ok := p.aliases[strings.ToLower(local)]; ok {
-		return addrs, nil
-	}
-	return nil, smtpErr(550, smtp.EnhancedCode{5, 1, 1},
-		"<%s>: local name with no entry in the aliases block of relay.hcl; add %s = \"someone@example.com\" there so this mail has somewhere to go", to, strings.ToLower(local))
+	return r.Addrs, nil
 }
 
 // Header rewrites the header section of a new message. For local

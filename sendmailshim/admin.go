@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -167,19 +168,90 @@ func printable(s string) string {
 	}, s)
 }
 
-// newaliases is -bi: the aliases are checked when the configuration
-// loads; say how many there are and where they come from, with the
-// warnings for aliases_file lines that were skipped.
+// newaliases is -bi: the aliases (aliases_file and the aliases block)
+// are read and checked when the configuration loads. It prints how many
+// each source holds, as Sendmail's newaliases does ("/etc/aliases: 12
+// aliases"), each problem as a warning naming its file and line, then
+// asks a running daemon to reload (SIGHUP), which only root and the
+// daemon's user may do. There is no aliases.db to rebuild: the daemon
+// reads the text files at start and at each reload.
 func (s *shim) newaliases() error {
-	where := "aliases block"
-	if s.cfg.AliasesFile != "" {
-		where += " and aliases_file " + s.cfg.AliasesFile
-	}
 	for _, w := range s.cfg.Warnings {
 		fmt.Fprintf(s.stderr, "%s: warning: %s\n", s.prog, w)
 	}
-	fmt.Fprintf(s.stdout, "%s: %d aliases in %s (%s)\n", s.prog, len(s.cfg.Aliases), s.cfg.Path, where)
+	for _, p := range s.cfg.Placeholders {
+		fmt.Fprintf(s.stderr, "%s: warning: %s\n", s.prog, p)
+	}
+	fromFile := 0
+	for _, o := range s.cfg.AliasOrigin {
+		if s.cfg.AliasesFile != "" && strings.HasPrefix(o, s.cfg.AliasesFile+":") {
+			fromFile++
+		}
+	}
+	if s.cfg.AliasesFile != "" {
+		fmt.Fprintf(s.stdout, "%s: %d aliases\n", s.cfg.AliasesFile, fromFile)
+	}
+	fmt.Fprintf(s.stdout, "%s: %d aliases (aliases block)\n", s.cfg.Path, len(s.cfg.Aliases)-fromFile)
+	if len(s.cfg.LocalCatchall) > 0 {
+		fmt.Fprintf(s.stdout, "%s: other local names go to %s (local_catchall)\n", s.cfg.Path, strings.Join(s.cfg.LocalCatchall, ", "))
+	}
+	reload := s.reload
+	if reload == nil {
+		reload = signalDaemon
+	}
+	pid, err := reload(s.cfg.Admin.Socket)
+	switch {
+	case err == nil:
+		fmt.Fprintf(s.stdout, "%s: asked the daemon (pid %d) to reload\n", s.prog, pid)
+	case errors.Is(err, errDaemonDown):
+		fmt.Fprintf(s.stdout, "%s: the daemon is not running; it reads the aliases when it starts\n", s.prog)
+	default:
+		fmt.Fprintf(s.stderr, "%s: cannot ask the daemon to reload (%v); it reads the aliases at its next reload: run newaliases as root, or systemctl reload outbox\n", s.prog, err)
+	}
 	return nil
+}
+
+// signalDaemon sends SIGHUP to the daemon and returns its process ID. The
+// daemon is found as the process that listens on the admin socket, whose
+// credentials the kernel reports (SO_PEERCRED): no PID file that could go
+// stale or name another process. The kernel's own rule decides who may
+// signal it: root and the daemon's user.
+func signalDaemon(socket string) (int, error) {
+	conn, err := net.DialTimeout("unix", socket, 5*time.Second)
+	if err != nil {
+		if errors.Is(err, syscall.ENOENT) || errors.Is(err, syscall.ECONNREFUSED) {
+			return 0, errDaemonDown
+		}
+		return 0, err
+	}
+	defer conn.Close()
+	raw, err := conn.(*net.UnixConn).SyscallConn()
+	if err != nil {
+		return 0, err
+	}
+	var (
+		cred *syscall.Ucred
+		cerr error
+	)
+	if err := raw.Control(func(fd uintptr) {
+		cred, cerr = syscall.GetsockoptUcred(int(fd), syscall.SOL_SOCKET, syscall.SO_PEERCRED)
+	}); err != nil {
+		return 0, err
+	}
+	if cerr != nil {
+		return 0, cerr
+	}
+	pid := int(cred.Pid)
+	// 0: the daemon is in a PID namespace we cannot see. 1: systemd
+	// itself holds the socket (socket activation), and SIGHUP would make
+	// it reload its own units instead.
+	if pid <= 1 || pid == os.Getpid() {
+		return 0, fmt.Errorf("the admin socket %s is held by process %d, not by the daemon", socket, pid)
+	}
+	if err := syscall.Kill(pid, syscall.SIGHUP); err != nil {
+		return pid, fmt.Errorf("pid %d: %w", pid, err)
+	}
+	return pid, nil
 }
 
 // flush is -q: ask the daemon to retry the queue now.
@@ -196,7 +268,8 @@ func (s *shim) flush() error {
 }
 
 // verify is -bv: say for each recipient whether mail to it would be
-// taken, without sending anything.
+// taken, without sending anything. The answer is the daemon's own:
+// config.ResolveRecipient decides for both.
 func (s *shim) verify() error {
 	if len(s.opts.Recipients) == 0 {
 		return fail(ExitUsage, "-bv needs recipients")
@@ -210,17 +283,20 @@ func (s *shim) verify() error {
 			continue
 		}
 		for _, a := range list {
+			r, err := s.cfg.ResolveRecipient(a)
 			switch {
-			case strings.Contains(a, "@") && config.ValidAddress(a):
-				fmt.Fprintf(s.stdout, "%s... deliverable: relayed upstream\n", a)
-			case !strings.Contains(a, "@") && s.cfg.Aliases[strings.ToLower(a)] != nil:
-				fmt.Fprintf(s.stdout, "%s... deliverable: alias for %s\n", a, strings.Join(s.cfg.Aliases[strings.ToLower(a)], ", "))
-			case !strings.Contains(a, "@"):
-				fmt.Fprintf(s.stdout, "%s... User unknown: not in the aliases of %s\n", a, s.cfg.Path)
+			case errors.Is(err, config.ErrUnknownLocal):
+				fmt.Fprintf(s.stdout, "%s... User unknown: no alias in %s, and no local_catchall\n", a, s.cfg.Path)
 				bad = true
-			default:
+			case err != nil:
 				fmt.Fprintf(s.stdout, "%s... not a valid address\n", a)
 				bad = true
+			case r.Via == "alias":
+				fmt.Fprintf(s.stdout, "%s... deliverable: alias for %s\n", a, strings.Join(r.Addrs, ", "))
+			case r.Via == "local_catchall":
+				fmt.Fprintf(s.stdout, "%s... deliverable: no alias; local_catchall %s\n", a, strings.Join(r.Addrs, ", "))
+			default:
+				fmt.Fprintf(s.stdout, "%s... deliverable: relayed upstream\n", a)
 			}
 		}
 	}

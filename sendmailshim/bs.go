@@ -106,10 +106,8 @@ func (b *bsSession) Rcpt(to string, opts *smtp.RcptOptions) error {
 		if !config.ValidAddress(to) {
 			return errBadRcpt
 		}
-		if name, ok := b.s.localName(to); ok {
-			if _, ok := b.s.cfg.Aliases[strings.ToLower(name)]; !ok {
-				return errNoUser
-			}
+		if _, err := b.s.cfg.ResolveRecipient(to); errors.Is(err, config.ErrUnknownLocal) {
+			return errNoUser
 		}
 		b.env.rcpts = append(b.env.rcpts, to)
 		return nil

@@ -235,7 +235,7 @@ func TestCallerGitSendEmail(t *testing.T) {
 func TestBinaryNames(t *testing.T) {
 	e := newE2E(t)
 	out, err := e.command(filepath.Join(e.bin, "newaliases")).CombinedOutput()
-	if err != nil || !strings.HasPrefix(string(out), "newaliases: 2 aliases in ") {
+	if err != nil || !strings.HasPrefix(string(out), e.cfg+": 2 aliases (aliases block)\n") {
 		t.Errorf("newaliases: %v %q", err, out)
 	}
 	out, err = e.command(filepath.Join(e.bin, "mailq")).CombinedOutput()

@@ -300,11 +300,12 @@ func daemonFailure(err error) error {
 // drop writes the message into the maildrop folder, where the daemon
 // picks it up when it runs. why is the reason the daemon was not used.
 func (s *shim) drop(env *envelope, msg *content, why error) error {
+	// The daemon checks each recipient when it imports the file; check
+	// them now with the same function, so that the caller still learns
+	// of an unknown local name.
 	for _, r := range env.rcpts {
-		if name, ok := s.localName(r); ok {
-			if _, ok := s.cfg.Aliases[strings.ToLower(name)]; !ok {
-				return fail(ExitNoUser, "%s: unknown local name: no entry in the aliases block of %s; nothing was sent", name, s.cfgPath)
-			}
+		if res, err := s.cfg.ResolveRecipient(r); errors.Is(err, config.ErrUnknownLocal) {
+			return fail(ExitNoUser, "%s: unknown local name: no entry in the aliases block of %s, and no local_catchall; nothing was sent", res.Local, s.cfgPath)
 		}
 	}
 	md := &maildrop.Envelope{
@@ -345,18 +346,4 @@ func allASCII(list []string) bool {
 		}
 	}
 	return true
-}
-
-// localName returns the local part of addr when addr means a user of this
-// machine: no domain, or the configured hostname or localhost as domain.
-func (s *shim) localName(addr string) (string, bool) {
-	i := strings.LastIndexByte(addr, '@')
-	if i < 0 {
-		return addr, true
-	}
-	switch d := strings.ToLower(addr[i+1:]); d {
-	case strings.ToLower(s.cfg.Hostname), "localhost", "localhost.localdomain":
-		return addr[:i], true
-	}
-	return "", false
 }

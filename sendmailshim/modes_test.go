@@ -133,17 +133,18 @@ func TestNewaliases(t *testing.T) {
 	os.WriteFile(filepath.Join(dir, "aliases"), []byte("# comment\nwww-data: root\nbackup: |/usr/bin/prog\nabuse: a@example.com, b@example.com\n"), 0o644)
 	cfg := writeConfig(t, dir, `aliases_file = "aliases"`+"\n")
 	code, out, stderr := runWith(t, nil, "newaliases", cfg)
-	want := fmt.Sprintf("newaliases: 4 aliases in %s (aliases block and aliases_file %s)\n", cfg, filepath.Join(dir, "aliases"))
+	want := fmt.Sprintf("%s: 2 aliases\n%s: 2 aliases (aliases block)\nnewaliases: the daemon is not running; it reads the aliases when it starts\n", filepath.Join(dir, "aliases"), cfg)
 	if code != 0 || out != want {
 		t.Errorf("newaliases: %d %q, want %q", code, out, want)
 	}
-	if !strings.Contains(stderr, "aliases:3") || !strings.Contains(stderr, "warning") {
-		t.Errorf("no warning for the pipe line: %q", stderr)
+	if !strings.Contains(stderr, "newaliases: warning: "+filepath.Join(dir, "aliases")+":3: ") {
+		t.Errorf("no warning naming the pipe line: %q", stderr)
 	}
-	cfg2 := writeConfig(t, testDir(t), "")
+	cfg2 := writeConfig(t, testDir(t), `local_catchall = "root"`)
 	code, out, _ = runWith(t, nil, "sendmail", cfg2, "-bi")
-	if code != 0 || !strings.HasSuffix(out, "(aliases block)\n") || !strings.HasPrefix(out, "sendmail: 2 aliases in ") {
-		t.Errorf("-bi: %d %q", code, out)
+	want = fmt.Sprintf("%s: 2 aliases (aliases block)\n%s: other local names go to ops@example.com (local_catchall)\nsendmail: the daemon is not running; it reads the aliases when it starts\n", cfg2, cfg2)
+	if code != 0 || out != want {
+		t.Errorf("-bi: %d %q, want %q", code, out, want)
 	}
 	bad := writeConfig(t, testDir(t), "aliases {\n  loop = \"loop\"\n}\n")
 	if code, _, stderr := runWith(t, nil, "newaliases", bad); code != ExitConfig || stderr == "" {
@@ -158,6 +159,67 @@ func TestVerify(t *testing.T) {
 	}
 	if code, _, _ := runWith(t, nil, "sendmail", cfg, "-bv", "nobody"); code != ExitNoUser {
 		t.Errorf("-bv nobody: %d", code)
+	}
+}
+
+// TestVerifyLikeDaemon: -bv answers as the daemon's policy would,
+// name@hostname and name@localhost included, with and without
+// local_catchall.
+func TestVerifyLikeDaemon(t *testing.T) {
+	cfg := writeConfig(t, testDir(t), "")
+	for _, to := range []string{"nobody@shim.test", "www-data@localhost"} {
+		if code, out, _ := runWith(t, nil, "sendmail", cfg, "-bv", to); code != ExitNoUser || !strings.Contains(out, "User unknown") {
+			t.Errorf("-bv %s: %d %q, want 67 like the daemon's 550", to, code, out)
+		}
+	}
+	catch := writeConfig(t, testDir(t), `local_catchall = "admin@example.org"`)
+	code, out, _ := runWith(t, nil, "sendmail", catch, "-bv", "www-data", "nobody@shim.test", "alice@localhost", "root")
+	want := "www-data... deliverable: no alias; local_catchall admin@example.org\n" +
+		"nobody@shim.test... deliverable: no alias; local_catchall admin@example.org\n" +
+		"alice@localhost... deliverable: no alias; local_catchall admin@example.org\n" +
+		"root... deliverable: alias for ops@example.com\n"
+	if code != 0 || out != want {
+		t.Errorf("-bv with local_catchall: %d %q, want %q", code, out, want)
+	}
+}
+
+// TestCatchallDaemonDown: while the daemon is down, the shim takes mail
+// for a local name with no alias when local_catchall is set (and refuses
+// it, 67, when not), as the daemon would.
+func TestCatchallDaemonDown(t *testing.T) {
+	for _, tc := range []struct {
+		extra string
+		code  int
+	}{{"", ExitNoUser}, {`local_catchall = "root"`, 0}} {
+		dir := testDir(t)
+		cfg := writeConfig(t, dir, tc.extra)
+		var errb bytes.Buffer
+		code := Main([]string{"sendmail", "www-data"}, strings.NewReader("Subject: cron\n\nout\n"), io.Discard, &errb,
+			[]string{"OUTBOX_CONFIG=" + cfg, "LOGNAME=www-data"})
+		if code != tc.code {
+			t.Errorf("%q: exit %d, want %d: %s", tc.extra, code, tc.code, errb.String())
+		}
+		names, _ := maildrop.List(filepath.Join(dir, "var", "maildrop"))
+		if want := map[bool]int{true: 1, false: 0}[tc.code == 0]; len(names) != want {
+			t.Errorf("%q: maildrop holds %d files, want %d", tc.extra, len(names), want)
+		}
+	}
+}
+
+// TestPlaceholdersShim: the shim takes mail with the packaged placeholders
+// still in relay.hcl (it waits in the maildrop folder, since the daemon
+// does not start), and newaliases lists them.
+func TestPlaceholdersShim(t *testing.T) {
+	dir := testDir(t)
+	cfg := writeConfig(t, dir, `local_catchall = "CHANGE-ME@example.com"`)
+	var errb bytes.Buffer
+	if code := Main([]string{"sendmail", "root", "www-data"}, strings.NewReader("Subject: x\n\nx\n"), io.Discard, &errb,
+		[]string{"OUTBOX_CONFIG=" + cfg, "LOGNAME=tester"}); code != 0 {
+		t.Errorf("sendmail with a placeholder: exit %d: %s", code, errb.String())
+	}
+	_, _, stderr := runWith(t, nil, "newaliases", cfg)
+	if !strings.Contains(stderr, `placeholder value "CHANGE-ME@example.com" in local_catchall`) {
+		t.Errorf("newaliases does not name the placeholder: %q", stderr)
 	}
 }
 

@@ -64,6 +64,8 @@ type shim struct {
 	cfgPath string
 	cfg     *config.Config
 	queue   queueAdmin // mailq and -q; nil: the admin API
+	// reload asks the daemon to reload for newaliases; nil: signalDaemon.
+	reload func(adminSocket string) (pid int, err error)
 }
 
 // Main runs the shim with the process's arguments (args[0] included:
@@ -171,7 +173,10 @@ func (s *shim) loadConfig() error {
 	if s.cfgPath == "" {
 		s.cfgPath = config.DefaultPath
 	}
-	cfg, err := config.Load(s.cfgPath)
+	// Placeholders in the packaged relay.hcl keep the daemon from
+	// starting, not the shim: mail waits in the maildrop folder until the
+	// configuration is filled in.
+	cfg, err := config.LoadAllowingPlaceholders(s.cfgPath)
 	if err != nil {
 		return fail(ExitConfig, "%v", err)
 	}
