@@ -94,7 +94,10 @@ func New(cfg *config.Config, log *slog.Logger, opts Options) (r *Relay, err erro
 	inherited := inheritedSockets()
 	defer inherited.closeRest(log)
 	for _, lc := range cfg.Listen {
-		nl := inherited.take(lc)
+		nl, err := inherited.take(lc)
+		if err != nil {
+			return nil, err
+		}
 		if nl != nil {
 			log.Info("using the socket systemd passed", "address", lc.Address)
 		} else if nl, err = listen(lc); err != nil {
