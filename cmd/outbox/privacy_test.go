@@ -261,6 +261,15 @@ func TestQueueShowPermission(t *testing.T) {
 	if code, out, errs := e.run(0, "queue", "show", www); code != 0 || !strings.Contains(out, "Subject: subject-of-www-data") {
 		t.Errorf("root, daemon down: exit %d\n%s%s", code, out, errs)
 	}
+	// The package leaves the spool folder 0755 (the maildrop is in it): the
+	// file's own mode, 0600, keeps others out.
+	if err := os.Chmod(filepath.Join(e.dir, "spool"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	code, out, errs = e.run(uidWWWData, "queue", "show", www)
+	if code != exitNoPerm || !strings.Contains(errs, "readable only by root and the outbox user") || strings.Contains(out, "subject-of-") {
+		t.Errorf("www-data, daemon down, spool folder 0755: exit %d, want %d and a clear refusal\n%s%s", code, exitNoPerm, out, errs)
+	}
 }
 
 // TestQueueListPrivileged: with admin.queue_list = "privileged", only
