@@ -71,7 +71,8 @@ func newAdminServer(r *Relay) (*adminServer, error) {
 		}
 		mm := http.NewServeMux()
 		mm.Handle("GET /metrics", r.metrics.handler())
-		a.metricsL = ml
+		// Any local user can reach this port too: the same cap applies.
+		a.metricsL = &adminListener{Listener: ml, max: adminLimits.maxConns}
 		a.metricsSrv = newAdminHTTP(mm)
 	}
 	a.srv = newAdminHTTP(mux)

@@ -237,6 +237,17 @@ func TestQueueShowPermission(t *testing.T) {
 		}
 	}
 
+	// Managing the queue is for root and the daemon's user, even for the
+	// submitter.
+	for _, uid := range []uint32{uidNobody, uidWWWData} {
+		if code, out, errs := e.run(uid, "queue", "delete", www); code != exitNoPerm || !strings.Contains(errs, "need root or the outbox user") {
+			t.Errorf("uid %d: queue delete: exit %d, want %d and a refusal\n%s%s", uid, code, exitNoPerm, out, errs)
+		}
+	}
+	if _, err := e.r.Spool().Get(www); err != nil {
+		t.Errorf("after refused deletes: %v", err)
+	}
+
 	// The listing stays open to everyone (admin.queue_list defaults to
 	// "all") and shows the envelope only.
 	code, out, errs := e.run(uidNobody, "queue", "ls", "--json")
