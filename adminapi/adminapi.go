@@ -16,6 +16,7 @@ import (
 	"net/url"
 	"os"
 	"sort"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -80,6 +81,21 @@ func NewClient(socket string) *Client {
 // ErrNotRunning means nothing answers on the admin socket.
 var ErrNotRunning = errors.New("the outbox daemon is not running (nothing answers on the admin socket)")
 
+// ErrForbidden matches (errors.Is) the daemon's refusal of a request for
+// the caller's uid, and a spool file the caller may not read.
+var ErrForbidden = errors.New("permission denied")
+
+// Error is a refusal from the daemon: its HTTP status and its message.
+type Error struct {
+	Status  int
+	Message string
+}
+
+func (e *Error) Error() string { return e.Message }
+
+// Is makes a 403 match ErrForbidden.
+func (e *Error) Is(target error) bool { return target == ErrForbidden && e.Status == 403 }
+
 func (c *Client) do(ctx context.Context, method, path string, q url.Values, out any) error {
 	var d net.Dialer
 	conn, err := d.DialContext(ctx, "unix", c.socket)
@@ -121,7 +137,8 @@ func (c *Client) do(ctx context.Context, method, path string, q url.Values, out 
 		return fmt.Errorf("admin socket %s: %w", c.socket, err)
 	}
 	if code != "200" {
-		return errors.New(strings.TrimSpace(string(body)))
+		n, _ := strconv.Atoi(code)
+		return &Error{Status: n, Message: strings.TrimSpace(string(body))}
 	}
 	if out == nil {
 		return nil
@@ -175,8 +192,13 @@ func ListQueue(ctx context.Context, cfg *config.Config) ([]Message, error) {
 	}
 	if _, serr := os.Stat(cfg.Spool.Path); errors.Is(serr, os.ErrNotExist) {
 		return []Message{}, nil
+	} else if errors.Is(serr, os.ErrPermission) {
+		return nil, SpoolDenied(cfg.Spool.Path)
 	}
 	s, err := spool.Open(cfg.Spool.Path, spool.Options{ReadOnly: true, Timeout: 2 * time.Second})
+	if errors.Is(err, os.ErrPermission) {
+		return nil, SpoolDenied(cfg.Spool.Path)
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -186,6 +208,13 @@ func ListQueue(ctx context.Context, cfg *config.Config) ([]Message, error) {
 		return nil, err
 	}
 	return Convert(list), nil
+}
+
+// SpoolDenied is the error for a spool file the caller may not read: the
+// daemon is down, so the queue can only be read from the file, which
+// (like its folder) is for root and the outbox user alone.
+func SpoolDenied(path string) error {
+	return fmt.Errorf("%w: the daemon is not running, and its spool %s is readable only by root and the outbox user; start the daemon (systemctl start outbox) or run this as root", ErrForbidden, path)
 }
 
 // Convert turns spool envelopes into the listing, oldest first.

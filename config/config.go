@@ -83,6 +83,9 @@ type Admin struct {
 	Socket string
 	// MetricsAddress, when set, serves /metrics over HTTP on host:port.
 	MetricsAddress string
+	// QueueList says who may list the queue: "all" (the default, as
+	// Postfix's mailq) or "privileged" (root and the daemon's user).
+	QueueList string
 }
 
 // Queue holds the retry schedule.
@@ -181,6 +184,7 @@ type rawSpool struct {
 type rawAdmin struct {
 	Socket         string   `hcl:"socket,optional"`
 	MetricsAddress string   `hcl:"metrics_address,optional"`
+	QueueList      string   `hcl:"queue_list,optional"`
 	Body           hcl.Body `hcl:",body"`
 }
 
@@ -466,6 +470,13 @@ func (v *validator) build(path string, raw *rawFile) *Config {
 			v.errf(attrRange(a.Body, "metrics_address"), "Invalid metrics_address", "metrics_address = %q must be \"host:port\", like \"127.0.0.1:9466\".", a.MetricsAddress)
 		}
 		cfg.Admin.MetricsAddress = a.MetricsAddress
+	}
+	cfg.Admin.QueueList = "all"
+	if a := raw.Admin; a != nil && a.QueueList != "" {
+		if a.QueueList != "all" && a.QueueList != "privileged" {
+			v.errf(attrRange(a.Body, "queue_list"), "Invalid queue_list", "queue_list = %q; write \"all\" (everyone may list the queue) or \"privileged\" (root and the outbox user only).", a.QueueList)
+		}
+		cfg.Admin.QueueList = a.QueueList
 	}
 
 	for i := range raw.Listen {

@@ -18,7 +18,8 @@ func TestSocketActivation(t *testing.T) {
   port = 9
   tls  = "none"
 }`, `listen {
-  address = "unix:submit.sock"
+  address     = "unix:submit.sock"
+  socket_mode = "0660"
 }
 queue {
   retry_initial = "1h"
@@ -35,6 +36,9 @@ queue {
 	}
 	ul.(*net.UnixListener).SetUnlinkOnClose(false)
 	defer ul.Close()
+	if err := os.Chmod(sock, 0o666); err != nil { // systemd's default SocketMode
+		t.Fatal(err)
+	}
 	tf, err := tl.(*net.TCPListener).File()
 	if err != nil {
 		t.Fatal(err)
@@ -47,6 +51,12 @@ queue {
 
 	d := e.start()
 	d.waitLog("using the socket systemd passed", 2, 10*time.Second)
+	// socket_mode applies to a socket systemd made too.
+	if fi, err := os.Stat(sock); err != nil {
+		t.Error(err)
+	} else if m := fi.Mode().Perm(); m != 0o660 {
+		t.Errorf("systemd's socket has mode %04o; want socket_mode 0660 applied", m)
+	}
 	l := newLedger()
 	for i, addr := range []string{e.addr, "unix:" + sock} {
 		m := newMessage("act", i, 2048)

@@ -1,8 +1,10 @@
 package relay
 
 import (
+	"fmt"
 	"log/slog"
 	"net"
+	"os"
 
 	"github.com/coreos/go-systemd/v22/activation"
 
@@ -28,19 +30,41 @@ func inheritedSockets() sockets {
 }
 
 // take returns the inherited socket for a listen block, nil if systemd
-// passed none for its address.
-func (s sockets) take(lc config.Listen) net.Listener {
+// passed none for its address. A unix socket gets the block's
+// socket_mode, as one the daemon opens itself does: systemd created it
+// with outbox.socket's SocketMode=, and the operator who restricts
+// socket_mode in relay.hcl expects that restriction whoever made the
+// socket. When the mode cannot be set (systemd made the socket as root
+// and the daemon runs as outbox), start-up stops rather than serve a
+// socket more open than configured.
+func (s sockets) take(lc config.Listen) (net.Listener, error) {
 	key := "unix " + lc.Addr
 	if lc.Network != "unix" {
 		ta, err := net.ResolveTCPAddr("tcp", lc.Addr)
 		if err != nil {
-			return nil
+			return nil, nil
 		}
 		key = "tcp " + ta.String()
 	}
 	l := s[key]
 	delete(s, key)
-	return l
+	if l == nil || lc.Network != "unix" {
+		return l, nil
+	}
+	fi, err := os.Stat(lc.Addr)
+	if err != nil {
+		l.Close()
+		return nil, fmt.Errorf("listen on %s (passed by systemd): %w", lc.Address, err)
+	}
+	if fi.Mode().Perm() == lc.SocketMode.Perm() {
+		return l, nil
+	}
+	if err := os.Chmod(lc.Addr, lc.SocketMode); err != nil {
+		l.Close()
+		return nil, fmt.Errorf("listen on %s (passed by systemd): setting socket_mode %04o: %w; set SocketMode=%04o in outbox.socket to match",
+			lc.Address, lc.SocketMode.Perm(), err, lc.SocketMode.Perm())
+	}
+	return l, nil
 }
 
 // closeRest closes the sockets no listen block asked for.

@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/outbox-mta/outbox/adminapi"
@@ -19,9 +20,11 @@ import (
 )
 
 // adminServer answers queue commands on a unix socket. Anyone may list
-// the queue and ask for a flush, as with Postfix's mailq and sendmail -q;
-// hold, release and delete need root or the daemon's own user, checked
-// from the socket's peer credentials.
+// the queue (unless admin.queue_list = "privileged") and ask for a flush,
+// as with Postfix's mailq and sendmail -q; a message's content is for
+// root, the daemon's own user and the user who submitted it; hold,
+// release and delete need root or the daemon's own user. The caller is
+// known from the socket's peer credentials.
 type adminServer struct {
 	r   *Relay
 	l   net.Listener
@@ -50,7 +53,7 @@ func newAdminServer(r *Relay) (*adminServer, error) {
 		l.Close()
 		return nil, fmt.Errorf("admin socket: %w", err)
 	}
-	a := &adminServer{r: r, l: l}
+	a := &adminServer{r: r, l: &adminListener{Listener: l, max: adminLimits.maxConns}}
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /queue", a.queue)
 	mux.HandleFunc("GET /show", a.show)
@@ -68,17 +71,120 @@ func newAdminServer(r *Relay) (*adminServer, error) {
 		}
 		mm := http.NewServeMux()
 		mm.Handle("GET /metrics", r.metrics.handler())
-		a.metricsL = ml
-		a.metricsSrv = &http.Server{Handler: mm, ReadHeaderTimeout: 10 * time.Second}
+		// Any local user can reach this port too: the same cap applies.
+		a.metricsL = &adminListener{Listener: ml, max: adminLimits.maxConns}
+		a.metricsSrv = newAdminHTTP(mm)
 	}
-	a.srv = &http.Server{
-		Handler:           mux,
-		ReadHeaderTimeout: 10 * time.Second,
-		ConnContext: func(ctx context.Context, c net.Conn) context.Context {
-			return context.WithValue(ctx, peerKey{}, identify(c))
-		},
+	a.srv = newAdminHTTP(mux)
+	a.srv.ConnContext = func(ctx context.Context, c net.Conn) context.Context {
+		if ac, ok := c.(*adminConn); ok {
+			return context.WithValue(ctx, peerKey{}, ac.peer)
+		}
+		return ctx
 	}
 	return a, nil
+}
+
+// adminLimits bound what local users can hold on the admin socket. Every
+// user may connect to it (listing is open, as Postfix's mailq), so
+// without them one user could open connections, send nothing, and leave
+// the daemon short of file descriptors and goroutines.
+var adminLimits = struct {
+	// maxConns caps concurrent connections from users other than root
+	// and the daemon's own; theirs are never refused, so the operator's
+	// commands work during a flood.
+	maxConns int
+	// readHeader, read, write and idle are the http.Server timeouts. A
+	// request has no body; a reply is at most a listing of the queue.
+	readHeader, read, write, idle time.Duration
+}{64, 5 * time.Second, 10 * time.Second, time.Minute, 30 * time.Second}
+
+func newAdminHTTP(h http.Handler) *http.Server {
+	return &http.Server{
+		Handler:           h,
+		ReadHeaderTimeout: adminLimits.readHeader,
+		ReadTimeout:       adminLimits.read,
+		WriteTimeout:      adminLimits.write,
+		IdleTimeout:       adminLimits.idle,
+		MaxHeaderBytes:    16 << 10,
+	}
+}
+
+// adminListener identifies each caller and caps the connections of
+// ordinary users: beyond adminLimits.maxConns they get a 503 at once and
+// are closed, instead of waiting unseen in the backlog.
+type adminListener struct {
+	net.Listener
+	max int
+
+	mu sync.Mutex
+	n  int // open connections of ordinary users
+}
+
+func (l *adminListener) Accept() (net.Conn, error) {
+	for {
+		c, err := l.Listener.Accept()
+		if err != nil {
+			return nil, err
+		}
+		ac := &adminConn{Conn: c, peer: identify(c)}
+		if !privileged(ac.peer) {
+			l.mu.Lock()
+			full := l.n >= l.max
+			if !full {
+				l.n++
+				ac.l = l
+			}
+			l.mu.Unlock()
+			if full {
+				c.SetWriteDeadline(time.Now().Add(time.Second))
+				io.WriteString(c, "HTTP/1.0 503 Service Unavailable\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n"+
+					"too many connections to the admin socket; try again in a few seconds\n")
+				c.Close()
+				continue
+			}
+		}
+		return ac, nil
+	}
+}
+
+// adminConn is one admin connection and who opened it.
+type adminConn struct {
+	net.Conn
+	peer peer
+	l    *adminListener // set when the connection counts against the cap
+	once sync.Once
+}
+
+func (c *adminConn) Close() error {
+	c.once.Do(func() {
+		if c.l != nil {
+			c.l.mu.Lock()
+			c.l.n--
+			c.l.mu.Unlock()
+		}
+	})
+	return c.Conn.Close()
+}
+
+// privileged reports whether the caller is root or the daemon's own user:
+// they may read every message and hold, release and delete.
+func privileged(p peer) bool {
+	return p.unix && (p.uid == 0 || (p.uid > 0 && p.uid == os.Getuid()))
+}
+
+// mayRead reports whether the caller may read message m: a privileged
+// user, or the local user who submitted it. UID 0 on a message means root
+// or not a local user (SMTP over TCP), so only privileged users read it.
+func mayRead(p peer, m *spool.Message) bool {
+	return privileged(p) || (p.unix && p.uid > 0 && m.UID != 0 && uint32(p.uid) == m.UID)
+}
+
+// caller returns the peer the request came from; the zero peer, which is
+// not privileged, if unknown.
+func caller(r *http.Request) peer {
+	p, _ := r.Context().Value(peerKey{}).(peer)
+	return p
 }
 
 func (a *adminServer) serve() error {
@@ -104,7 +210,11 @@ func writeJSON(w http.ResponseWriter, v any) {
 	json.NewEncoder(w).Encode(v)
 }
 
-func (a *adminServer) queue(w http.ResponseWriter, _ *http.Request) {
+func (a *adminServer) queue(w http.ResponseWriter, r *http.Request) {
+	if a.r.cfg.Admin.QueueList == "privileged" && !privileged(caller(r)) {
+		http.Error(w, "permission denied: only root and the outbox user may list the queue here (admin.queue_list = \"privileged\")", http.StatusForbidden)
+		return
+	}
 	list, err := a.r.spool.List()
 	if err != nil {
 		http.Error(w, err.Error(), http.StatusInternalServerError)
@@ -124,7 +234,16 @@ func (a *adminServer) stats(w http.ResponseWriter, _ *http.Request) {
 }
 
 func (a *adminServer) show(w http.ResponseWriter, r *http.Request) {
-	text, err := Dump(a.r.spool, r.URL.Query().Get("id"))
+	id := r.URL.Query().Get("id")
+	m, err := a.r.spool.Get(id)
+	if err == nil && !mayRead(caller(r), m) {
+		http.Error(w, "permission denied: only root, the outbox user and the submitting user may read a message", http.StatusForbidden)
+		return
+	}
+	var text string
+	if err == nil {
+		text, err = Dump(a.r.spool, id)
+	}
 	if err != nil {
 		status := http.StatusInternalServerError
 		if errors.Is(err, spool.ErrNotFound) {
@@ -148,7 +267,7 @@ func (a *adminServer) flush(w http.ResponseWriter, _ *http.Request) {
 type peerKey struct{}
 
 func (a *adminServer) act(w http.ResponseWriter, r *http.Request) {
-	if p, ok := r.Context().Value(peerKey{}).(peer); !ok || (p.uid != 0 && p.uid != os.Getuid()) {
+	if !privileged(caller(r)) {
 		http.Error(w, "permission denied: hold, release and delete need root or the outbox user", http.StatusForbidden)
 		return
 	}

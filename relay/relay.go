@@ -94,7 +94,10 @@ func New(cfg *config.Config, log *slog.Logger, opts Options) (r *Relay, err erro
 	inherited := inheritedSockets()
 	defer inherited.closeRest(log)
 	for _, lc := range cfg.Listen {
-		nl := inherited.take(lc)
+		nl, err := inherited.take(lc)
+		if err != nil {
+			return nil, err
+		}
 		if nl != nil {
 			log.Info("using the socket systemd passed", "address", lc.Address)
 		} else if nl, err = listen(lc); err != nil {
@@ -185,13 +188,13 @@ func buildTarget(cfg *config.Config, u *config.Upstream, log *slog.Logger, histo
 	case u.PasswordEnv != "":
 		sc.Password = upstream.SecretFromEnv(u.PasswordEnv)
 	case u.PasswordCommand != "":
-		sc.Password = upstream.SecretFromCommand(u.PasswordCommand)
+		sc.Password = upstream.SecretFromCommand("password_command", u.PasswordCommand, log.With("upstream", u.Name))
 	}
 	switch {
 	case u.TokenFile != "":
 		sc.Token = upstream.SecretFromFile(u.TokenFile, log)
 	case u.TokenCommand != "":
-		sc.Token = upstream.SecretFromCommand(u.TokenCommand)
+		sc.Token = upstream.SecretFromCommand("token_command", u.TokenCommand, log.With("upstream", u.Name))
 	}
 	if u.TLSSkipVerify {
 		log.Warn("TLS certificate verification is off for this upstream (tls_skip_verify); anyone on the path can read the mail and the password", "upstream", u.Name)

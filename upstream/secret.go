@@ -98,34 +98,64 @@ func SecretFromEnv(name string) SecretFunc {
 // keyring waiting for input) cannot stall deliveries forever.
 var commandTimeout = 30 * time.Second
 
+// maxCommandStderr bounds how much of a helper's stderr reaches the log.
+const maxCommandStderr = 512
+
 // SecretFromCommand runs cmd with /bin/sh -c on every call and uses its
-// standard output, minus one trailing newline. Errors name the command and
-// its exit status, never its output.
-func SecretFromCommand(cmd string) SecretFunc {
+// standard output, minus one trailing newline. key names the setting
+// ("password_command" or "token_command") in messages.
+//
+// The error names neither the command nor anything it printed: it becomes
+// a recipient's last_error, which every local user can list with mailq,
+// and a command line or a helper's complaint may hold a secret. The
+// helper's stderr goes to logger instead, at WARN, bounded and with its
+// stdout (the secret, or part of it) blanked out.
+func SecretFromCommand(key, cmd string, logger *slog.Logger) SecretFunc {
+	if logger == nil {
+		logger = slog.Default()
+	}
 	return func(ctx context.Context) (string, error) {
 		ctx, cancel := context.WithTimeout(ctx, commandTimeout)
 		defer cancel()
 		c := exec.CommandContext(ctx, "/bin/sh", "-c", cmd)
 		var stdout, stderr bytes.Buffer
-		c.Stdout = &stdout
-		c.Stderr = &limitedBuffer{buf: &stderr, max: 512}
+		c.Stdout = &limitedBuffer{buf: &stdout, max: 64 << 10}
+		c.Stderr = &limitedBuffer{buf: &stderr, max: maxCommandStderr}
 		c.WaitDelay = time.Second
-		if err := c.Run(); err != nil {
-			if ctx.Err() != nil {
-				err = fmt.Errorf("%w (timeout %v)", err, commandTimeout)
+		err := c.Run()
+		if ctx.Err() != nil && err != nil {
+			err = fmt.Errorf("%w (timeout %v)", err, commandTimeout)
+		}
+		logged := false
+		if s := strings.TrimSpace(stderr.String()); s != "" {
+			logger.Warn(key+" wrote to stderr", "stderr", redactOutput(s, stdout.String()), "failed", err != nil)
+			logged = true
+		}
+		if err != nil {
+			if logged {
+				return "", fmt.Errorf("%s failed: %v (its stderr is in the log)", key, err)
 			}
-			msg := fmt.Sprintf("password command %q failed: %v", cmd, err)
-			if s := strings.TrimSpace(stderr.String()); s != "" {
-				msg += ": " + s
-			}
-			return "", errors.New(msg)
+			return "", fmt.Errorf("%s failed: %v", key, err)
 		}
 		s := trimNewline(stdout.String())
 		if s == "" {
-			return "", fmt.Errorf("password command %q printed nothing", cmd)
+			return "", fmt.Errorf("%s printed nothing", key)
 		}
 		return s, nil
 	}
+}
+
+// redactOutput blanks out of a helper's stderr every line of its stdout
+// of four characters or more: a helper may echo the secret in a
+// complaint.
+func redactOutput(stderr, stdout string) string {
+	for _, line := range strings.Split(stdout, "\n") {
+		line = strings.TrimSpace(line)
+		if len(line) >= 4 {
+			stderr = strings.ReplaceAll(stderr, line, "[redacted]")
+		}
+	}
+	return stderr
 }
 
 // limitedBuffer keeps the first max bytes written to it and drops the rest.

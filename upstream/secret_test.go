@@ -81,14 +81,29 @@ func TestSecretFromEnv(t *testing.T) {
 
 func TestSecretFromCommand(t *testing.T) {
 	ctx := context.Background()
-	if got, err := SecretFromCommand("printf 'abc\\n\\n'")(ctx); err != nil || got != "abc\n" {
+	if got, err := SecretFromCommand("password_command", "printf 'abc\\n\\n'", nil)(ctx); err != nil || got != "abc\n" {
 		t.Errorf("got %q, %v", got, err)
 	}
-	_, err := SecretFromCommand("echo leaked-output; exit 3")(ctx)
-	if err == nil || !strings.Contains(err.Error(), "exit status 3") || !strings.Contains(err.Error(), "echo leaked-output") {
+	var logs syncBuffer
+	_, err := SecretFromCommand("password_command", "echo leaked-output; echo MARKER-99 leaked-output >&2; exit 3", testLogger(&logs))(ctx)
+	if err == nil || err.Error() != "password_command failed: exit status 3 (its stderr is in the log)" {
 		t.Errorf("error %v", err)
 	}
-	if strings.Contains(strings.ReplaceAll(err.Error(), "echo leaked-output", ""), "leaked-output") {
-		t.Errorf("error shows the command's output: %v", err)
+	if strings.Contains(err.Error(), "leaked-output") || strings.Contains(err.Error(), "MARKER-99") {
+		t.Errorf("error shows the command or its output: %v", err)
+	}
+	l := logs.String()
+	if !strings.Contains(l, "level=WARN") || !strings.Contains(l, "MARKER-99 [redacted]") || strings.Contains(l, "leaked-output") {
+		t.Errorf("want the stderr at WARN with the stdout blanked out:\n%s", l)
+	}
+
+	// A flood on stderr reaches the log bounded.
+	logs = syncBuffer{}
+	_, err = SecretFromCommand("token_command", "head -c 100000 /dev/zero | tr '\\0' x >&2; exit 1", testLogger(&logs))(ctx)
+	if err == nil || !strings.HasPrefix(err.Error(), "token_command failed") {
+		t.Errorf("error %v", err)
+	}
+	if n := strings.Count(logs.String(), "x"); n > maxCommandStderr+100 || n < maxCommandStderr {
+		t.Errorf("%d bytes of stderr logged, want about %d", n, maxCommandStderr)
 	}
 }

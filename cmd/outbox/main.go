@@ -26,6 +26,7 @@ const (
 	exitUnavailable = 69
 	exitSoftware    = 70
 	exitTempFail    = 75
+	exitNoPerm      = 77 // EX_NOPERM: the caller's uid may not do this
 	exitConfig      = 78
 )
 

@@ -54,6 +54,9 @@ func queueLs(a *app, args []string) int {
 	list, err := adminapi.ListQueue(ctx, cfg)
 	if err != nil {
 		fmt.Fprintln(a.stderr, "outbox queue ls:", err)
+		if errors.Is(err, adminapi.ErrForbidden) {
+			return exitNoPerm
+		}
 		return exitTempFail
 	}
 	if *asJSON {
@@ -104,14 +107,20 @@ func queueLs(a *app, args []string) int {
 }
 
 // withSpool runs fn on the spool file directly; for use while the daemon
-// is not running.
+// is not running. A spool the caller may not read (its folder is for the
+// outbox user) is an adminapi.ErrForbidden that says so.
 func withSpool(cfg *config.Config, readOnly bool, fn func(s *spool.Spool) error) error {
 	if readOnly {
-		if _, err := os.Stat(cfg.Spool.Path); err != nil {
+		if _, err := os.Stat(cfg.Spool.Path); errors.Is(err, os.ErrPermission) {
+			return adminapi.SpoolDenied(cfg.Spool.Path)
+		} else if err != nil {
 			return fmt.Errorf("no spool at %s: %w", cfg.Spool.Path, err)
 		}
 	}
 	s, err := spool.Open(cfg.Spool.Path, spool.Options{ReadOnly: readOnly, Timeout: 2 * time.Second})
+	if errors.Is(err, os.ErrPermission) {
+		return adminapi.SpoolDenied(cfg.Spool.Path)
+	}
 	if err != nil {
 		return err
 	}
@@ -172,7 +181,11 @@ func queueAct(a *app, action string, args []string) int {
 		}
 		if err != nil {
 			fmt.Fprintf(a.stderr, "outbox queue %s %s: %v\n", action, id, err)
-			rc = exitError
+			if errors.Is(err, adminapi.ErrForbidden) {
+				rc = exitNoPerm
+			} else if rc == exitOK {
+				rc = exitError
+			}
 		}
 	}
 	return rc
