@@ -13,6 +13,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/outbox-mta/outbox/adminapi"
 	"github.com/outbox-mta/outbox/config"
 	"github.com/outbox-mta/outbox/maildrop"
 )
@@ -58,6 +59,11 @@ func (s *shim) mailq() error {
 	ctx, cancel := s.context()
 	defer cancel()
 	msgs, err := s.admin().List(ctx, s.cfg)
+	if errors.Is(err, adminapi.ErrForbidden) {
+		// admin.queue_list = "privileged", or the spool file is closed to
+		// this user while the daemon is down: as outbox queue ls, 77.
+		return fail(ExitNoPerm, "cannot read the queue: %v", err)
+	}
 	if err != nil {
 		return fail(ExitUnavailable, "cannot read the queue: %v", err)
 	}

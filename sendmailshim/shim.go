@@ -29,6 +29,7 @@ const (
 	ExitNoUser      = 67 // EX_NOUSER: unknown recipient
 	ExitUnavailable = 69 // EX_UNAVAILABLE: refused for good
 	ExitSoftware    = 70 // EX_SOFTWARE: internal error
+	ExitNoPerm      = 77 // EX_NOPERM: the operator restricted this to privileged users
 	ExitTempFail    = 75 // EX_TEMPFAIL: nothing stored, try again
 	ExitConfig      = 78 // EX_CONFIG: configuration error
 )
