@@ -105,6 +105,21 @@ func (r *Relay) current() *snapshot { return r.live.load() }
 // errStopping refuses a reload that arrives while the daemon shuts down.
 var errStopping = errors.New("the daemon is stopping")
 
+// ReloadFile loads the configuration file the daemon started with again,
+// validating it as `outbox check` does, and puts it in force with Reload.
+// When the file is invalid, its diagnostics (file:line:col) are logged at
+// ERROR and the running configuration stays in force.
+func (r *Relay) ReloadFile() error {
+	cfg, err := config.Load(r.cfg.Path)
+	if err == nil {
+		err = r.Reload(cfg)
+	}
+	if err != nil {
+		r.log.Error("configuration not reloaded; the running one stays in force", "file", r.cfg.Path, "err", err)
+	}
+	return err
+}
+
 // Reload puts cfg in force for new work: aliases, routes, upstreams,
 // limits, queue timings and the log level. Sessions in progress finish
 // their transaction under the old configuration and deliveries in
