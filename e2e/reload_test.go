@@ -3,10 +3,13 @@ package e2e
 import (
 	"bytes"
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -40,11 +43,13 @@ func reloadAs(t *testing.T, e *env) *syscall.Credential {
 	return &syscall.Credential{Uid: nobody, Gid: nobody}
 }
 
-// startAs is env.start with the daemon running under cred (nil: as we are).
-func (e *env) startAs(cred *syscall.Credential) *daemon {
+// startAs is env.start with the daemon running under cred (nil: as we
+// are) with extra environment variables.
+func (e *env) startAs(cred *syscall.Credential, environ ...string) *daemon {
 	e.t.Helper()
 	d := &daemon{t: e.t, log: &logBuf{}, done: make(chan struct{})}
 	d.cmd = exec.Command(outboxBin, "serve", "--config", e.conf)
+	d.cmd.Env = append(os.Environ(), environ...)
 	d.cmd.Dir = e.dir
 	d.cmd.Stdout = d.log
 	d.cmd.Stderr = d.log
@@ -88,6 +93,40 @@ func delivered(t *testing.T, maildir, rcpt string) int {
 	return n
 }
 
+// notifySocket listens where the daemon sends its sd_notify states, as
+// systemd does for Type=notify, and returns the states received so far.
+func notifySocket(t *testing.T, path string) func() []string {
+	t.Helper()
+	conn, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: path, Net: "unixgram"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	// The daemon may run as another user.
+	if err := os.Chmod(path, 0o666); err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	var states []string
+	go func() {
+		buf := make([]byte, 4096)
+		for {
+			n, err := conn.Read(buf)
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			states = append(states, string(buf[:n]))
+			mu.Unlock()
+		}
+	}()
+	return func() []string {
+		mu.Lock()
+		defer mu.Unlock()
+		return append([]string(nil), states...)
+	}
+}
+
 // TestReloadOnSIGHUP: SIGHUP re-reads relay.hcl and its aliases_file in
 // the same process; mail to an alias then goes to the new address. An
 // invalid file after SIGHUP is reported and the daemon keeps running on
@@ -113,8 +152,9 @@ func TestReloadOnSIGHUP(t *testing.T) {
 		}
 	}
 	rewrite("aliases", "postmaster: pm-old@example.com\n")
+	notified := notifySocket(t, filepath.Join(e.dir, "notify.sock"))
 	cred := reloadAs(t, e)
-	d := e.startAs(cred)
+	d := e.startAs(cred, "NOTIFY_SOCKET="+filepath.Join(e.dir, "notify.sock"))
 	pid := d.cmd.Process.Pid
 	if cred != nil {
 		status, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
@@ -155,6 +195,12 @@ func TestReloadOnSIGHUP(t *testing.T) {
 	})
 	if d.cmd.Process.Pid != pid || d.log.count("outbox started") != 1 {
 		t.Fatal("the daemon restarted instead of reloading")
+	}
+	// systemd hears the reload begin (with the CLOCK_MONOTONIC time that
+	// Type=notify-reload wants) and end.
+	waitFor(t, "READY=1 after the reload", 10*time.Second, func() bool { return len(notified()) >= 3 })
+	if got := notified(); got[0] != "READY=1" || !regexp.MustCompile(`^RELOADING=1\nMONOTONIC_USEC=\d+$`).MatchString(got[1]) || got[2] != "READY=1" {
+		t.Errorf("sd_notify states %q, want READY=1, RELOADING=1 with MONOTONIC_USEC, READY=1", got)
 	}
 
 	// An invalid file: reported, the running configuration kept.
