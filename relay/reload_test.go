@@ -51,6 +51,7 @@ type rlSettings struct {
 	maxSize      string
 	root         string // the alias of root
 	upstreams    string // upstream blocks; "" is one upstream "a" (a fake target)
+	extra        string // more top-level blocks
 }
 
 func rlHCL(s rlSettings) string {
@@ -71,7 +72,8 @@ queue {
 }
 limits { max_message_size = %q }
 aliases { root = %q }
-%s`, s.hostname, s.port, s.retryInitial, s.maxSize, s.root, s.upstreams)
+%s
+%s`, s.hostname, s.port, s.retryInitial, s.maxSize, s.root, s.upstreams, s.extra)
 }
 
 // rlStart runs a Relay over the configuration in dir/relay.hcl until the
@@ -370,5 +372,31 @@ func TestLiveClosesRetiredTargetsWhenIdle(t *testing.T) {
 	l.publish(&snapshot{router: &Router{}}, func() { old.Close() })
 	if old.closes() != 2 {
 		t.Fatalf("idle retired snapshot: closed %d times, want 2", old.closes())
+	}
+}
+
+// Routes and the log level follow the file too.
+func TestReloadRoutesAndLogLevel(t *testing.T) {
+	dir := t.TempDir()
+	ab := "upstream \"a\" {\n  host = \"127.0.0.1\"\n  tls = \"none\"\n}\nupstream \"b\" {\n  host = \"127.0.0.1\"\n  tls = \"none\"\n}\n"
+	set := rlSettings{port: dlvFreePort(t), retryInitial: "1m", maxSize: "4KiB", root: "old@example.com", upstreams: ab}
+	a, b := newDlvTarget("a"), newDlvTarget("b")
+	level := new(slog.LevelVar)
+	d, _ := rlStart(t, dir, set, Options{Targets: map[string]upstream.Target{"a": a, "b": b}, Level: level})
+
+	set.extra = "route {\n  recipient_domain = [\"example.net\"]\n  upstreams = [\"b\"]\n}\nlog { level = \"warn\" }\n"
+	rlRewrite(t, dir, rlHCL(set))
+	if err := d.r.ReloadFile(); err != nil {
+		t.Fatal(err)
+	}
+	if level.Level() != slog.LevelWarn {
+		t.Errorf("log level %v after reload, want WARN", level.Level())
+	}
+	dlvSend(t, d.addr, "app@example.org", []string{"x@example.net", "y@example.com"}, "Subject: hi\r\n\r\nhi\r\n")
+	dlvWait(t, "both deliveries", func() bool {
+		return len(b.callsTo("x@example.net")) == 1 && len(a.callsTo("y@example.com")) == 1
+	})
+	if len(a.callsTo("x@example.net")) != 0 {
+		t.Error("x@example.net went to the default upstream, not by the reloaded route")
 	}
 }
