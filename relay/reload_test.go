@@ -329,7 +329,7 @@ upstream "up" {
 
 // closeCounter is a target that counts Close calls.
 type closeCounter struct {
-	dlvTarget
+	*dlvTarget
 	mu     sync.Mutex
 	closed int
 }
@@ -350,7 +350,7 @@ func (c *closeCounter) closes() int {
 // A retired snapshot's targets are closed only when the last delivery
 // that uses them ends.
 func TestLiveClosesRetiredTargetsWhenIdle(t *testing.T) {
-	old := &closeCounter{}
+	old := &closeCounter{dlvTarget: newDlvTarget("a")}
 	l := newLive(&snapshot{router: &Router{targets: map[string]upstream.Target{"a": old}}})
 	inflight := l.acquire()
 	next := &snapshot{router: &Router{}}
@@ -399,4 +399,44 @@ func TestReloadRoutesAndLogLevel(t *testing.T) {
 	if len(a.callsTo("x@example.net")) != 0 {
 		t.Error("x@example.net went to the default upstream, not by the reloaded route")
 	}
+}
+
+// A delivery under way when a reload replaces its upstream's target
+// finishes on the old target, which is closed only then; new deliveries
+// use the new target at once, and the new queue timings.
+func TestReloadInFlightDeliveryKeepsOldTarget(t *testing.T) {
+	h := schedStart(t, "", "")
+	old := &closeCounter{dlvTarget: newDlvTarget("a")}
+	old.block = make(chan struct{})
+	old.started = make(chan struct{}, 4)
+	h.s.live = newLive(&snapshot{cfg: h.cfg, router: NewRouter(h.cfg, map[string]upstream.Target{"a": old, "b": h.targets["b"]})})
+	h.run()
+	id1 := h.enqueue("app@example.org", dlvRcpt("x@example.com"))
+	select {
+	case <-old.started:
+	case <-time.After(15 * time.Second):
+		t.Fatal("the first delivery did not start")
+	}
+
+	next := *h.cfg
+	next.Queue.RetryInitial, next.Queue.RetryMax = 30*time.Minute, time.Hour
+	fresh := newDlvTarget("a")
+	fresh.on("y@example.com", dlvDeferred451)
+	h.s.live.publish(&snapshot{cfg: &next, router: NewRouter(&next, map[string]upstream.Target{"a": fresh, "b": h.targets["b"]})},
+		func() { old.Close() })
+
+	id2 := h.enqueue("app@example.org", dlvRcpt("y@example.com"))
+	dlvWait(t, "the second message tried on the new target", func() bool { return h.attempts(id2) == 1 })
+	if m := h.get(id2); m.NextAttempt.Sub(h.clock.Now()) < 27*time.Minute {
+		t.Errorf("next attempt in %s, want the reloaded retry_initial (30m ±10%%)", m.NextAttempt.Sub(h.clock.Now()))
+	}
+	if old.closes() != 0 {
+		t.Fatal("the old target was closed with a delivery still on it")
+	}
+	close(old.block)
+	dlvWait(t, "the first delivery finished on the old target", func() bool { return h.get(id1) == nil })
+	if len(old.callsTo("x@example.com")) != 1 || len(fresh.callsTo("x@example.com")) != 0 {
+		t.Error("the in-flight delivery did not finish on the old target")
+	}
+	dlvWait(t, "the old target closed once idle", func() bool { return old.closes() == 1 })
 }
