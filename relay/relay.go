@@ -94,7 +94,7 @@ func New(cfg *config.Config, log *slog.Logger, opts Options) (r *Relay, err erro
 			return nil, err
 		}
 	}
-	r.metrics = newMetrics(r.spool, targets)
+	r.metrics = newMetrics(r.spool, func() map[string]upstream.Target { return r.current().router.targets })
 	router := NewRouter(cfg, targets)
 	policy := NewPolicy(cfg)
 	r.live = newLive(&snapshot{cfg: cfg, policy: policy, router: router})

@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"sort"
 	"strings"
 	"sync"
 	"testing"
@@ -303,7 +304,7 @@ upstream "up" {
 	set := rlSettings{port: dlvFreePort(t), retryInitial: "1m", maxSize: "4KiB", root: "old@example.com", upstreams: ups(2600)}
 	d, lg := rlStart(t, dir, set, Options{})
 	before := d.r.current().router.targets
-	set.upstreams = ups(2601)
+	set.upstreams = ups(2601) + "upstream \"added\" {\n  host = \"127.0.0.1\"\n  tls = \"none\"\n}\n"
 	rlRewrite(t, dir, rlHCL(set))
 	if err := d.r.ReloadFile(); err != nil {
 		t.Fatal(err)
@@ -324,6 +325,23 @@ upstream "up" {
 	}
 	if addr := after["up"].(*upstream.SMTP).Addr(); addr != "127.0.0.1:2601" {
 		t.Errorf("new target for %s, want 127.0.0.1:2601", addr)
+	}
+	// The paused gauge follows the upstreams in force.
+	families, err := d.r.metrics.reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var paused []string
+	for _, f := range families {
+		if f.GetName() == "outbox_upstream_paused" {
+			for _, m := range f.GetMetric() {
+				paused = append(paused, m.GetLabel()[0].GetValue())
+			}
+		}
+	}
+	sort.Strings(paused)
+	if strings.Join(paused, ",") != "added,up" {
+		t.Errorf("outbox_upstream_paused for %v, want added and up", paused)
 	}
 }
 
