@@ -40,6 +40,17 @@ type Inbound struct {
 	now     func() time.Time
 	policy  *Policy
 	metrics *metrics
+	// live, when set, is the configuration in force, which a reload
+	// replaces; cfg and policy are then only the ones at start.
+	live *live
+}
+
+// current returns the configuration in force and its policy.
+func (in *Inbound) current() *snapshot {
+	if in.live != nil {
+		return in.live.load()
+	}
+	return &snapshot{cfg: in.cfg, policy: in.policy}
 }
 
 // backend is the go-smtp backend of one listener.
@@ -84,6 +95,9 @@ type session struct {
 	trusted bool   // allowed without AUTH (loopback, unix socket, allow_networks)
 	authed  string // AUTH identity
 
+	// conf is the configuration in force at MAIL FROM: the transaction
+	// keeps it to the end, whatever a reload does meanwhile.
+	conf     *snapshot
 	from     *string
 	mailOpts smtp.MailOptions
 	rcpts    []spool.Recipient
@@ -126,6 +140,14 @@ func (s *session) Auth(mech string) (sasl.Server, error) {
 	}), nil
 }
 
+// snap returns the configuration of the transaction (see session.conf).
+func (s *session) snap() *snapshot {
+	if s.conf == nil {
+		s.conf = s.in.current()
+	}
+	return s.conf
+}
+
 func (s *session) Reset() {
 	s.from = nil
 	s.rcpts = nil
@@ -138,10 +160,15 @@ func (s *session) Mail(from string, opts *smtp.MailOptions) error {
 	if !s.trusted && s.authed == "" {
 		return errAuthRequired
 	}
-	addr, err := s.in.policy.Sender(from, s.local())
+	conf := s.in.current()
+	if opts != nil && opts.Size > conf.cfg.Limits.MaxMessageSize {
+		return &smtp.SMTPError{Code: 552, EnhancedCode: smtp.EnhancedCode{5, 3, 4}, Message: fmt.Sprintf("Message too large (max_message_size is %d bytes)", conf.cfg.Limits.MaxMessageSize)}
+	}
+	addr, err := conf.policy.Sender(from, s.local())
 	if err != nil {
 		return err
 	}
+	s.conf = conf
 	s.from = &addr
 	if opts != nil {
 		s.mailOpts = *opts
@@ -159,12 +186,12 @@ func (s *session) Rcpt(to string, opts *smtp.RcptOptions) error {
 	if s.from == nil {
 		return errNoSender
 	}
-	addrs, err := s.in.policy.Recipient(to)
+	addrs, err := s.snap().policy.Recipient(to)
 	if err != nil {
 		return err
 	}
-	if len(s.rcpts)+len(addrs) > s.in.cfg.Limits.MaxRecipients {
-		return &smtp.SMTPError{Code: 452, EnhancedCode: smtp.EnhancedCode{4, 5, 3}, Message: fmt.Sprintf("Too many recipients (max_recipients is %d)", s.in.cfg.Limits.MaxRecipients)}
+	if limit := s.snap().cfg.Limits.MaxRecipients; len(s.rcpts)+len(addrs) > limit {
+		return &smtp.SMTPError{Code: 452, EnhancedCode: smtp.EnhancedCode{4, 5, 3}, Message: fmt.Sprintf("Too many recipients (max_recipients is %d)", limit)}
 	}
 	var notify []string
 	orcpt := ""
@@ -211,13 +238,13 @@ func (s *session) Data(r io.Reader) error {
 	if s.authed != "" {
 		m.Submitter += " auth=" + s.authed
 	}
-	br := getReader(mailhdr.NewCRLFReader(r))
+	br := getReader(mailhdr.NewCRLFReader(&sizeLimit{r: r, left: s.snap().cfg.Limits.MaxMessageSize}))
 	defer putReader(br)
 	hdr, err := mailhdr.ReadHeader(br, maxHeaderSection)
 	if err != nil {
 		return dataError(err)
 	}
-	hdr = s.in.policy.Header(hdr, m.ID, now, s.local())
+	hdr = s.snap().policy.Header(hdr, m.ID, now, s.local())
 	received := s.received(m, now)
 	if len(received)+len(hdr) > maxHeaderSection {
 		// What we add must not push the section past what delivery (From:

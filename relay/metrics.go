@@ -27,7 +27,9 @@ type metrics struct {
 	notices *prometheus.CounterVec
 }
 
-func newMetrics(sp *spool.Spool, targets map[string]upstream.Target) *metrics {
+// newMetrics builds the metrics; targets returns the upstream targets in
+// force, which a reload may replace.
+func newMetrics(sp *spool.Spool, targets func() map[string]upstream.Target) *metrics {
 	m := &metrics{
 		reg: prometheus.NewRegistry(),
 		accepted: prometheus.NewCounterVec(prometheus.CounterOpts{
@@ -59,22 +61,37 @@ func newMetrics(sp *spool.Spool, targets map[string]upstream.Target) *metrics {
 			Name: "outbox_spool_writes_total", Help: "Spool writes; writes per commit is the group-commit batching factor.",
 		}, func() float64 { return float64(sp.Stats().Writes) }),
 	)
-	for name, t := range targets {
-		if p, ok := t.(interface {
-			Paused() (time.Time, string, bool)
-		}); ok {
-			m.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
-				Name: "outbox_upstream_paused", Help: "1 while the upstream is paused after a 421 or repeated connection failures.",
-				ConstLabels: prometheus.Labels{"upstream": name},
-			}, func() float64 {
-				if _, _, paused := p.Paused(); paused {
-					return 1
-				}
-				return 0
-			}))
-		}
-	}
+	m.reg.MustRegister(pausedCollector{
+		desc: prometheus.NewDesc("outbox_upstream_paused",
+			"1 while the upstream is paused after a 421 or repeated connection failures.", []string{"upstream"}, nil),
+		targets: targets,
+	})
 	return m
+}
+
+// pausedCollector reports outbox_upstream_paused for the targets in force
+// at each scrape, so upstreams a reload adds or rebuilds are reported too.
+type pausedCollector struct {
+	desc    *prometheus.Desc
+	targets func() map[string]upstream.Target
+}
+
+func (c pausedCollector) Describe(ch chan<- *prometheus.Desc) { ch <- c.desc }
+
+func (c pausedCollector) Collect(ch chan<- prometheus.Metric) {
+	for name, t := range c.targets() {
+		p, ok := t.(interface {
+			Paused() (time.Time, string, bool)
+		})
+		if !ok {
+			continue
+		}
+		v := 0.0
+		if _, _, paused := p.Paused(); paused {
+			v = 1
+		}
+		ch <- prometheus.MustNewConstMetric(c.desc, prometheus.GaugeValue, v, name)
+	}
 }
 
 func (m *metrics) handler() http.Handler {

@@ -35,7 +35,7 @@ func (r *Relay) loadRateHistory(name string) []time.Time {
 // saveRateHistory stores every rate-limited upstream's recent sends that
 // changed since the last save.
 func (r *Relay) saveRateHistory() {
-	for name, t := range r.targets {
+	for name, t := range r.current().router.targets {
 		h, ok := t.(rateHistorian)
 		if !ok {
 			continue

@@ -35,6 +35,8 @@ type Options struct {
 	MaildropInterval time.Duration
 	// Ready, if set, is called once every listener is accepting.
 	Ready func()
+	// Level, if set, is the logger's level; Reload sets it from log.level.
+	Level *slog.LevelVar
 }
 
 // Relay is a running daemon.
@@ -46,8 +48,15 @@ type Relay struct {
 	spool   *spool.Spool
 	in      *Inbound
 	sched   *Scheduler
-	targets map[string]upstream.Target
 	metrics *metrics
+	// live is the configuration in force with its policy, router and
+	// targets; r.cfg stays the one the daemon started with, whose
+	// listen, spool and admin settings only a restart changes.
+	live *live
+	// reloadMu serialises reloads; stopping refuses them once shutdown
+	// has begun.
+	reloadMu sync.Mutex
+	stopping bool
 	// savedRates is the rate-limit history last saved, per upstream.
 	savedRates map[string][]byte
 
@@ -78,18 +87,21 @@ func New(cfg *config.Config, log *slog.Logger, opts Options) (r *Relay, err erro
 	if err != nil {
 		return nil, err
 	}
-	r.targets = opts.Targets
-	if r.targets == nil {
-		r.targets, err = buildTargets(cfg, log, r.loadRateHistory)
+	targets := opts.Targets
+	if targets == nil {
+		targets, err = buildTargets(cfg, log, r.loadRateHistory)
 		if err != nil {
 			return nil, err
 		}
 	}
-	r.metrics = newMetrics(r.spool, r.targets)
-	router := NewRouter(cfg, r.targets)
+	r.metrics = newMetrics(r.spool, func() map[string]upstream.Target { return r.current().router.targets })
+	router := NewRouter(cfg, targets)
+	policy := NewPolicy(cfg)
+	r.live = newLive(&snapshot{cfg: cfg, policy: policy, router: router})
 	r.sched = NewScheduler(r.spool, cfg, router, log, r.now)
 	r.sched.metrics = r.metrics
-	r.in = &Inbound{cfg: cfg, store: r.spool, log: log, kick: r.sched.Kick, now: r.now, policy: NewPolicy(cfg), metrics: r.metrics}
+	r.sched.live = r.live
+	r.in = &Inbound{cfg: cfg, store: r.spool, log: log, kick: r.sched.Kick, now: r.now, policy: policy, metrics: r.metrics, live: r.live}
 
 	inherited := inheritedSockets()
 	defer inherited.closeRest(log)
@@ -126,8 +138,11 @@ func New(cfg *config.Config, log *slog.Logger, opts Options) (r *Relay, err erro
 func (r *Relay) newServer(l *listener) (*smtp.Server, error) {
 	srv := smtp.NewServer(&backend{in: r.in, l: l})
 	srv.Domain = r.cfg.Hostname
-	srv.MaxMessageBytes = r.cfg.Limits.MaxMessageSize
-	srv.MaxRecipients = r.cfg.Limits.MaxRecipients
+	// MaxMessageBytes and MaxRecipients stay 0 (EHLO then says plain
+	// "SIZE"): go-smtp reads them on every connection without a lock, so
+	// a reload could not change them safely. The backend enforces both
+	// per transaction from the configuration in force (session.Mail, Rcpt
+	// and Data).
 	srv.ReadTimeout = r.cfg.Limits.ReadTimeout
 	srv.WriteTimeout = r.cfg.Limits.WriteTimeout
 	srv.EnableSMTPUTF8 = true
@@ -235,7 +250,7 @@ func (r *Relay) Run(ctx context.Context) error {
 	for _, l := range r.listeners {
 		r.log.Info("listening", "address", l.cfg.Address)
 	}
-	r.log.Info("outbox started", "hostname", r.cfg.Hostname, "spool", r.cfg.Spool.Path, "upstreams", len(r.targets))
+	r.log.Info("outbox started", "hostname", r.cfg.Hostname, "spool", r.cfg.Spool.Path, "upstreams", len(r.cfg.Upstreams))
 	if r.opts.Ready != nil {
 		r.opts.Ready()
 	}
@@ -247,6 +262,9 @@ func (r *Relay) Run(ctx context.Context) error {
 		r.log.Error("stopping", "err", runErr)
 	}
 	r.log.Info("shutting down")
+	r.reloadMu.Lock()
+	r.stopping = true
+	r.reloadMu.Unlock()
 
 	// Stop accepting, close idle sessions, let DATA in progress finish.
 	var wg sync.WaitGroup
@@ -280,8 +298,12 @@ func (r *Relay) Run(ctx context.Context) error {
 }
 
 func (r *Relay) closeAll() {
-	for _, t := range r.targets {
-		t.Close()
+	if r.live != nil {
+		// Targets of earlier snapshots were closed once their last
+		// delivery ended; the scheduler has stopped by now.
+		for _, t := range r.current().router.targets {
+			t.Close()
+		}
 	}
 	for _, l := range r.listeners {
 		l.Close()

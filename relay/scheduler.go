@@ -40,6 +40,9 @@ type Scheduler struct {
 	ShutdownGrace time.Duration
 
 	metrics *metrics // nil: none
+	// live, when set, is the configuration in force, which a reload
+	// replaces; cfg and router are then only the ones at start.
+	live *live
 
 	wake    chan struct{}
 	workers chan struct{} // bounds concurrent deliveries
@@ -71,6 +74,23 @@ func NewScheduler(q Queue, cfg *config.Config, router *Router, log *slog.Logger,
 		inflight:      map[string]bool{},
 		cooling:       map[string]time.Time{},
 	}
+}
+
+// conf returns the configuration in force.
+func (s *Scheduler) conf() *config.Config {
+	if s.live != nil {
+		return s.live.load().cfg
+	}
+	return s.cfg
+}
+
+// acquire returns the snapshot a delivery works with; release it when the
+// delivery's results are recorded.
+func (s *Scheduler) acquire() *snapshot {
+	if s.live != nil {
+		return s.live.acquire()
+	}
+	return &snapshot{cfg: s.cfg, router: s.router}
 }
 
 // Kick wakes the scheduler: new mail arrived or the clock moved.
@@ -247,6 +267,11 @@ type attempt struct {
 // deliver makes one attempt at every pending recipient of m, records the
 // results durably, and sends the notifications they call for.
 func (s *Scheduler) deliver(ctx context.Context, m *spool.Message) {
+	// The whole attempt routes over one snapshot's targets, which stay
+	// open until it ends even if a reload replaces them meanwhile.
+	snap := s.acquire()
+	defer snap.release()
+	router := snap.router
 	results := make(map[int]attempt)
 	// Group pending recipients by their route.
 	groups := map[string][]int{}
@@ -255,7 +280,7 @@ func (s *Scheduler) deliver(ctx context.Context, m *spool.Message) {
 		if r.Status != spool.Pending {
 			continue
 		}
-		key := strings.Join(s.router.Route(m.From, r.Address), "\x00")
+		key := strings.Join(router.Route(m.From, r.Address), "\x00")
 		if _, ok := groups[key]; !ok {
 			order = append(order, key)
 		}
@@ -267,7 +292,7 @@ func (s *Scheduler) deliver(ctx context.Context, m *spool.Message) {
 			if len(idx) == 0 || ctx.Err() != nil {
 				break
 			}
-			idx = s.try(ctx, name, m, idx, results)
+			idx = s.try(ctx, router, name, m, idx, results)
 		}
 	}
 	s.record(m, results)
@@ -275,9 +300,9 @@ func (s *Scheduler) deliver(ctx context.Context, m *spool.Message) {
 
 // try delivers recipients idx of m through one upstream and returns those
 // deferred, for the next upstream of the route to try.
-func (s *Scheduler) try(ctx context.Context, name string, m *spool.Message, idx []int, results map[int]attempt) []int {
-	t := s.router.targets[name]
-	set := s.router.settings[name]
+func (s *Scheduler) try(ctx context.Context, router *Router, name string, m *spool.Message, idx []int, results map[int]attempt) []int {
+	t := router.targets[name]
+	set := router.settings[name]
 	if t == nil || set == nil {
 		for _, i := range idx {
 			results[i] = attempt{res: upstream.Result{Class: upstream.Deferred, Message: "no upstream named " + name}, tried: true}
@@ -347,12 +372,13 @@ func rewriteFrom(q Queue, id, newFrom string) (io.ReadCloser, error) {
 // backoff is the delay before attempt n+1: retry_initial doubling up to
 // retry_max, with ±10% jitter so a burst of deferrals spreads out.
 func (s *Scheduler) backoff(attempts int) time.Duration {
-	d := s.cfg.Queue.RetryInitial
-	for i := 1; i < attempts && d < s.cfg.Queue.RetryMax; i++ {
+	q := s.conf().Queue
+	d := q.RetryInitial
+	for i := 1; i < attempts && d < q.RetryMax; i++ {
 		d *= 2
 	}
-	if d > s.cfg.Queue.RetryMax {
-		d = s.cfg.Queue.RetryMax
+	if d > q.RetryMax {
+		d = q.RetryMax
 	}
 	return time.Duration(float64(d) * (0.9 + 0.2*rand.Float64()))
 }
@@ -362,11 +388,12 @@ func (s *Scheduler) backoff(attempts int) time.Duration {
 // update commits, so a crash between the two can duplicate a notice but
 // never lose one.
 func (s *Scheduler) record(m *spool.Message, results map[int]attempt) {
+	cfg := s.conf()
 	now := s.now()
 	// Work out the new state on a copy first, to know which notices to send.
 	next := *m
 	next.Recipients = append([]spool.Recipient(nil), m.Recipients...)
-	apply(&next, results, now, s.cfg.Queue.Lifetime, s.backoff(m.Attempts+1))
+	apply(&next, results, now, cfg.Queue.Lifetime, s.backoff(m.Attempts+1))
 
 	var failed, delivered []int
 	for i, r := range next.Recipients {
@@ -384,7 +411,7 @@ func (s *Scheduler) record(m *spool.Message, results map[int]attempt) {
 			}
 		}
 	}
-	warn := s.cfg.Queue.DelayWarning > 0 && !m.DelayWarned && !next.Done() && now.Sub(m.Arrived) >= s.cfg.Queue.DelayWarning
+	warn := cfg.Queue.DelayWarning > 0 && !m.DelayWarned && !next.Done() && now.Sub(m.Arrived) >= cfg.Queue.DelayWarning
 	var delayed []int
 	if warn {
 		for i, r := range next.Recipients {
@@ -407,7 +434,7 @@ func (s *Scheduler) record(m *spool.Message, results map[int]attempt) {
 		}
 	}
 	stored, err := s.q.Update(m.ID, func(cur *spool.Message) error {
-		apply(cur, results, now, s.cfg.Queue.Lifetime, next.NextAttempt.Sub(now))
+		apply(cur, results, now, cfg.Queue.Lifetime, next.NextAttempt.Sub(now))
 		if warn {
 			cur.DelayWarned = true
 		}
@@ -525,16 +552,17 @@ func wants(notify []string, kind string, dflt bool) bool {
 // is never answered: the notice goes to double_bounce if configured, else
 // it is only logged.
 func (s *Scheduler) notify(m *spool.Message, action string, idx []int, results map[int]attempt, now time.Time) error {
+	cfg := s.conf()
 	to := m.From
 	if to == "" {
-		if action != "failed" || s.cfg.Queue.DoubleBounce == "" {
+		if action != "failed" || cfg.Queue.DoubleBounce == "" {
 			s.log.Warn("not reporting on a message from the null sender", "id", m.ID, "action", action)
 			return nil
 		}
-		to = s.cfg.Queue.DoubleBounce
+		to = cfg.Queue.DoubleBounce
 	}
 	d := &DSN{
-		ReportingMTA: s.cfg.Hostname,
+		ReportingMTA: cfg.Hostname,
 		To:           to,
 		EnvID:        m.EnvID,
 		Ret:          m.Ret,
@@ -565,7 +593,7 @@ func (s *Scheduler) notify(m *spool.Message, action string, idx []int, results m
 			if a.res.Code != 0 {
 				dr.Diagnostic, dr.DiagnosticType = describe(a.res), "smtp"
 			}
-			dr.WillRetryUntil = m.Arrived.Add(s.cfg.Queue.Lifetime)
+			dr.WillRetryUntil = m.Arrived.Add(cfg.Queue.Lifetime)
 		case "delivered":
 			status = "2.0.0"
 		}

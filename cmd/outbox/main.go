@@ -44,7 +44,7 @@ var commands []command
 
 func init() {
 	commands = []command{
-		{"serve", "run the daemon in the foreground (logs to stderr; SIGTERM stops it cleanly)", "outbox serve [--config FILE]", cmdServe},
+		{"serve", "run the daemon in the foreground (logs to stderr; SIGTERM stops it cleanly, SIGHUP reloads the configuration)", "outbox serve [--config FILE]", cmdServe},
 		{"check", "validate the configuration; exit 0 when valid, 78 when not", "outbox check [--config FILE]", cmdCheck},
 		{"queue", "list and manage queued mail: ls [--json], show ID, hold ID, release ID, delete ID, flush, stats, backup FILE, compact", "outbox queue SUBCOMMAND [ARGS] [--config FILE]", cmdQueue},
 		{"send", "submit a message read from stdin to the running daemon", "outbox send [--from ADDR] [--subject TEXT] RCPT... < message", cmdSend},
@@ -200,9 +200,12 @@ func (a *app) loadConfig() (*config.Config, int) {
 	return cfg, exitOK
 }
 
-func newLogger(cfg *config.Config, w io.Writer) *slog.Logger {
-	var level slog.Level
-	level.UnmarshalText([]byte(cfg.Log.Level))
+// newLogger builds the daemon's logger; level is set from log.level here
+// and again by each reload.
+func newLogger(cfg *config.Config, w io.Writer, level *slog.LevelVar) *slog.Logger {
+	var l slog.Level
+	l.UnmarshalText([]byte(cfg.Log.Level))
+	level.Set(l)
 	opts := &slog.HandlerOptions{Level: level}
 	if cfg.Log.Format == "json" {
 		return slog.New(slog.NewJSONHandler(w, opts))

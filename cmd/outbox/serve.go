@@ -4,7 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/coreos/go-systemd/v22/daemon"
 
 	"github.com/kardianos/service"
 
@@ -13,23 +18,46 @@ import (
 )
 
 func cmdServe(a *app, args []string) int {
+	// SIGHUP would end the process by default (exit 129): catch it before
+	// anything else, so that even an early `systemctl reload` is harmless.
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
 	fs := a.flags("serve")
 	cfg, code := a.parseAndLoad(fs, args)
 	if cfg == nil {
 		return code
 	}
-	log := newLogger(cfg, a.stderr)
+	level := new(slog.LevelVar)
+	log := newLogger(cfg, a.stderr, level)
 	ctx, stop := signalContext()
 	defer stop()
-	r, err := relay.New(cfg, log, relay.Options{Ready: notifyReady})
+	r, err := relay.New(cfg, log, relay.Options{Ready: notifyReady, Level: level})
 	if err != nil {
 		log.Error("cannot start", "err", err)
 		return exitCodeFor(err)
 	}
-	if err := r.Run(ctx); err != nil {
-		return exitSoftware
+	done := make(chan error, 1)
+	go func() { done <- r.Run(ctx) }()
+	for {
+		select {
+		case err := <-done:
+			if err != nil {
+				return exitSoftware
+			}
+			return exitOK
+		case <-hup:
+			reload(r)
+		}
 	}
-	return exitOK
+}
+
+// reload re-reads relay.hcl on SIGHUP. An invalid file is logged and the
+// running configuration kept; either way systemd hears the reload is over.
+func reload(r *relay.Relay) {
+	sdReloading()
+	r.ReloadFile()
+	sdNotify(daemon.SdNotifyReady)
 }
 
 // exitCodeFor maps a start-up error to an exit code: configuration
@@ -44,7 +72,7 @@ func exitCodeFor(err error) int {
 
 // notifyReady tells systemd (Type=notify) that the daemon is accepting.
 func notifyReady() {
-	sdNotify("READY=1")
+	sdNotify(daemon.SdNotifyReady)
 }
 
 // program adapts the daemon to kardianos/service.
@@ -59,8 +87,9 @@ func (p *program) Start(s service.Service) error {
 	if cfg == nil {
 		return fmt.Errorf("configuration invalid (exit %d)", code)
 	}
-	log := newLogger(cfg, os.Stderr)
-	r, err := relay.New(cfg, log, relay.Options{Ready: notifyReady})
+	level := new(slog.LevelVar)
+	log := newLogger(cfg, os.Stderr, level)
+	r, err := relay.New(cfg, log, relay.Options{Ready: notifyReady, Level: level})
 	if err != nil {
 		return err
 	}
