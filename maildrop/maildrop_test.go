@@ -3,6 +3,7 @@ package maildrop
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"io"
 	"os"
 	"path/filepath"
@@ -223,4 +224,36 @@ func FuzzRead(f *testing.F) {
 			t.Fatal(err)
 		}
 	})
+}
+
+// BenchmarkCommit compares the two ways Write makes a new name durable:
+// fsync of the folder (root and the daemon's user) and syncfs(2) (every
+// other user, who may not open the folder).
+func BenchmarkCommit(b *testing.B) {
+	dir := b.TempDir()
+	f, err := os.Create(filepath.Join(dir, "f"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer f.Close()
+	for _, c := range []struct {
+		name string
+		fn   func() error
+	}{
+		{"dir-fsync", func() error { return syncDir(dir) }},
+		{"syncfs", func() error { return syncFS(f) }},
+	} {
+		b.Run(c.name, func(b *testing.B) {
+			for i := 0; i < b.N; i++ {
+				// A new entry each time, so there is something to commit.
+				p := filepath.Join(dir, fmt.Sprintf("n%d", i))
+				if err := os.WriteFile(p, nil, 0o644); err != nil {
+					b.Fatal(err)
+				}
+				if err := c.fn(); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
 }
