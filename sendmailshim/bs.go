@@ -140,6 +140,11 @@ func (b *bsSession) Data(r io.Reader) error {
 	if b.drop {
 		if err := b.s.drop(&b.env, msg, b.why); err != nil {
 			b.s.verbosef("%v", err)
+			var ee *exitError
+			if errors.As(err, &ee) && ee.code != ExitTempFail {
+				// Over a limit of the daemon's: trying again cannot help.
+				return &smtp.SMTPError{Code: 552, EnhancedCode: smtp.EnhancedCode{5, 3, 4}, Message: oneLine(ee.msg)}
+			}
 			return errTempLocal
 		}
 		return nil
