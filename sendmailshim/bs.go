@@ -129,6 +129,9 @@ func (b *bsSession) Data(r io.Reader) error {
 	// r must be consumed whatever happens.
 	defer io.Copy(io.Discard, r)
 	msg, err := readContent(r)
+	if errors.Is(err, errHeaderTooLarge) {
+		return &smtp.SMTPError{Code: 552, EnhancedCode: smtp.EnhancedCode{5, 3, 4}, Message: "Header section too large"}
+	}
 	if err != nil {
 		return errTempLocal
 	}

@@ -1,7 +1,9 @@
 package sendmailshim
 
 import (
+	"bufio"
 	"bytes"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -109,5 +111,98 @@ func TestDaemonDownOrdinaryUser(t *testing.T) {
 	data, err := cat.Output()
 	if err != nil || !bytes.Contains(data, []byte("from nobody")) {
 		t.Errorf("reading the file as the daemon's user: %v %q", err, data)
+	}
+}
+
+// TestDaemonUpOrdinaryUser: with the daemon up, an ordinary user with
+// umask 077 submits over the socket (mode 0666, as the daemon makes it)
+// and nothing goes to the maildrop.
+func TestDaemonUpOrdinaryUser(t *testing.T) {
+	bin, dir, cfg := userE2E(t)
+	sock := filepath.Join(dir, "var", "submit.sock")
+	d := startDaemon(t, sock)
+	if err := os.Chmod(sock, 0o666); err != nil {
+		t.Fatal(err)
+	}
+	code, out := runShimAs(t, nobodyUID, bin, cfg, "To: root\nSubject: up\n\nfrom nobody\n", "-t", "-i")
+	if code != 0 {
+		t.Fatalf("shim as nobody, daemon up: exit %d: %s", code, out)
+	}
+	if m := d.wait(t, 1); !strings.Contains(string(m.Data), "from nobody") || m.From != "nobody@shim.test" {
+		t.Errorf("daemon got %q from %q", m.Data, m.From)
+	}
+	if names, _ := maildrop.List(filepath.Join(dir, "var", "maildrop")); len(names) != 0 {
+		t.Errorf("maildrop holds %v with the daemon up", names)
+	}
+}
+
+// TestDaemonDownOrdinaryUserBs: -bs with the daemon down, as an ordinary
+// user: 250 after DATA only once the file is in the maildrop, and a
+// message over the daemon's limits gets a permanent 552, not a 451 that
+// would have the client retry for ever.
+func TestDaemonDownOrdinaryUserBs(t *testing.T) {
+	bin, dir, cfg := userE2E(t)
+	cmd := asUser(nobodyUID, []string{"OUTBOX_CONFIG=" + cfg, "PATH=/usr/bin:/bin"}, filepath.Join(bin, "sendmail"), "-bs")
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer cmd.Wait()
+	defer stdin.Close()
+	br := bufio.NewReader(stdout)
+	// reply reads one reply, multi-line or not, and returns its code.
+	reply := func() string {
+		t.Helper()
+		for {
+			line, err := br.ReadString('\n')
+			if err != nil {
+				t.Fatalf("reading a reply: %v", err)
+			}
+			if len(line) >= 4 && line[3] == ' ' {
+				return line[:3]
+			}
+		}
+	}
+	send := func(text, want string) {
+		t.Helper()
+		if _, err := io.WriteString(stdin, text); err != nil {
+			t.Fatal(err)
+		}
+		if got := reply(); got != want {
+			t.Fatalf("after %.40q: reply %s, want %s", text, got, want)
+		}
+	}
+	if got := reply(); got != "220" {
+		t.Fatalf("greeting %s", got)
+	}
+	send("EHLO client\r\n", "250")
+	send("MAIL FROM:<app@example.org>\r\n", "250")
+	send("RCPT TO:<root>\r\n", "250")
+	send("DATA\r\n", "354")
+	send("Subject: bs\r\n\r\nhello\r\n.\r\n", "250")
+	send("MAIL FROM:<app@example.org>\r\n", "250")
+	send("RCPT TO:<root>\r\n", "250")
+	send("DATA\r\n", "354")
+	// A header section over the daemon's 1 MiB bound as read.
+	line := "X-Big: " + strings.Repeat("y", 900) + "\r\n"
+	send(strings.Repeat(line, 1200)+"\r\nbody\r\n.\r\n", "552")
+	// One 100 bytes under it as read, over it once the shim has added
+	// Date, Message-ID and From and the daemon its Received field.
+	send("MAIL FROM:<app@example.org>\r\n", "250")
+	send("RCPT TO:<root>\r\n", "250")
+	send("DATA\r\n", "354")
+	hdr := strings.Repeat(line, 1153)
+	hdr += "X-End: " + strings.Repeat("y", 1<<20-100-len(hdr)-len("X-End: \r\n")) + "\r\n"
+	send(hdr+"\r\nbody\r\n.\r\n", "552")
+	send("QUIT\r\n", "221")
+	if names, _ := maildrop.List(filepath.Join(dir, "var", "maildrop")); len(names) != 1 {
+		t.Errorf("maildrop holds %v, want the first message only", names)
 	}
 }
