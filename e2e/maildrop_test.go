@@ -87,6 +87,15 @@ upstream "capture" {
 		t.Fatalf("shim as nobody, daemon down: %v\n%s", err, out)
 	}
 
+	// What a hostile user can leave there: a FIFO, a link to a file only
+	// the daemon's user may read, a folder with a file of theirs inside.
+	hostile := as(nobody, "/bin/sh", "-c", `cd "$1" && mkfifo 0000000000000001-00000000000000000000000000000001 &&
+		ln -s ../spool.db 0000000000000002-00000000000000000000000000000002 &&
+		mkdir 0000000000000003-00000000000000000000000000000003 && touch 0000000000000003-00000000000000000000000000000003/x`, "sh", md)
+	if out, err := hostile.CombinedOutput(); err != nil {
+		t.Fatalf("as nobody: %v\n%s", err, out)
+	}
+
 	log := &logBuf{}
 	serve := as(mail, outboxBin, "serve", "--config", conf)
 	serve.Stdout, serve.Stderr = log, log
@@ -121,8 +130,21 @@ upstream "capture" {
 			t.Errorf("delivered message lacks %q:\n%s", want, msg)
 		}
 	}
-	if names, _ := filepath.Glob(filepath.Join(md, "*")); len(names) != 0 {
-		t.Errorf("maildrop still holds %v", names)
+	// The folder, whose content the daemon's user may not delete, is
+	// renamed to a name the importer skips.
+	waitFor(t, "the hostile entries gone from the maildrop", 10*time.Second, func() bool {
+		names, _ := filepath.Glob(filepath.Join(md, "[0-9]*"))
+		return len(names) == 0
+	})
+	if _, err := os.Lstat(filepath.Join(md, ".unsafe-0000000000000003-00000000000000000000000000000003")); err != nil {
+		t.Errorf("the hostile folder was not set aside: %v", err)
+	}
+	// And the daemon still stops at once.
+	serve.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-done:
+	case <-time.After(20 * time.Second):
+		t.Fatal("the daemon does not stop")
 	}
 	rej, err := os.Lstat(filepath.Join(state, "maildrop-rejected"))
 	if err != nil || rej.Mode() != os.ModeDir|0o700 || rej.Sys().(*syscall.Stat_t).Uid != mail {

@@ -12,9 +12,10 @@
 //
 // # File format
 //
-// A file is written under a temporary name (starting with "."), synced,
-// then renamed to its final name and the folder synced, so a final name
-// never holds a partial message. Final names are
+// A file is written under a temporary name (starting with "."), given
+// mode 0644, synced, then renamed to its final name and the rename
+// committed (see commitName), so a final name never holds a partial
+// message. Final names are
 //
 //	<16 hex digits: Unix time in nanoseconds>-<32 hex digits: random>
 //
@@ -101,6 +102,12 @@ var ErrUnsafe = errors.New("maildrop: not a plain file")
 func Setup(dir string) error {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return err
+	}
+	const mode = os.ModeDir | os.ModeSticky | 0o733
+	if st, err := os.Stat(dir); err == nil && st.Mode()&(mode|os.ModeSetuid|os.ModeSetgid|os.ModePerm) == mode {
+		// Already right: a daemon that does not own the folder (the
+		// package made it) could not change its mode anyway.
+		return nil
 	}
 	// Chmod, not the mode of MkdirAll: the umask would take bits off.
 	return os.Chmod(dir, os.ModeSticky|0o733)
@@ -333,6 +340,13 @@ func Discard(path string) error {
 	}
 	if st.IsDir() {
 		err = os.RemoveAll(path)
+		if err != nil {
+			// A folder holding a user's files that the daemon's user
+			// may not delete: renamed (the folder's owner may, in the
+			// same folder) to a name List skips, so that it is not
+			// met again every round.
+			err = os.Rename(path, filepath.Join(filepath.Dir(path), ".unsafe-"+filepath.Base(path)))
+		}
 	} else {
 		err = os.Remove(path)
 	}

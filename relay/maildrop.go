@@ -277,7 +277,7 @@ func (r *Relay) bounceRefused(m *spool.Message, refused map[int]*smtp.SMTPError,
 	for i, se := range refused {
 		res := refusal(se)
 		results[i] = attempt{res: res, tried: true}
-		r.log.Warn("maildrop recipient refused; the sender gets a bounce", "id", m.ID, "to", m.Recipients[i].Address, "error", describe(res))
+		r.log.Warn("maildrop recipient refused; failed with a bounce as its NOTIFY asks", "id", m.ID, "to", m.Recipients[i].Address, "error", describe(res))
 		if wants(m.Recipients[i].Notify, "FAILURE", true) {
 			idx = append(idx, i)
 		}
