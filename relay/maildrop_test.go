@@ -8,7 +8,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -381,34 +380,17 @@ func TestMaildropOrdinaryUserEndToEnd(t *testing.T) {
 	}
 }
 
-var (
-	mdShimOnce sync.Once
-	mdShimBin  string
-	mdShimErr  error
-)
-
-// mdShim builds the shim once, in a folder every user can reach.
+// mdShim builds the shim into a temporary folder.
 func mdShim(t *testing.T) string {
 	t.Helper()
 	if testing.Short() {
 		t.Skip("builds the shim")
 	}
-	mdShimOnce.Do(func() {
-		dir, err := os.MkdirTemp("", "mdshim")
-		if err != nil {
-			mdShimErr = err
-			return
-		}
-		os.Chmod(dir, 0o755)
-		mdShimBin = filepath.Join(dir, "sendmail")
-		if out, err := exec.Command("go", "build", "-o", mdShimBin, "../cmd/sendmail").CombinedOutput(); err != nil {
-			mdShimErr = fmt.Errorf("%v\n%s", err, out)
-		}
-	})
-	if mdShimErr != nil {
-		t.Fatalf("building the shim: %v", mdShimErr)
+	bin := filepath.Join(t.TempDir(), "sendmail")
+	if out, err := exec.Command("go", "build", "-o", bin, "../cmd/sendmail").CombinedOutput(); err != nil {
+		t.Fatalf("building the shim: %v\n%s", err, out)
 	}
-	return mdShimBin
+	return bin
 }
 
 const mdLimitsHCL = `
