@@ -3,11 +3,13 @@ package maildrop
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"io"
 	"os"
 	"path/filepath"
 	"reflect"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -223,4 +225,190 @@ func FuzzRead(f *testing.F) {
 			t.Fatal(err)
 		}
 	})
+}
+
+// BenchmarkCommit compares the two ways Write makes a new name durable:
+// fsync of the folder (root and the daemon's user) and syncfs(2) (every
+// other user, who may not open the folder).
+func BenchmarkCommit(b *testing.B) {
+	dir := b.TempDir()
+	f, err := os.Create(filepath.Join(dir, "f"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer f.Close()
+	for _, c := range []struct {
+		name string
+		fn   func() error
+	}{
+		{"dir-fsync", func() error { return syncDir(dir) }},
+		{"syncfs", func() error { return syncFS(f) }},
+	} {
+		b.Run(c.name, func(b *testing.B) {
+			for i := 0; i < b.N; i++ {
+				// A new entry each time, so there is something to commit.
+				p := filepath.Join(dir, fmt.Sprintf("n%d", i))
+				if err := os.WriteFile(p, nil, 0o644); err != nil {
+					b.Fatal(err)
+				}
+				if err := c.fn(); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
+
+// TestReadRefusesUnsafeEntries: what a user can put in the folder besides
+// a file of their own is refused at once, never followed or waited on,
+// and Discard removes the entry alone.
+func TestReadRefusesUnsafeEntries(t *testing.T) {
+	dir := t.TempDir()
+	// A complete maildrop file outside the folder, as the target of links.
+	outside := filepath.Join(t.TempDir(), "secret")
+	content, err := os.ReadFile(filepath.Join(mustWriteDir(t), "f"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(outside, content, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	name := func(i int) string { return fmt.Sprintf("%016x-%032x", i, i) }
+	entries := map[string]func(p string) error{
+		"fifo":      func(p string) error { return syscall.Mkfifo(p, 0o644) },
+		"symlink":   func(p string) error { return os.Symlink(outside, p) },
+		"hard link": func(p string) error { return os.Link(outside, p) },
+		"folder":    func(p string) error { return os.MkdirAll(filepath.Join(p, "sub"), 0o755) },
+	}
+	i := 0
+	for label, mk := range entries {
+		i++
+		t.Run(label, func(t *testing.T) {
+			p := filepath.Join(dir, name(i))
+			if err := mk(p); err != nil {
+				t.Fatal(err)
+			}
+			names, _ := List(dir)
+			found := false
+			for _, n := range names {
+				found = found || n == name(i)
+			}
+			if !found {
+				t.Fatalf("List = %v, does not show %s for the importer to deal with", names, name(i))
+			}
+			done := make(chan error, 1)
+			go func() {
+				_, body, err := Read(p)
+				if err == nil {
+					body.Close()
+				}
+				done <- err
+			}()
+			select {
+			case err := <-done:
+				if !errors.Is(err, ErrUnsafe) {
+					t.Fatalf("Read = %v, want ErrUnsafe", err)
+				}
+			case <-time.After(5 * time.Second):
+				t.Fatal("Read blocked")
+			}
+			if err := Discard(p); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := os.Lstat(p); !errors.Is(err, os.ErrNotExist) {
+				t.Errorf("entry still there: %v", err)
+			}
+			if b, err := os.ReadFile(outside); err != nil || !bytes.Equal(b, content) {
+				t.Errorf("the link target was touched: %v", err)
+			}
+		})
+	}
+}
+
+// mustWriteDir writes one maildrop file named "f" in a new folder and
+// returns the folder.
+func mustWriteDir(t *testing.T) string {
+	t.Helper()
+	dir := t.TempDir()
+	name, err := Write(dir, testEnvelope(), strings.NewReader("Subject: x\r\n\r\nsecret\r\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(filepath.Join(dir, name), filepath.Join(dir, "f")); err != nil {
+		t.Fatal(err)
+	}
+	return dir
+}
+
+// TestWriteModeIgnoresUmask: the file is 0644 under umask 077, so that
+// the daemon's user can read it.
+func TestWriteModeIgnoresUmask(t *testing.T) {
+	old := syscall.Umask(0o077)
+	defer syscall.Umask(old)
+	dir := t.TempDir()
+	name, err := Write(dir, testEnvelope(), strings.NewReader("x\r\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := os.Stat(filepath.Join(dir, name))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Mode() != 0o644 {
+		t.Errorf("mode = %v, want -rw-r--r--", st.Mode())
+	}
+}
+
+func TestPrivateDir(t *testing.T) {
+	base := t.TempDir()
+	other := filepath.Join(base, "elsewhere")
+	if err := os.Mkdir(other, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	cases := map[string]func(p string) error{
+		"missing":         func(string) error { return nil },
+		"wide open":       func(p string) error { return os.Mkdir(p, 0o777) },
+		"file":            func(p string) error { return os.WriteFile(p, nil, 0o600) },
+		"symlink":         func(p string) error { return os.Symlink(other, p) },
+		"other owner":     func(p string) error { return mkdirOwned(p, 65534) },
+		"already private": func(p string) error { return os.Mkdir(p, 0o700) },
+	}
+	for label, mk := range cases {
+		t.Run(label, func(t *testing.T) {
+			p := filepath.Join(base, strings.ReplaceAll(label, " ", "-"))
+			if err := mk(p); err != nil {
+				t.Fatal(err)
+			}
+			if label == "wide open" {
+				// Mkdir's mode went through the umask.
+				if err := os.Chmod(p, 0o777); err != nil {
+					t.Fatal(err)
+				}
+			}
+			moved, err := PrivateDir(p)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if (moved != "") != (label != "missing" && label != "already private") {
+				t.Errorf("moved = %q", moved)
+			}
+			st, err := os.Lstat(p)
+			if err != nil || !privateDir(st) {
+				t.Fatalf("after PrivateDir: %v %v", st.Mode(), err)
+			}
+			if st, err := os.Stat(other); err != nil || st.Mode().Perm() != 0o755 {
+				t.Errorf("the symlink's target was changed: %v", err)
+			}
+		})
+	}
+}
+
+func mkdirOwned(p string, uid int) error {
+	if os.Geteuid() != 0 {
+		return os.Mkdir(p, 0o755) // stands in: wrong mode instead of owner
+	}
+	if err := os.Mkdir(p, 0o700); err != nil {
+		return err
+	}
+	return os.Chown(p, uid, uid)
 }

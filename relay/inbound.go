@@ -235,6 +235,9 @@ func (s *session) Data(r io.Reader) error {
 		Submitter:  s.peer.String(),
 		Arrived:    now,
 	}
+	if s.peer.unix && s.peer.uid >= 0 {
+		m.UID = uint32(s.peer.uid) // from SO_PEERCRED: the kernel's word, not the client's
+	}
 	if s.authed != "" {
 		m.Submitter += " auth=" + s.authed
 	}

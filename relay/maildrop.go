@@ -8,6 +8,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"sort"
 	"strings"
 	"time"
 
@@ -16,6 +17,7 @@ import (
 	"github.com/outbox-mta/outbox/maildrop"
 	"github.com/outbox-mta/outbox/mailhdr"
 	"github.com/outbox-mta/outbox/spool"
+	"github.com/outbox-mta/outbox/upstream"
 )
 
 // runMaildrop imports what the sendmail shim left in the maildrop folder
@@ -24,6 +26,12 @@ func (r *Relay) runMaildrop(ctx context.Context) {
 	dir := r.cfg.Spool.Maildrop
 	if err := maildrop.Setup(dir); err != nil {
 		r.log.Error("maildrop folder unusable; the shim cannot queue mail while the daemon is down", "dir", dir, "err", err)
+	}
+	rej := r.rejectedDir()
+	if moved, err := maildrop.PrivateDir(rej); err != nil {
+		r.log.Error("folder for rejected maildrop files unusable", "dir", rej, "err", err)
+	} else if moved != "" {
+		r.log.Warn("the folder for rejected maildrop files was not a private folder of the daemon's user; set aside and made anew", "dir", rej, "moved_to", moved)
 	}
 	interval := r.opts.MaildropInterval
 	if interval == 0 {
@@ -41,10 +49,20 @@ func (r *Relay) runMaildrop(ctx context.Context) {
 	}
 }
 
+// rejectedDir is where maildrop files that cannot be read as messages are
+// kept: beside the spool file, not inside the maildrop folder, which every
+// user may write to (a user could create "rejected" there first, as a
+// folder of their own or a link, and read or redirect what lands in it).
+func (r *Relay) rejectedDir() string {
+	return filepath.Join(filepath.Dir(r.cfg.Spool.Path), "maildrop-rejected")
+}
+
 // importMaildrop imports every complete file. A file is removed only after
 // its message is in the spool, so a crash in between can duplicate it,
-// never lose it. A file that cannot be accepted is moved to "rejected/"
-// with the reason logged, not deleted.
+// never lose it. Recipients the policy refuses fail with a bounce to the
+// sender, as if delivery had failed: the shim told its caller the message
+// was stored. Only a file that cannot be read as a message at all goes to
+// the rejected folder; what is not a plain file is removed.
 func (r *Relay) importMaildrop(ctx context.Context) int {
 	dir := r.cfg.Spool.Maildrop
 	names, err := maildrop.List(dir)
@@ -61,20 +79,26 @@ func (r *Relay) importMaildrop(ctx context.Context) int {
 		}
 		path := filepath.Join(dir, name)
 		id, err := r.importFile(path)
-		if err != nil {
-			if !rejectable(err) {
-				// A local, temporary problem (the spool cannot write, the
-				// file cannot be opened now): the file stays for the next
-				// round. The shim already told its caller the mail is stored.
-				r.log.Warn("maildrop import deferred", "file", name, "err", err)
-				continue
+		switch {
+		case err == nil:
+		case errors.Is(err, maildrop.ErrUnsafe):
+			r.log.Warn("maildrop entry is not a plain file of its own; removed", "file", name, "err", err)
+			if err := maildrop.Discard(path); err != nil {
+				r.log.Error("cannot remove maildrop entry", "file", name, "err", err)
 			}
-			r.log.Error("maildrop file rejected; moved to rejected/", "file", name, "err", err)
-			rej := filepath.Join(dir, "rejected")
-			os.MkdirAll(rej, 0o700)
-			if err := os.Rename(path, filepath.Join(rej, name)); err != nil {
+			continue
+		case rejectable(err):
+			rej := r.rejectedDir()
+			r.log.Error("maildrop file unreadable as a message; moved aside", "file", name, "dir", rej, "err", err)
+			if err := maildrop.Reject(path, rej); err != nil {
 				r.log.Error("cannot move rejected maildrop file", "file", name, "err", err)
 			}
+			continue
+		default:
+			// A local, temporary problem (the spool cannot write, the
+			// file cannot be opened now): the file stays for the next
+			// round. The shim already told its caller the mail is stored.
+			r.log.Warn("maildrop import deferred", "file", name, "err", err)
 			continue
 		}
 		if err := maildrop.Remove(path); err != nil {
@@ -91,18 +115,23 @@ func (r *Relay) importMaildrop(ctx context.Context) int {
 }
 
 // rejectable reports whether an import error is about the file itself and
-// will not go away on a retry: a malformed file, an address or size the
-// policy refuses (5yz), a header section too large.
+// will not go away on a retry: a malformed file, a sender address the
+// policy refuses (there is nobody to tell).
 func rejectable(err error) bool {
 	var se *smtp.SMTPError
 	switch {
 	case errors.As(err, &se):
 		return se.Code/100 == 5
-	case errors.Is(err, maildrop.ErrMalformed), errors.Is(err, mailhdr.ErrHeaderTooLarge):
+	case errors.Is(err, maildrop.ErrMalformed):
 		return true
 	}
 	return false
 }
+
+// errTooManyRecipients fails the recipients past limits.max_recipients.
+// The SMTP side says 452 (the client may send the rest in another
+// transaction); the import has no client to do that, so it is final here.
+var errTooManyRecipients = &smtp.SMTPError{Code: 552, EnhancedCode: smtp.EnhancedCode{5, 5, 3}, Message: "Too many recipients (limits.max_recipients)"}
 
 func (r *Relay) importFile(path string) (string, error) {
 	env, body, err := maildrop.Read(path)
@@ -122,18 +151,36 @@ func (r *Relay) importFile(path string) (string, error) {
 		}
 	}
 	now := r.now()
+	// The submitter is the owner of the file (Read puts it in env.UID),
+	// named from the password database: the user name in the file is
+	// the user's own claim.
+	uid := env.UID
 	m := &spool.Message{
 		ID: spool.NewID(now), From: from, EnvID: env.EnvID, Ret: strings.ToUpper(env.Ret),
 		BodyType: strings.ToUpper(env.BodyType), Arrived: now,
-		Submitter: fmt.Sprintf("uid %d (maildrop)", env.UID),
+		UID:       uint32(uid),
+		Submitter: fmt.Sprintf("uid %d (maildrop)", uid),
 	}
-	if env.User != "" {
-		m.Submitter = fmt.Sprintf("uid %d (%s, maildrop)", env.UID, env.User)
+	if name := userName(uid); name != "" {
+		m.Submitter = fmt.Sprintf("uid %d (%s, maildrop)", uid, name)
 	}
+	// refused holds, by index in m.Recipients, why a recipient failed on
+	// import.
+	refused := map[int]*smtp.SMTPError{}
+	accepted := 0
 	for _, rc := range env.Recipients {
 		addrs, err := pol.Recipient(rc)
-		if err != nil {
+		var se *smtp.SMTPError
+		if err != nil && !errors.As(err, &se) {
 			return "", err
+		}
+		if se == nil && accepted+len(addrs) > r.cfg.Limits.MaxRecipients {
+			se = errTooManyRecipients
+		}
+		if se != nil {
+			refused[len(m.Recipients)] = se
+			m.Recipients = append(m.Recipients, refusedRecipient(rc, se, notify, now))
+			continue
 		}
 		for _, a := range addrs {
 			rec := spool.Recipient{Address: a, Status: spool.Pending, Notify: notify}
@@ -145,23 +192,117 @@ func (r *Relay) importFile(path string) (string, error) {
 				rec.ORCPT = "rfc822;" + orig
 			}
 			m.Recipients = append(m.Recipients, rec)
+			accepted++
 		}
 	}
 	br := getReader(mailhdr.NewCRLFReader(&sizeLimit{r: body, left: r.cfg.Limits.MaxMessageSize}))
 	defer putReader(br)
+	received := fmt.Sprintf("Received: by %s (Outbox, from userid %d)\r\n\tid %s; %s\r\n", r.cfg.Hostname, uid, m.ID, now.Format(time.RFC1123Z))
 	hdr, err := mailhdr.ReadHeader(br, maxHeaderSection)
+	switch {
+	case errors.Is(err, mailhdr.ErrHeaderTooLarge):
+		return r.bounceWhole(m, nil, errHeaderTooBig, refused, now)
+	case errors.Is(err, smtp.ErrDataTooLarge):
+		return r.bounceWhole(m, nil, smtp.ErrDataTooLarge, refused, now)
+	}
 	if err != nil {
 		return "", err
 	}
 	hdr = pol.Header(hdr, m.ID, now, true)
-	received := fmt.Sprintf("Received: by %s (Outbox, from userid %d)\r\n\tid %s; %s\r\n", r.cfg.Hostname, env.UID, m.ID, now.Format(time.RFC1123Z))
 	if len(received)+len(hdr) > maxHeaderSection {
-		return "", mailhdr.ErrHeaderTooLarge // as on the SMTP side
+		return r.bounceWhole(m, nil, errHeaderTooBig, refused, now) // as on the SMTP side
 	}
-	if err := r.spool.Enqueue(context.Background(), m, io.MultiReader(strings.NewReader(received), bytes.NewReader(hdr), br)); err != nil {
+	err = r.spool.Enqueue(context.Background(), m, io.MultiReader(strings.NewReader(received), bytes.NewReader(hdr), br))
+	if errors.Is(err, smtp.ErrDataTooLarge) {
+		// The limit went down since the shim, which checks it, stored
+		// the file; or the file was not written by the shim.
+		return r.bounceWhole(m, append([]byte(received), hdr...), smtp.ErrDataTooLarge, refused, now)
+	}
+	if err != nil {
+		return "", err
+	}
+	if err := r.bounceRefused(m, refused, now); err != nil {
 		return "", err
 	}
 	return m.ID, nil
+}
+
+// refusedRecipient is a recipient that failed on import.
+func refusedRecipient(addr string, se *smtp.SMTPError, notify []string, now time.Time) spool.Recipient {
+	return spool.Recipient{
+		Address: addr, Status: spool.Failed, Notify: notify, Updated: now,
+		Code:      fmt.Sprintf("%d.%d.%d", se.EnhancedCode[0], se.EnhancedCode[1], se.EnhancedCode[2]),
+		LastError: describe(refusal(se)),
+	}
+}
+
+// refusal is a policy refusal as a delivery result, for the bounce.
+func refusal(se *smtp.SMTPError) upstream.Result {
+	return upstream.Result{
+		Class: upstream.Failed, Code: se.Code, Message: se.Message,
+		Enhanced: fmt.Sprintf("%d.%d.%d", se.EnhancedCode[0], se.EnhancedCode[1], se.EnhancedCode[2]),
+	}
+}
+
+// bounceWhole stores m with every recipient failed for reason (those
+// already refused keep their own reason) and with hdr as its content, the
+// most of it that can be kept, and bounces them all. The message then
+// leaves the queue at once.
+func (r *Relay) bounceWhole(m *spool.Message, hdr []byte, reason *smtp.SMTPError, refused map[int]*smtp.SMTPError, now time.Time) (string, error) {
+	for i := range m.Recipients {
+		if _, ok := refused[i]; !ok {
+			refused[i] = reason
+			m.Recipients[i] = refusedRecipient(m.Recipients[i].Address, reason, m.Recipients[i].Notify, now)
+		}
+	}
+	m.Ret = "HDRS" // the content is gone beyond the header section
+	if err := r.spool.Enqueue(context.Background(), m, bytes.NewReader(hdr)); err != nil {
+		return "", err
+	}
+	if err := r.bounceRefused(m, refused, now); err != nil {
+		return "", err
+	}
+	return m.ID, nil
+}
+
+// bounceRefused sends the sender the failure notice for the recipients
+// refused on import, as the scheduler does for failures at delivery, and
+// removes m from the queue if nothing is left to deliver. m is in the
+// spool already, where the notice takes its content from. If the notice
+// cannot be queued, m is removed again and the error returned: the
+// maildrop file stays for the next round.
+func (r *Relay) bounceRefused(m *spool.Message, refused map[int]*smtp.SMTPError, now time.Time) error {
+	results := map[int]attempt{}
+	var idx []int
+	for i, se := range refused {
+		res := refusal(se)
+		results[i] = attempt{res: res, tried: true}
+		r.log.Warn("maildrop recipient refused; failed with a bounce as its NOTIFY asks", "id", m.ID, "to", m.Recipients[i].Address, "error", describe(res))
+		if wants(m.Recipients[i].Notify, "FAILURE", true) {
+			idx = append(idx, i)
+		}
+	}
+	sort.Ints(idx)
+	var err error
+	if len(idx) > 0 {
+		err = r.sched.notify(m, "failed", idx, results, now)
+	}
+	if err != nil || m.Done() {
+		// Update drops a message whose recipients are all done; when the
+		// notice failed, failing them all drops the copy that the next
+		// round's import would otherwise duplicate.
+		if _, derr := r.spool.Update(m.ID, func(cur *spool.Message) error {
+			if err != nil {
+				for i := range cur.Recipients {
+					cur.Recipients[i].Status = spool.Failed
+				}
+			}
+			return nil
+		}); derr != nil && !errors.Is(derr, spool.ErrNotFound) {
+			r.log.Error("cannot remove a message from the queue", "id", m.ID, "err", derr)
+		}
+	}
+	return err
 }
 
 // sizeLimit fails a read that goes beyond the limit, so an oversized
@@ -175,7 +316,9 @@ func (l *sizeLimit) Read(p []byte) (int, error) {
 	n, err := l.r.Read(p)
 	l.left -= int64(n)
 	if l.left < 0 {
-		return 0, smtp.ErrDataTooLarge
+		// The bytes go along with the error, so that a header section
+		// read ahead into a buffer can still be quoted in the bounce.
+		return n, smtp.ErrDataTooLarge
 	}
 	return n, err
 }

@@ -127,6 +127,9 @@ func (b *bsSession) Data(r io.Reader) error {
 	// r must be consumed whatever happens.
 	defer io.Copy(io.Discard, r)
 	msg, err := readContent(r)
+	if errors.Is(err, errHeaderTooLarge) {
+		return &smtp.SMTPError{Code: 552, EnhancedCode: smtp.EnhancedCode{5, 3, 4}, Message: "Header section too large"}
+	}
 	if err != nil {
 		return errTempLocal
 	}
@@ -138,6 +141,11 @@ func (b *bsSession) Data(r io.Reader) error {
 	if b.drop {
 		if err := b.s.drop(&b.env, msg, b.why); err != nil {
 			b.s.verbosef("%v", err)
+			var ee *exitError
+			if errors.As(err, &ee) && ee.code != ExitTempFail {
+				// Over a limit of the daemon's: trying again cannot help.
+				return &smtp.SMTPError{Code: 552, EnhancedCode: smtp.EnhancedCode{5, 3, 4}, Message: oneLine(ee.msg)}
+			}
 			return errTempLocal
 		}
 		return nil

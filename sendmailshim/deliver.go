@@ -308,6 +308,9 @@ func (s *shim) drop(env *envelope, msg *content, why error) error {
 			return fail(ExitNoUser, "%s: unknown local name: no entry in the aliases block of %s, and no local_catchall; nothing was sent", res.Local, s.cfgPath)
 		}
 	}
+	if err := s.checkImport(env, msg); err != nil {
+		return err
+	}
 	md := &maildrop.Envelope{
 		From:       env.from,
 		Recipients: env.rcpts,
@@ -328,6 +331,45 @@ func (s *shim) drop(env *envelope, msg *content, why error) error {
 	}
 	s.verbosef("daemon not running; message stored as %s in %s", name, s.cfg.Spool.Maildrop)
 	return nil
+}
+
+// daemonMaxHeader is the daemon's bound on a header section (its
+// maxHeaderSection), its own Received field and blank line included.
+const daemonMaxHeader = 1 << 20
+
+// checkImport applies to the message as completed here, the bytes the
+// maildrop file will hold, the limits the daemon applies when it imports
+// the file, so that exit 0 means the daemon will take it: the number of
+// recipients once aliases are expanded and the size of the header section
+// once the daemon has qualified bare names in it and added its Received
+// field. (max_message_size is applied while the file is written, to the
+// same bytes the daemon counts.)
+func (s *shim) checkImport(env *envelope, msg *content) error {
+	n := 0
+	for _, r := range env.rcpts {
+		if res, err := s.cfg.ResolveRecipient(r); err == nil {
+			n += len(res.Addrs)
+		} else {
+			n++
+		}
+	}
+	if n > s.cfg.Limits.MaxRecipients {
+		return fail(ExitUnavailable, "too many recipients: %d once aliases are expanded, more than limits.max_recipients (%d); nothing was sent", n, s.cfg.Limits.MaxRecipients)
+	}
+	qualified, _ := mailhdr.Qualify(msg.header, s.cfg.Hostname)
+	size := max(len(msg.header), len(qualified)) + len("\r\n") + len(s.importReceived())
+	if size > daemonMaxHeader {
+		return fail(ExitDataErr, "the header section is too large: %d bytes with the fields added to it, more than %d; nothing was sent", size, daemonMaxHeader)
+	}
+	return nil
+}
+
+// importReceived is as long as the Received field the daemon adds when it
+// imports a maildrop file: its queue IDs have 18 characters and the
+// RFC 1123 date with numeric zone always 31.
+func (s *shim) importReceived() string {
+	return fmt.Sprintf("Received: by %s (Outbox, from userid %d)\r\n\tid %s; %s\r\n",
+		s.cfg.Hostname, s.uid, strings.Repeat("0", 18), s.now().Format(time.RFC1123Z))
 }
 
 func isASCII(s string) bool {
