@@ -456,6 +456,10 @@ func (v *validator) build(path string, raw *rawFile) *Config {
 	if s := raw.Spool; s != nil {
 		if s.Path != "" {
 			cfg.Spool.Path = v.path(s.Path)
+			// The maildrop folder belongs beside the spool it feeds (as
+			// Postfix keeps maildrop under queue_directory): a spool
+			// moved elsewhere must not keep importing from the default.
+			cfg.Spool.Maildrop = filepath.Join(filepath.Dir(cfg.Spool.Path), "maildrop")
 		}
 		if s.Maildrop != "" {
 			cfg.Spool.Maildrop = v.path(s.Maildrop)

@@ -674,3 +674,24 @@ func TestShortHostnameWarning(t *testing.T) {
 		t.Errorf("explicit hostname: %v %q", err, cfg.Warnings)
 	}
 }
+
+// A spool moved elsewhere takes its maildrop folder with it: the default
+// folder under /var/spool/outbox must not be read by a daemon whose spool
+// is somewhere else.
+func TestMaildropFollowsSpoolPath(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "relay.hcl")
+	src := `spool { path = "q/spool.db" }
+upstream "c" {
+  type = "maildir"
+  path = "md"
+}
+`
+	cfg, err := Parse(path, []byte(src))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := filepath.Join(dir, "q", "maildrop"); cfg.Spool.Maildrop != want {
+		t.Errorf("maildrop = %s, want %s", cfg.Spool.Maildrop, want)
+	}
+}

@@ -139,7 +139,10 @@ func (r *Relay) importFile(path string) (string, error) {
 		return "", err
 	}
 	defer body.Close()
-	pol := r.in.policy
+	// The configuration in force now (a reload may have replaced the one
+	// of start-up): its aliases, limits and host name.
+	snap := r.in.current()
+	pol, cfg := snap.policy, snap.cfg
 	from, err := pol.Sender(env.From, true)
 	if err != nil {
 		return "", err
@@ -174,7 +177,7 @@ func (r *Relay) importFile(path string) (string, error) {
 		if err != nil && !errors.As(err, &se) {
 			return "", err
 		}
-		if se == nil && accepted+len(addrs) > r.cfg.Limits.MaxRecipients {
+		if se == nil && accepted+len(addrs) > cfg.Limits.MaxRecipients {
 			se = errTooManyRecipients
 		}
 		if se != nil {
@@ -187,7 +190,7 @@ func (r *Relay) importFile(path string) (string, error) {
 			if !strings.EqualFold(a, rc) {
 				orig := rc
 				if !strings.Contains(orig, "@") {
-					orig += "@" + r.cfg.Hostname
+					orig += "@" + cfg.Hostname
 				}
 				rec.ORCPT = "rfc822;" + orig
 			}
@@ -195,9 +198,9 @@ func (r *Relay) importFile(path string) (string, error) {
 			accepted++
 		}
 	}
-	br := getReader(mailhdr.NewCRLFReader(&sizeLimit{r: body, left: r.cfg.Limits.MaxMessageSize}))
+	br := getReader(mailhdr.NewCRLFReader(&sizeLimit{r: body, left: cfg.Limits.MaxMessageSize}))
 	defer putReader(br)
-	received := fmt.Sprintf("Received: by %s (Outbox, from userid %d)\r\n\tid %s; %s\r\n", r.cfg.Hostname, uid, m.ID, now.Format(time.RFC1123Z))
+	received := fmt.Sprintf("Received: by %s (Outbox, from userid %d)\r\n\tid %s; %s\r\n", cfg.Hostname, uid, m.ID, now.Format(time.RFC1123Z))
 	hdr, err := mailhdr.ReadHeader(br, maxHeaderSection)
 	switch {
 	case errors.Is(err, mailhdr.ErrHeaderTooLarge):
