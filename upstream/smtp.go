@@ -475,7 +475,7 @@ func (s *SMTP) transact(ctx context.Context, cn *conn, env *Envelope, res []Resu
 			connLost(append(accepted, allIdx[i:]...), err)
 			return st
 		}
-		res[i] = classify(err)
+		res[i] = rcptResult(err)
 	}
 	if len(accepted) == 0 {
 		st.needReset = true
@@ -513,6 +513,20 @@ func (s *SMTP) transact(ctx context.Context, cn *conn, env *Envelope, res []Resu
 	fill(accepted, Result{Class: Sent, Code: 250, Enhanced: enh, Message: text})
 	s.log.Debug("message relayed", "from", env.From, "recipients", len(accepted), "reply", resp.StatusText)
 	return st
+}
+
+// rcptResult classifies a reply to RCPT. 552 there is temporary: RFC 5321
+// §4.5.3.1.10 asks clients to treat it as 452 (too many recipients), as
+// some servers still send it when a transaction is full.
+func rcptResult(err error) Result {
+	r := classify(err)
+	if r.Code == 552 {
+		r.Class, r.Code = Deferred, 452
+		if strings.HasPrefix(r.Enhanced, "5.") {
+			r.Enhanced = "4." + r.Enhanced[2:]
+		}
+	}
+	return r
 }
 
 func rcptOptions(r Rcpt) *smtp.RcptOptions {
