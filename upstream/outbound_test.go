@@ -1,7 +1,12 @@
 package upstream
 
 import (
+	"context"
+	"errors"
+	"net"
+	"sync"
 	"testing"
+	"time"
 
 	"github.com/emersion/go-smtp"
 	"github.com/outbox-mta/outbox/internal/testpki"
@@ -21,5 +26,70 @@ func TestRcpt552Defers(t *testing.T) {
 	wantClass(t, out, Sent, Deferred)
 	if r := out.Results[1]; r.Code != 452 || r.Enhanced != "4.5.3" {
 		t.Errorf("552 at RCPT became %+v, want 452 4.5.3", r)
+	}
+}
+
+// TestRateSpentOnlyByAcceptedTransactions: attempts the upstream did not
+// take (a connection that fails, every recipient refused) leave the
+// provider's quota untouched; sends that got to DATA spend it.
+func TestRateSpentOnlyByAcceptedTransactions(t *testing.T) {
+	ca := testpki.NewCA(t, "test CA")
+	fs := startFake(t, ca, fakeOptions{})
+	fs.set(func(fs *fakeServer) {
+		fs.rcptErr["bad@example.net"] = &smtp.SMTPError{Code: 550, EnhancedCode: smtp.EnhancedCode{5, 1, 1}, Message: "no such user"}
+	})
+	var logs syncBuffer
+	cfg := clientConfig(fs, ca, &logs)
+	now := time.Date(2025, 1, 1, 12, 0, 0, 0, time.UTC)
+	cfg.Now = func() time.Time { return now }
+	cfg.RateN, cfg.RatePer = 2, time.Hour
+	var mu sync.Mutex
+	down := 2 // the first two connections fail
+	dial := cfg.Dial
+	if dial == nil {
+		dial = (&net.Dialer{}).DialContext
+	}
+	cfg.Dial = func(ctx context.Context, network, addr string) (net.Conn, error) {
+		mu.Lock()
+		defer mu.Unlock()
+		if down > 0 {
+			down--
+			return nil, errors.New("connection refused")
+		}
+		return dial(ctx, network, addr)
+	}
+	s := newTarget(t, cfg)
+	wantClass(t, deliver(t, s, envelope(testMessage, "b@example.net")), Deferred)
+	wantClass(t, deliver(t, s, envelope(testMessage, "b@example.net")), Deferred)
+	wantClass(t, deliver(t, s, envelope(testMessage, "bad@example.net")), Failed)
+	if h := s.RateHistory(); len(h) != 0 {
+		t.Fatalf("attempts the upstream did not take spent %d slots: %v", len(h), h)
+	}
+	wantClass(t, deliver(t, s, envelope(testMessage, "b@example.net")), Sent)
+	wantClass(t, deliver(t, s, envelope(testMessage, "b@example.net")), Sent)
+	out := deliver(t, s, envelope(testMessage, "b@example.net"))
+	wantClass(t, out, Deferred)
+	if h := s.RateHistory(); len(h) != 2 {
+		t.Fatalf("history %v, want the two sends", h)
+	}
+}
+
+func TestLimiterRelease(t *testing.T) {
+	base := time.Date(2026, 11, 26, 12, 0, 0, 0, time.UTC)
+	l := newLimiter(2, time.Hour)
+	for i := 0; i < 2; i++ {
+		if _, ok := l.reserve(base, 0); !ok {
+			t.Fatalf("slot %d refused", i)
+		}
+	}
+	if _, ok := l.reserve(base, time.Minute); ok {
+		t.Fatal("third slot within the hour")
+	}
+	l.release(base)
+	if _, ok := l.reserve(base, 0); !ok {
+		t.Fatal("a released slot was not free again")
+	}
+	if h := l.history(); len(h) != 2 {
+		t.Fatalf("history %v", h)
 	}
 }

@@ -316,6 +316,7 @@ func (s *SMTP) pausedResult() (Result, bool) {
 
 // Deliver relays env and returns one Result per recipient.
 func (s *SMTP) Deliver(ctx context.Context, env *Envelope) Outcome {
+	spent := false // whether the upstream took the body (see txnStatus.spent)
 	out := Outcome{Remote: s.cfg.Host, Results: make([]Result, len(env.Recipients))}
 	all := func(r Result) Outcome {
 		for i := range out.Results {
@@ -339,10 +340,19 @@ func (s *SMTP) Deliver(ctx context.Context, env *Envelope) Outcome {
 		return all(Result{Class: Deferred, Message: "message has no body"})
 	}
 	if s.rate != nil {
-		if err := s.rate.wait(ctx, s.cfg.Now); err != nil {
+		slot, err := s.rate.wait(ctx, s.cfg.Now)
+		if err != nil {
 			return all(Result{Class: Deferred, Message: fmt.Sprintf("rate limit %d per %v reached for upstream %s",
 				s.cfg.RateN, s.cfg.RatePer, s.cfg.Name)})
 		}
+		// Only a transaction that reached the body spends the slot: a
+		// connection that fails or recipients all refused are nothing the
+		// provider counts against the quota.
+		defer func() {
+			if !spent {
+				s.rate.release(slot)
+			}
+		}()
 	}
 	select {
 	case s.sem <- struct{}{}:
@@ -365,6 +375,7 @@ func (s *SMTP) Deliver(ctx context.Context, env *Envelope) Outcome {
 			clear(out.Results)
 			continue
 		}
+		spent = st.spent
 		s.put(ctx, cn, st)
 		switch {
 		case st.pause != "":
@@ -383,6 +394,10 @@ type txnStatus struct {
 	retry     bool   // failed before anything was decided; a fresh connection may do better
 	pause     string // the server asked us to go away (421)
 	reason    string
+	// spent: the server accepted DATA (354, so at least one recipient)
+	// and the body was sent. Such a transaction counts against a rate
+	// limit whatever the final reply: providers count what reached them.
+	spent bool
 }
 
 // transact runs one mail transaction on cn and fills res.
@@ -492,6 +507,7 @@ func (s *SMTP) transact(ctx context.Context, cn *conn, env *Envelope, res []Resu
 		st.needReset = true
 		return st
 	}
+	st.spent = true
 	// go-smtp puts no deadline on the body write.
 	cn.raw.SetDeadline(time.Now().Add(s.cfg.DataTimeout))
 	if _, err := io.Copy(w, body); err != nil {
