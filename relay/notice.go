@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/outbox-mta/outbox/spool"
@@ -68,7 +69,7 @@ func (s *Scheduler) queueOwed(now time.Time) {
 		}
 		queued++
 		s.metrics.notice(o.Action)
-		s.log.Info("queued delivery status notification", "id", m.ID, "about", o.About, "action", o.Action, "to", m.Recipients[0].Address)
+		s.log.Info("queued delivery status notification", "id", m.ID, "about", o.About, "action", o.Action, "to", noticeTo(&m))
 	}
 	clear(s.owed[len(keep):])
 	s.owed = keep
@@ -124,4 +125,13 @@ func (s *Scheduler) loadOwed() {
 	s.noticeMu.Lock()
 	s.owed = append(s.owed, owed...)
 	s.noticeMu.Unlock()
+}
+
+// noticeTo lists a notice's recipients, for the log.
+func noticeTo(m *spool.Message) string {
+	var to []string
+	for _, r := range m.Recipients {
+		to = append(to, r.Address)
+	}
+	return strings.Join(to, ", ")
 }

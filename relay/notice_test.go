@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"io"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -99,4 +100,31 @@ func TestNoticeOwedSurvivesRestart(t *testing.T) {
 	h.s = NewScheduler(q, h.cfg, NewRouter(h.cfg, targets), dlvLogger(t), h.clock.Now)
 	h.run()
 	dlvWait(t, "the bounce", func() bool { return len(a.bounces("app@example.org")) == 1 })
+}
+
+// TestNoticeToLocalSenderFollowsAliases: a bounce to a local sender (the
+// shim's default user@hostname) goes where the aliases send that name,
+// not upstream to a mailbox that does not exist.
+func TestNoticeToLocalSenderFollowsAliases(t *testing.T) {
+	h := schedStart(t, "", `aliases {
+  www-data = "webmaster@example.com"
+  root     = ["ops@example.com", "oncall@example.com"]
+}`)
+	a := h.targets["a"]
+	a.on("nobody@example.com", dlvFailed550, dlvFailed550)
+	h.run()
+	h.enqueue("www-data@relay.test", dlvRcpt("nobody@example.com"))
+	dlvWait(t, "the bounce", func() bool { return len(a.bounces("webmaster@example.com")) == 1 })
+	h.enqueue("root@relay.test", dlvRcpt("nobody@example.com"))
+	dlvWait(t, "the bounce to root", func() bool {
+		return len(a.bounces("ops@example.com")) == 1 && len(a.bounces("oncall@example.com")) == 1
+	})
+	dlvWait(t, "the queue to empty", func() bool { return h.queued() == 0 })
+	for _, c := range a.Calls() {
+		for _, to := range c.To {
+			if strings.HasSuffix(to, "@relay.test") {
+				t.Errorf("mail sent upstream to the local address %s", to)
+			}
+		}
+	}
 }

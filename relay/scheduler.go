@@ -609,11 +609,15 @@ func (s *Scheduler) buildNotice(m *spool.Message, action string, idx []int, resu
 	if m.From == "" {
 		notice = []string{"NEVER"}
 	}
+	var rcpts []spool.Recipient
+	for _, addr := range s.noticeRecipients(to) {
+		rcpts = append(rcpts, spool.Recipient{Address: addr, Status: spool.Pending, Notify: notice})
+	}
 	return &owedNotice{
 		Message: spool.Message{
 			ID:         spool.NewID(now),
 			From:       "",
-			Recipients: []spool.Recipient{{Address: to, Status: spool.Pending, Notify: notice}},
+			Recipients: rcpts,
 			Submitter:  "outbox (" + action + " notice for " + m.ID + ")",
 			Arrived:    now,
 		},
@@ -621,6 +625,23 @@ func (s *Scheduler) buildNotice(m *spool.Message, action string, idx []int, resu
 		Action: action,
 		Report: report,
 	}
+}
+
+// noticeRecipients resolves where a notice to addr goes. A local sender
+// (the shim's user@hostname) is a name of this machine, not a mailbox
+// upstream: it goes through the aliases like any mail to a local name.
+// A local name without an alias falls back to double_bounce, if set.
+func (s *Scheduler) noticeRecipients(addr string) []string {
+	to, err := NewPolicy(s.cfg).Recipient(addr)
+	if err == nil && len(to) > 0 {
+		return to
+	}
+	if s.cfg.Queue.DoubleBounce != "" && addr != s.cfg.Queue.DoubleBounce {
+		s.log.Warn("the sender to notify has no alias; sending the notice to double_bounce", "sender", addr, "err", err)
+		return s.noticeRecipients(s.cfg.Queue.DoubleBounce)
+	}
+	s.log.Warn("the sender to notify has no alias; sending the notice to it unchanged", "sender", addr, "err", err)
+	return []string{addr}
 }
 
 // buildReport builds d's report with m's original message (or its header
