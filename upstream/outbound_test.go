@@ -1,9 +1,14 @@
 package upstream
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"net"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -91,5 +96,82 @@ func TestLimiterRelease(t *testing.T) {
 	}
 	if h := l.history(); len(h) != 2 {
 		t.Fatalf("history %v", h)
+	}
+}
+
+// lineEnds is what crlfWriter must make of a body: every CRLF, bare CR and
+// bare LF becomes CRLF.
+var lineEnds = strings.NewReplacer("\r\n", "\r\n", "\r", "\r\n", "\n", "\r\n")
+
+func TestCRLFWriter(t *testing.T) {
+	for _, in := range []string{
+		"a\nb\n", "a\r\nb\r\n", "a\rb\r", "a\r\r\nb", "\n.\n", "\r\n.\n", "\n.\r\n", "\r.\r\n", "\r\n.\r",
+		"x\r", "", "no end",
+	} {
+		// Byte by byte, so a CR at the end of one write meets its LF in
+		// the next.
+		var got bytes.Buffer
+		w := newCRLFWriter(&got)
+		for i := 0; i < len(in); i++ {
+			if _, err := w.Write([]byte{in[i]}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := w.Close(); err != nil {
+			t.Fatal(err)
+		}
+		if want := lineEnds.Replace(in); got.String() != want {
+			t.Errorf("%q became %q, want %q", in, got.String(), want)
+		}
+	}
+}
+
+// TestInteropLineEnds sends bodies with bare CR and LF in the line-end
+// positions that SMTP smuggling uses to a real third-party server
+// (aiosmtpd) and checks the exact bytes it received: one message, not cut
+// short, with CRLF line ends and every other byte as it was.
+func TestInteropLineEnds(t *testing.T) {
+	ca := testpki.NewCA(t, "test CA")
+	port, outdir := startAiosmtpd(t, ca, "relay@example.com", "pw")
+	var logs syncBuffer
+	s := newTarget(t, SMTPConfig{
+		Name: "aiosmtpd", Host: "127.0.0.1", Port: port, TLS: "starttls",
+		RootCAs: ca.Pool, Hostname: "client.test",
+		Username: "relay@example.com", Password: staticSecret("pw"),
+		CommandTimeout: 20 * time.Second, Logger: testLogger(&logs),
+	})
+	const hdr = "From: a@example.com\r\nTo: b@example.net\r\nSubject: line ends\r\n\r\n"
+	smuggled := "MAIL FROM:<evil@example.com>\r\nRCPT TO:<victim@example.net>\r\nDATA\r\nsmuggled\r\n.\r\n"
+	n := 0
+	for _, seq := range []string{"\n.\n", "\r\n.\n", "\n.\r\n", "\r.\r\n", "\r\n.\r"} {
+		for _, body := range []string{
+			"before" + seq + smuggled + "after\r\n",
+			"before" + seq + "..two dots\r\n.leading dot\r\n",
+			"before" + seq,
+		} {
+			n++
+			msg := hdr + body
+			out := deliver(t, s, envelope(msg, "b@example.net"))
+			wantClass(t, out, Sent)
+			path := filepath.Join(outdir, "msg"+strconv.Itoa(n))
+			var got []byte
+			waitFor(t, "aiosmtpd to write "+path, func() bool {
+				var err error
+				got, err = os.ReadFile(path)
+				return err == nil
+			})
+			_, data, _ := strings.Cut(string(got), "\n\n")
+			want := lineEnds.Replace(msg)
+			if !strings.HasSuffix(want, "\r\n") {
+				want += "\r\n"
+			}
+			if data != want {
+				t.Errorf("sequence %q: aiosmtpd got\n%q\nwant\n%q", seq, data, want)
+			}
+		}
+	}
+	// No message beyond those sent: nothing was smuggled.
+	if _, err := os.Stat(filepath.Join(outdir, "msg"+strconv.Itoa(n+1))); err == nil {
+		t.Errorf("aiosmtpd received more messages than were sent")
 	}
 }

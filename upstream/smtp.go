@@ -510,7 +510,12 @@ func (s *SMTP) transact(ctx context.Context, cn *conn, env *Envelope, res []Resu
 	st.spent = true
 	// go-smtp puts no deadline on the body write.
 	cn.raw.SetDeadline(time.Now().Add(s.cfg.DataTimeout))
-	if _, err := io.Copy(w, body); err != nil {
+	lw := newCRLFWriter(w)
+	_, err = io.Copy(lw, body)
+	if err == nil {
+		err = lw.Close()
+	}
+	if err != nil {
 		// Never end the DATA with a dot after a short write: that would
 		// send a truncated message. Drop the connection instead.
 		connLost(accepted, fmt.Errorf("sending message to %s: %w", s.addr, err))
