@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"io"
 	"net"
 	"os"
 	"path/filepath"
@@ -13,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/emersion/go-message"
 	"github.com/emersion/go-smtp"
 	"github.com/outbox-mta/outbox/internal/testpki"
 )
@@ -173,5 +175,145 @@ func TestInteropLineEnds(t *testing.T) {
 	// No message beyond those sent: nothing was smuggled.
 	if _, err := os.Stat(filepath.Join(outdir, "msg"+strconv.Itoa(n+1))); err == nil {
 		t.Errorf("aiosmtpd received more messages than were sent")
+	}
+}
+
+// aiosmtpdTarget starts aiosmtpd with flags and a target that delivers to
+// it; got reads the n-th message it received: its envelope lines, its
+// MAIL parameters and its content.
+func aiosmtpdTarget(t *testing.T, flags string) (s *SMTP, got func(n int) (env, opts, data string)) {
+	t.Helper()
+	ca := testpki.NewCA(t, "test CA")
+	port, outdir := startAiosmtpdFlags(t, ca, "relay@example.com", "pw", flags)
+	var logs syncBuffer
+	s = newTarget(t, SMTPConfig{
+		Name: "aiosmtpd", Host: "127.0.0.1", Port: port, TLS: "starttls",
+		RootCAs: ca.Pool, Hostname: "client.test",
+		Username: "relay@example.com", Password: staticSecret("pw"),
+		CommandTimeout: 20 * time.Second, Logger: testLogger(&logs),
+	})
+	return s, func(n int) (string, string, string) {
+		path := filepath.Join(outdir, "msg"+strconv.Itoa(n))
+		var b []byte
+		waitFor(t, "aiosmtpd to write "+path, func() bool {
+			var err error
+			b, err = os.ReadFile(path)
+			return err == nil
+		})
+		o, err := os.ReadFile(path + ".opts")
+		if err != nil {
+			t.Fatal(err)
+		}
+		env, data, _ := strings.Cut(string(b), "\n\n")
+		return env, string(o), data
+	}
+}
+
+// leaves returns the decoded content of every non-multipart part of msg,
+// in order, descending into enclosed messages.
+func leaves(t *testing.T, msg string) []string {
+	t.Helper()
+	e, err := message.Read(strings.NewReader(msg))
+	if err != nil {
+		t.Fatalf("parsing %q: %v", msg, err)
+	}
+	var out []string
+	err = e.Walk(func(_ []int, p *message.Entity, err error) error {
+		if err != nil {
+			return err
+		}
+		if p.MultipartReader() != nil {
+			return nil
+		}
+		if mt, _, _ := p.Header.ContentType(); mt == "message/rfc822" {
+			b, _ := io.ReadAll(p.Body)
+			out = append(out, leaves(t, string(b))...)
+			return nil
+		}
+		b, err := io.ReadAll(p.Body)
+		out = append(out, string(b))
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+// TestInterop8BitToSevenBitUpstream: an upstream that does not offer
+// 8BITMIME (aiosmtpd told to leave it out) never receives 8-bit data; the
+// parts that held it arrive as quoted-printable or base64 and decode to
+// what was sent, the others arrive byte for byte.
+func TestInterop8BitToSevenBitUpstream(t *testing.T) {
+	s, got := aiosmtpdTarget(t, "no8bitmime")
+	binary := "\x00\x01\xff\xfe bytes \xc3\xa9\r\n"
+	const ascii = "Plain ASCII part.\r\n.leading dot\r\n"
+	msgs := []struct {
+		name   string
+		msg    string
+		leaves []string
+	}{
+		{"plain", "From: a@example.com\r\nTo: b@example.net\r\nSubject: caf\xc3\xa9\r\n\r\nGr\xc3\xbc\xc3\x9fe aus K\xc3\xb6ln.\r\nTrailing space \r\n", []string{"Gr\xc3\xbc\xc3\x9fe aus K\xc3\xb6ln.\r\nTrailing space \r\n"}},
+		{"multipart", "From: a@example.com\r\nTo: b@example.net\r\nMIME-Version: 1.0\r\n" +
+			"Content-Type: multipart/mixed; boundary=\"b1\"\r\nContent-Transfer-Encoding: 8bit\r\n\r\n" +
+			"preamble\r\n--b1\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: 8bit\r\n\r\n" +
+			"\xe6\x97\xa5\xe6\x9c\xac\xe8\xaa\x9e text\r\n" +
+			"--b1\r\nContent-Type: text/plain\r\n\r\n" + ascii +
+			"--b1\r\nContent-Type: application/octet-stream\r\nContent-Transfer-Encoding: binary\r\n\r\n" + binary +
+			"--b1\r\nContent-Type: message/rfc822\r\nContent-Transfer-Encoding: 8bit\r\n\r\n" +
+			"Subject: inner\r\nContent-Type: text/plain; charset=utf-8\r\n\r\nsch\xc3\xb6n\r\n" +
+			"--b1--\r\n",
+			[]string{"\xe6\x97\xa5\xe6\x9c\xac\xe8\xaa\x9e text", ascii[:len(ascii)-2], binary[:len(binary)-2], "sch\xc3\xb6n"}},
+	}
+	for i, m := range msgs {
+		wantClass(t, deliver(t, s, envelope(m.msg, "b@example.net")), Sent)
+		_, opts, data := got(i + 1)
+		if strings.Contains(opts, "8BITMIME") {
+			t.Errorf("%s: MAIL had %q to a server without 8BITMIME", m.name, opts)
+		}
+		for j := 0; j < len(data); j++ {
+			if data[j] >= 0x80 {
+				t.Fatalf("%s: 8-bit byte %#x at %d reached a server without 8BITMIME:\n%q", m.name, data[j], j, data)
+			}
+		}
+		if l := leaves(t, m.msg); strings.Join(l, "|") != strings.Join(m.leaves, "|") {
+			t.Fatalf("%s: the message sent decodes to %q, want %q", m.name, l, m.leaves)
+		}
+		if l := leaves(t, data); strings.Join(l, "|") != strings.Join(m.leaves, "|") {
+			t.Errorf("%s: parts decode to\n%q\nwant\n%q\nreceived:\n%q", m.name, l, m.leaves, data)
+		}
+		if m.name == "multipart" && !strings.Contains(data, "Content-Type: text/plain\r\n\r\n"+ascii) {
+			t.Errorf("the 7-bit part did not go through byte for byte:\n%q", data)
+		}
+	}
+}
+
+// TestInteropInternationalAddresses: to an upstream without SMTPUTF8
+// (aiosmtpd's default), a non-ASCII domain goes in A-label form and a
+// non-ASCII local part fails that recipient alone with 5.6.7; with
+// SMTPUTF8 offered, addresses go unchanged.
+func TestInteropInternationalAddresses(t *testing.T) {
+	const msg = "From: a@example.com\r\nTo: x@example.net\r\nSubject: idn\r\n\r\nhi\r\n"
+	s, got := aiosmtpdTarget(t, "")
+	env := envelope(msg, "user@b\u00fccher.example", "\u00fc@example.net", "plain@example.net")
+	env.From = "app@m\u00fcnchen.example"
+	env.UTF8 = true
+	out := deliver(t, s, env)
+	wantClass(t, out, Sent, Failed, Sent)
+	if out.Results[1].Enhanced != "5.6.7" {
+		t.Errorf("non-ASCII local part: %+v, want 5.6.7", out.Results[1])
+	}
+	envLines, opts, _ := got(1)
+	want := "FROM app@xn--mnchen-3ya.example\nTO user@xn--bcher-kva.example\nTO plain@example.net\nAUTH relay@example.com"
+	if envLines != want || strings.Contains(opts, "SMTPUTF8") {
+		t.Errorf("aiosmtpd got envelope\n%s\nparameters %q\nwant\n%s", envLines, opts, want)
+	}
+
+	s2, got2 := aiosmtpdTarget(t, "smtputf8")
+	wantClass(t, deliver(t, s2, env), Sent, Sent, Sent)
+	envLines, opts, _ = got2(1)
+	want = "FROM app@m\u00fcnchen.example\nTO user@b\u00fccher.example\nTO \u00fc@example.net\nTO plain@example.net\nAUTH relay@example.com"
+	if envLines != want || !strings.Contains(opts, "SMTPUTF8") {
+		t.Errorf("aiosmtpd got envelope\n%s\nparameters %q\nwant\n%s", envLines, opts, want)
 	}
 }

@@ -443,22 +443,31 @@ func (s *SMTP) transact(ctx context.Context, cn *conn, env *Envelope, res []Resu
 		cn.needHello = false
 	}
 
+	out, ok := s.prepare(c, env, res)
+	if !ok {
+		return st
+	}
+	// From here on, only the recipients the server may receive are in play.
+	allIdx = out.sendable
 	body, err := env.Body()
 	if err != nil {
 		fill(allIdx, Result{Class: Deferred, Message: "opening message body: " + err.Error()})
 		return st
 	}
 	defer body.Close()
-
-	if env.UTF8 {
-		if ok, _ := c.Extension("SMTPUTF8"); !ok {
-			fill(allIdx, Result{Class: Failed, Enhanced: "5.6.7",
-				Message: "SMTPUTF8 not offered by upstream " + s.addr + ": the message needs it"})
-			return st
-		}
+	var data io.Reader = body
+	if out.convert {
+		pr, pw := io.Pipe()
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			pw.CloseWithError(to7bit(pw, body))
+		}()
+		defer func() { pr.Close(); <-done }()
+		data = pr
 	}
 
-	opts := &smtp.MailOptions{Size: env.Size, UTF8: env.UTF8}
+	opts := &smtp.MailOptions{Size: out.size, UTF8: out.utf8}
 	if ok, _ := c.Extension("DSN"); ok {
 		switch r := smtp.DSNReturn(strings.ToUpper(env.Ret)); r {
 		case smtp.DSNReturnFull, smtp.DSNReturnHeaders:
@@ -468,7 +477,7 @@ func (s *SMTP) transact(ctx context.Context, cn *conn, env *Envelope, res []Resu
 			opts.EnvelopeID = env.EnvID
 		}
 	}
-	if err := c.Mail(env.From, opts); err != nil {
+	if err := c.Mail(out.from, opts); err != nil {
 		if !isReply(err) || replyCode(err) == 421 {
 			connLost(allIdx, err)
 			st.retry = true
@@ -480,14 +489,14 @@ func (s *SMTP) transact(ctx context.Context, cn *conn, env *Envelope, res []Resu
 	}
 
 	var accepted []int
-	for i, r := range env.Recipients {
-		err := c.Rcpt(r.Address, rcptOptions(r))
+	for k, i := range allIdx {
+		err := c.Rcpt(out.rcpts[i], rcptOptions(env.Recipients[i]))
 		if err == nil {
 			accepted = append(accepted, i)
 			continue
 		}
 		if !isReply(err) || replyCode(err) == 421 {
-			connLost(append(accepted, allIdx[i:]...), err)
+			connLost(append(accepted, allIdx[k:]...), err)
 			return st
 		}
 		res[i] = rcptResult(err)
@@ -511,7 +520,7 @@ func (s *SMTP) transact(ctx context.Context, cn *conn, env *Envelope, res []Resu
 	// go-smtp puts no deadline on the body write.
 	cn.raw.SetDeadline(time.Now().Add(s.cfg.DataTimeout))
 	lw := newCRLFWriter(w)
-	_, err = io.Copy(lw, body)
+	_, err = io.Copy(lw, data)
 	if err == nil {
 		err = lw.Close()
 	}
