@@ -138,6 +138,9 @@ func (s *session) Mail(from string, opts *smtp.MailOptions) error {
 	if !s.trusted && s.authed == "" {
 		return errAuthRequired
 	}
+	if !isASCII(from) && (opts == nil || !opts.UTF8) {
+		return errNeedsUTF8
+	}
 	addr, err := s.in.policy.Sender(from, s.local())
 	if err != nil {
 		return err
@@ -158,6 +161,9 @@ func (s *session) local() bool {
 func (s *session) Rcpt(to string, opts *smtp.RcptOptions) error {
 	if s.from == nil {
 		return errNoSender
+	}
+	if !isASCII(to) && !s.mailOpts.UTF8 {
+		return errNeedsUTF8
 	}
 	addrs, err := s.in.policy.Recipient(to)
 	if err != nil {
