@@ -128,3 +128,43 @@ func TestNoticeToLocalSenderFollowsAliases(t *testing.T) {
 		}
 	}
 }
+
+// TestNoticeNotDoubledWhenResultsCannotBeRecorded: a round whose results
+// could not be written is decided again later; its notice is sent once,
+// by the round that was recorded.
+func TestNoticeNotDoubledWhenResultsCannotBeRecorded(t *testing.T) {
+	h := schedStart(t, "", "")
+	q := &coolQueue{Spool: h.sp}
+	targets := map[string]upstream.Target{"a": h.targets["a"], "b": h.targets["b"]}
+	h.s = NewScheduler(q, h.cfg, NewRouter(h.cfg, targets), dlvLogger(t), h.clock.Now)
+	a := h.targets["a"]
+	a.on("nobody@example.com", dlvFailed550, dlvFailed550)
+	m := &spool.Message{From: "app@example.org", Recipients: []spool.Recipient{dlvRcpt("nobody@example.com")}, Submitter: "test", Arrived: h.clock.Now()}
+	m.ID = spool.NewID(h.clock.Now())
+	q.failID = m.ID
+	if err := h.sp.Enqueue(context.Background(), m, strings.NewReader(dlvBody)); err != nil {
+		t.Fatal(err)
+	}
+	h.run()
+	dlvWait(t, "first attempt", func() bool { return len(a.callsTo("nobody@example.com")) == 1 })
+	dlvWait(t, "the unrecorded round to cool down", func() bool {
+		h.s.mu.Lock()
+		defer h.s.mu.Unlock()
+		_, ok := h.s.cooling[m.ID]
+		return ok
+	})
+	if n := len(a.bounces("app@example.org")); n != 0 {
+		t.Fatalf("%d bounces for a round that was not recorded", n)
+	}
+	q.mu.Lock()
+	q.failID = ""
+	q.mu.Unlock()
+	h.advance(10 * time.Minute)
+	dlvWait(t, "second attempt", func() bool { return len(a.callsTo("nobody@example.com")) == 2 })
+	dlvWait(t, "the bounce", func() bool { return len(a.bounces("app@example.org")) == 1 })
+	dlvWait(t, "the queue to empty", func() bool { return h.queued() == 0 })
+	h.stop()
+	if n := len(a.bounces("app@example.org")); n != 1 {
+		t.Errorf("%d bounces, want 1", n)
+	}
+}

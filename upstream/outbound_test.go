@@ -317,3 +317,51 @@ func TestInteropInternationalAddresses(t *testing.T) {
 		t.Errorf("aiosmtpd got envelope\n%s\nparameters %q\nwant\n%s", envLines, opts, want)
 	}
 }
+
+// FuzzCRLFWriter: whatever the input and however it is split into
+// writes, the output has CRLF line ends only and differs from the input
+// in line ends alone.
+func FuzzCRLFWriter(f *testing.F) {
+	for _, s := range []string{"\r.\r\n", "\n.\n", "a\r\r\nb", "\r"} {
+		f.Add([]byte(s), uint8(1))
+	}
+	f.Fuzz(func(t *testing.T, in []byte, split uint8) {
+		var got bytes.Buffer
+		w := newCRLFWriter(&got)
+		step := int(split%16) + 1
+		for i := 0; i < len(in); i += step {
+			w.Write(in[i:min(i+step, len(in))])
+		}
+		w.Close()
+		if want := lineEnds.Replace(string(in)); got.String() != want {
+			t.Fatalf("%q became %q, want %q", in, got.String(), want)
+		}
+		out := got.Bytes()
+		for i, c := range out {
+			if c == '\r' && (i+1 == len(out) || out[i+1] != '\n') || c == '\n' && (i == 0 || out[i-1] != '\r') {
+				t.Fatalf("bare line end at %d in %q", i, out)
+			}
+		}
+	})
+}
+
+// FuzzTo7bit: the converter never panics, and what it writes from a
+// message with a plain header section has no 8-bit byte in its body.
+func FuzzTo7bit(f *testing.F) {
+	f.Add("Subject: x\r\n\r\nh\xc3\xa9\r\n")
+	f.Add("Content-Type: multipart/mixed; boundary=b\r\n\r\n--b\r\nContent-Type: message/rfc822\r\n\r\nSubject: y\r\n\r\n\xff\r\n--b--\r\n")
+	f.Add("Content-Type: multipart/mixed; boundary=b\r\n\r\n--b\r\n\r\n\xff")
+	f.Fuzz(func(t *testing.T, msg string) {
+		var out bytes.Buffer
+		if err := to7bit(&out, strings.NewReader(msg)); err != nil {
+			return
+		}
+		if !has8bit([]byte(msg)) {
+			return
+		}
+		hdr, body, _ := strings.Cut(out.String(), "\r\n\r\n")
+		if !has8bit([]byte(hdr)) && !strings.Contains(msg, "multipart") && !strings.Contains(msg, "message/") && has8bit([]byte(body)) {
+			t.Fatalf("8-bit body after conversion of %q: %q", msg, out.String())
+		}
+	})
+}
