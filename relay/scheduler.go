@@ -595,7 +595,7 @@ func (s *Scheduler) buildNotice(m *spool.Message, action string, idx []int, resu
 	if err != nil {
 		// Without the original (a body that cannot be read) the report
 		// still tells the sender what happened.
-		s.log.Error("cannot read the original for a delivery status notification; sending it without", "id", m.ID, "err", err)
+		s.log.Error("cannot attach the original to a delivery status notification; sending it without", "id", m.ID, "err", err)
 		d.Original = nil
 		if report, err = d.Build(); err != nil {
 			s.log.Error("cannot build a delivery status notification", "id", m.ID, "action", action, "err", err)
