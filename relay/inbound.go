@@ -164,6 +164,9 @@ func (s *session) Mail(from string, opts *smtp.MailOptions) error {
 	if opts != nil && opts.Size > conf.cfg.Limits.MaxMessageSize {
 		return &smtp.SMTPError{Code: 552, EnhancedCode: smtp.EnhancedCode{5, 3, 4}, Message: fmt.Sprintf("Message too large (max_message_size is %d bytes)", conf.cfg.Limits.MaxMessageSize)}
 	}
+	if !isASCII(from) && (opts == nil || !opts.UTF8) {
+		return errNeedsUTF8
+	}
 	addr, err := conf.policy.Sender(from, s.local())
 	if err != nil {
 		return err
@@ -185,6 +188,9 @@ func (s *session) local() bool {
 func (s *session) Rcpt(to string, opts *smtp.RcptOptions) error {
 	if s.from == nil {
 		return errNoSender
+	}
+	if !isASCII(to) && !s.mailOpts.UTF8 {
+		return errNeedsUTF8
 	}
 	addrs, err := s.snap().policy.Recipient(to)
 	if err != nil {

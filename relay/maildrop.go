@@ -288,7 +288,13 @@ func (r *Relay) bounceRefused(m *spool.Message, refused map[int]*smtp.SMTPError,
 	sort.Ints(idx)
 	var err error
 	if len(idx) > 0 {
-		err = r.sched.notify(m, "failed", idx, results, now)
+		// The notice goes on the scheduler's list of owed notices (kept in
+		// the spool) before it is queued, as for failures at delivery: one
+		// the spool refuses now is queued later, not lost.
+		if n := r.sched.buildNotice(m, "failed", idx, results, now); n != nil {
+			r.sched.owe([]*owedNotice{n})
+			r.sched.queueOwed(now)
+		}
 	}
 	if err != nil || m.Done() {
 		// Update drops a message whose recipients are all done; when the

@@ -22,6 +22,9 @@ import (
 type Queue interface {
 	Store
 	DueExcept(now time.Time, limit int, skip func(id string) bool) ([]*spool.Message, error)
+	// SetState and State keep the notices owed (see record).
+	SetState(key string, val []byte) error
+	State(key string) ([]byte, error)
 	NextDueExcept(skip func(id string) bool) (time.Time, bool, error)
 	Update(id string, fn func(m *spool.Message) error) (*spool.Message, error)
 	Body(id string) (io.ReadCloser, error)
@@ -54,6 +57,12 @@ type Scheduler struct {
 	// being re-sent in a tight loop.
 	cooling map[string]time.Time
 	wg      sync.WaitGroup
+
+	// owed holds the notices built but not yet queued (see record);
+	// owedRetry is when to try queuing them again.
+	noticeMu  sync.Mutex
+	owed      []*owedNotice
+	owedRetry time.Time
 }
 
 // NewScheduler builds a scheduler. now is the clock (time.Now in
@@ -124,6 +133,8 @@ func (s *Scheduler) Run(ctx context.Context) {
 	defer cancel()
 	timer := time.NewTimer(time.Hour)
 	defer timer.Stop()
+	s.loadOwed()
+	s.queueOwed(s.now())
 	for {
 		wait := s.dispatch(ctx, deliverCtx)
 		if !timer.Stop() {
@@ -208,6 +219,9 @@ func (s *Scheduler) dispatch(ctx, deliverCtx context.Context) time.Duration {
 	if err == nil && ok {
 		// Messages that became due since the Due call above: look again soon.
 		wait = max(next.Sub(s.now()), 10*time.Millisecond)
+	}
+	if d, ok := s.retryOwed(); ok {
+		wait = min(wait, d)
 	}
 	s.mu.Lock()
 	now := s.now()
@@ -383,10 +397,15 @@ func (s *Scheduler) backoff(attempts int) time.Duration {
 	return time.Duration(float64(d) * (0.9 + 0.2*rand.Float64()))
 }
 
-// record applies one round's results to the spool and sends the DSNs the
-// round calls for. The notifications are queued before the original's
-// update commits, so a crash between the two can duplicate a notice but
-// never lose one.
+// record applies one round's results to the spool and queues the DSNs the
+// round calls for. The results are saved first, so a notice that cannot
+// be queued never makes the round run again (which would send the message
+// a second time to the recipients that accepted it). The notices are built
+// before that (the original's body leaves the spool with its last
+// recipient) and written to the spool's list of owed notices, then queued;
+// an owed notice that cannot be queued is retried later, after a restart
+// too. A crash between these steps can duplicate a notice but never lose
+// one.
 func (s *Scheduler) record(m *spool.Message, results map[int]attempt) {
 	cfg := s.conf()
 	now := s.now()
@@ -420,19 +439,18 @@ func (s *Scheduler) record(m *spool.Message, results map[int]attempt) {
 			}
 		}
 	}
+	var notices []*owedNotice
 	for _, n := range []struct {
 		action string
 		idx    []int
 	}{{"failed", failed}, {"delivered", delivered}, {"delayed", delayed}} {
 		if len(n.idx) > 0 {
-			if err := s.notify(&next, n.action, n.idx, results, now); err != nil {
-				// Keep the message as it was: the next round retries the notice too.
-				s.log.Error("cannot queue delivery status notification; will retry", "id", m.ID, "err", err)
-				s.reschedule(m, now)
-				return
+			if o := s.buildNotice(&next, n.action, n.idx, results, now); o != nil {
+				notices = append(notices, o)
 			}
 		}
 	}
+	s.owe(notices)
 	stored, err := s.q.Update(m.ID, func(cur *spool.Message) error {
 		apply(cur, results, now, cfg.Queue.Lifetime, next.NextAttempt.Sub(now))
 		if warn {
@@ -441,14 +459,20 @@ func (s *Scheduler) record(m *spool.Message, results map[int]attempt) {
 		return nil
 	})
 	if errors.Is(err, spool.ErrNotFound) {
+		// The round happened all the same: its notices still go out.
 		s.log.Info("message deleted from the queue during its delivery attempt", "id", m.ID)
+		s.queueOwed(now)
 		return
 	}
 	if err != nil {
+		// The round will run again and decide again: its notices wait
+		// for that, or they would be sent twice.
+		s.forgive(notices)
 		s.log.Error("cannot record delivery results; the message stays queued and will be retried", "id", m.ID, "err", err)
 		s.coolDown(m, now)
 		return
 	}
+	s.queueOwed(now)
 	for i, r := range stored.Recipients {
 		a, ok := results[i]
 		if !ok || m.Recipients[i].Status != spool.Pending {
@@ -463,14 +487,6 @@ func (s *Scheduler) record(m *spool.Message, results map[int]attempt) {
 		default:
 			s.log.Info("deferred", append(attrs, "error", r.LastError, "next_attempt", stored.NextAttempt.Format(time.RFC3339))...)
 		}
-	}
-}
-
-// reschedule pushes a message back without touching recipients.
-func (s *Scheduler) reschedule(m *spool.Message, now time.Time) {
-	d := s.backoff(m.Attempts + 1)
-	if _, err := s.q.Update(m.ID, func(cur *spool.Message) error { cur.NextAttempt = now.Add(d); return nil }); err != nil {
-		s.coolDown(m, now)
 	}
 }
 
@@ -548,10 +564,10 @@ func wants(notify []string, kind string, dflt bool) bool {
 	return false
 }
 
-// notify queues a DSN about recipients idx of m. Mail from the null sender
-// is never answered: the notice goes to double_bounce if configured, else
-// it is only logged.
-func (s *Scheduler) notify(m *spool.Message, action string, idx []int, results map[int]attempt, now time.Time) error {
+// buildNotice builds a DSN about recipients idx of m, nil if none is to be
+// sent. Mail from the null sender is never answered: the notice goes to
+// double_bounce if configured, else it is only logged.
+func (s *Scheduler) buildNotice(m *spool.Message, action string, idx []int, results map[int]attempt, now time.Time) *owedNotice {
 	cfg := s.conf()
 	to := m.From
 	if to == "" {
@@ -603,22 +619,16 @@ func (s *Scheduler) notify(m *spool.Message, action string, idx []int, results m
 		}
 		d.Recipients = append(d.Recipients, dr)
 	}
-	body, err := s.q.Body(m.ID)
+	report, err := s.buildReport(d, m)
 	if err != nil {
-		return err
-	}
-	defer body.Close()
-	d.Original = body
-	if m.Ret != "FULL" {
-		hdr, err := mailhdr.ReadHeader(bufioReader(body), maxHeaderSection)
-		if err != nil && !errors.Is(err, mailhdr.ErrHeaderTooLarge) {
-			return err
+		// Without the original (a body that cannot be read) the report
+		// still tells the sender what happened.
+		s.log.Error("cannot attach the original to a delivery status notification; sending it without", "id", m.ID, "err", err)
+		d.Original = nil
+		if report, err = d.Build(); err != nil {
+			s.log.Error("cannot build a delivery status notification", "id", m.ID, "action", action, "err", err)
+			return nil
 		}
-		d.Original = bytes.NewReader(hdr)
-	}
-	report, err := d.Build()
-	if err != nil {
-		return err
 	}
 	// The notice is itself mail from <>: if it fails, the default NOTIFY
 	// sends it on to double_bounce. A notice about mail from <> (a double
@@ -627,17 +637,64 @@ func (s *Scheduler) notify(m *spool.Message, action string, idx []int, results m
 	if m.From == "" {
 		notice = []string{"NEVER"}
 	}
-	bounce := &spool.Message{
-		From:       "",
-		Recipients: []spool.Recipient{{Address: to, Status: spool.Pending, Notify: notice}},
-		Submitter:  "outbox (" + action + " notice for " + m.ID + ")",
-		Arrived:    now,
+	var rcpts []spool.Recipient
+	for _, addr := range s.noticeRecipients(to) {
+		rcpts = append(rcpts, spool.Recipient{Address: addr, Status: spool.Pending, Notify: notice})
 	}
-	if err := s.q.Enqueue(context.Background(), bounce, bytes.NewReader(report)); err != nil {
-		return err
+	return &owedNotice{
+		Message: spool.Message{
+			ID:         spool.NewID(now),
+			From:       "",
+			Recipients: rcpts,
+			Submitter:  "outbox (" + action + " notice for " + m.ID + ")",
+			Arrived:    now,
+		},
+		About:  m.ID,
+		Action: action,
+		Report: report,
 	}
-	s.metrics.notice(action)
-	s.log.Info("queued delivery status notification", "id", bounce.ID, "about", m.ID, "action", action, "to", to)
-	s.Kick()
-	return nil
+}
+
+// noticeRecipients resolves where a notice to addr goes. A local sender
+// (the shim's user@hostname) is a name of this machine, not a mailbox
+// upstream: it goes through the aliases like any mail to a local name.
+// A local name without an alias falls back to double_bounce, if set.
+func (s *Scheduler) noticeRecipients(addr string) []string {
+	// The aliases and catch-all in force now (a reload may have changed them).
+	cfg, pol := s.cfg, (*Policy)(nil)
+	if s.live != nil {
+		snap := s.live.load()
+		cfg, pol = snap.cfg, snap.policy
+	} else {
+		pol = NewPolicy(cfg)
+	}
+	to, err := pol.Recipient(addr)
+	if err == nil && len(to) > 0 {
+		return to
+	}
+	if cfg.Queue.DoubleBounce != "" && addr != cfg.Queue.DoubleBounce {
+		s.log.Warn("the sender to notify has no alias; sending the notice to double_bounce", "sender", addr, "err", err)
+		return s.noticeRecipients(cfg.Queue.DoubleBounce)
+	}
+	s.log.Warn("the sender to notify has no alias; sending the notice to it unchanged", "sender", addr, "err", err)
+	return []string{addr}
+}
+
+// buildReport builds d's report with m's original message (or its header
+// section) attached.
+func (s *Scheduler) buildReport(d *DSN, m *spool.Message) ([]byte, error) {
+	body, err := s.q.Body(m.ID)
+	if err != nil {
+		return nil, err
+	}
+	defer body.Close()
+	d.Original = body
+	if m.Ret != "FULL" {
+		hdr, err := mailhdr.ReadHeader(bufioReader(body), maxHeaderSection)
+		if err != nil && !errors.Is(err, mailhdr.ErrHeaderTooLarge) {
+			return nil, err
+		}
+		d.Original = bytes.NewReader(hdr)
+	}
+	return d.Build()
 }

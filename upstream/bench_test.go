@@ -3,6 +3,7 @@ package upstream
 import (
 	"context"
 	"github.com/outbox-mta/outbox/internal/testpki"
+	"io"
 	"strings"
 	"testing"
 )
@@ -32,4 +33,27 @@ func BenchmarkSMTPDeliver(b *testing.B) {
 		}
 	})
 	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "msgs/s")
+}
+
+// BenchmarkCRLFWriter measures the line-end normalisation every message
+// goes through on its way out, on 32 KiB writes as io.Copy makes them.
+func BenchmarkCRLFWriter(b *testing.B) {
+	chunk := []byte(strings.Repeat(strings.Repeat("x", 78)+"\r\n", 32<<10/80))
+	w := newCRLFWriter(io.Discard)
+	b.SetBytes(int64(len(chunk)))
+	for b.Loop() {
+		w.Write(chunk)
+	}
+}
+
+// BenchmarkTo7bit measures the 8BITMIME conversion of a 1 MiB 8-bit text
+// message (only for upstreams that do not offer 8BITMIME).
+func BenchmarkTo7bit(b *testing.B) {
+	msg := "From: a@example.com\r\nSubject: x\r\n\r\n" + strings.Repeat("Gr\xc3\xbc\xc3\x9fe "+strings.Repeat("x", 66)+"\r\n", 1<<20/80)
+	b.SetBytes(int64(len(msg)))
+	for b.Loop() {
+		if err := to7bit(io.Discard, strings.NewReader(msg)); err != nil {
+			b.Fatal(err)
+		}
+	}
 }

@@ -18,6 +18,13 @@ import (
 // folder where it writes each message it receives.
 func startAiosmtpd(t *testing.T, ca *testpki.CA, user, pass string) (port int, outdir string) {
 	t.Helper()
+	return startAiosmtpdFlags(t, ca, user, pass, "")
+}
+
+// startAiosmtpdFlags is startAiosmtpd with the script's FLAGS argument
+// ("no8bitmime", "smtputf8", comma-separated).
+func startAiosmtpdFlags(t *testing.T, ca *testpki.CA, user, pass, flags string) (port int, outdir string) {
+	t.Helper()
 	const python = "/usr/bin/python3"
 	if err := exec.Command(python, "-c", "import aiosmtpd").Run(); err != nil {
 		if os.Getenv("CI") == "true" {
@@ -31,7 +38,7 @@ func startAiosmtpd(t *testing.T, ca *testpki.CA, user, pass string) (port int, o
 	if err := os.Mkdir(outdir, 0o700); err != nil {
 		t.Fatal(err)
 	}
-	cmd := exec.Command(python, "testdata/aiosmtpd_server.py", certFile, keyFile, user, pass, outdir)
+	cmd := exec.Command(python, "testdata/aiosmtpd_server.py", certFile, keyFile, user, pass, outdir, flags)
 	stdin, err := cmd.StdinPipe()
 	if err != nil {
 		t.Fatal(err)

@@ -3,47 +3,75 @@ package upstream
 import (
 	"context"
 	"errors"
+	"slices"
 	"sync"
 	"time"
 )
 
 // limiter allows at most n events in any window of length per. It keeps the
-// times of the last n events (including reserved future ones) in a ring;
-// the next event may happen once the oldest of them has left the window.
+// times of the last n events (including reserved future ones), sorted; the
+// next event may happen once the oldest of them has left the window. A
+// reservation that did not turn into a send is released again, so only
+// sends the upstream took spend the provider's quota.
 type limiter struct {
-	per  time.Duration
-	mu   sync.Mutex
-	ring []time.Time
-	next int // index of the oldest entry
+	n     int
+	per   time.Duration
+	mu    sync.Mutex
+	times []time.Time // sorted, at most n
 }
 
 func newLimiter(n int, per time.Duration) *limiter {
-	return &limiter{per: per, ring: make([]time.Time, n)}
+	return &limiter{n: n, per: per}
 }
 
 var errRateLimited = errors.New("rate limited")
 
 // reserve books the next free slot if it comes within maxWait of now and
-// returns how long to wait for it.
+// returns how long to wait for it; the slot is at now plus that wait.
 func (l *limiter) reserve(now time.Time, maxWait time.Duration) (time.Duration, bool) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	at := now
-	if oldest := l.ring[l.next]; !oldest.IsZero() && oldest.Add(l.per).After(now) {
-		at = oldest.Add(l.per)
+	if len(l.times) >= l.n {
+		if free := l.times[len(l.times)-l.n].Add(l.per); free.After(now) {
+			at = free
+		}
 	}
 	wait := at.Sub(now)
 	if wait > maxWait {
 		return 0, false
 	}
-	l.ring[l.next] = at
-	l.next = (l.next + 1) % len(l.ring)
+	l.add(at)
 	return wait, true
 }
 
-// wait blocks until a slot is free, at most a minute or until ctx is done.
-// It returns errRateLimited at once when no slot frees up in that time.
-func (l *limiter) wait(ctx context.Context, now func() time.Time) error {
+// add inserts t in order and forgets what falls beyond the last n; l.mu is
+// held.
+func (l *limiter) add(t time.Time) {
+	i, _ := slices.BinarySearchFunc(l.times, t, time.Time.Compare)
+	l.times = slices.Insert(l.times, i, t)
+	if len(l.times) > l.n {
+		l.times = slices.Delete(l.times, 0, len(l.times)-l.n)
+	}
+}
+
+// release gives back a slot booked by wait that no send used.
+func (l *limiter) release(at time.Time) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for i := len(l.times) - 1; i >= 0; i-- {
+		if l.times[i].Equal(at) {
+			l.times = slices.Delete(l.times, i, i+1)
+			return
+		}
+	}
+}
+
+// wait blocks until a slot is free, at most a minute or until ctx is done,
+// and returns the slot's time (for release). It returns errRateLimited at
+// once when no slot frees up in that time; a slot it booked but could not
+// wait for is released.
+func (l *limiter) wait(ctx context.Context, now func() time.Time) (time.Time, error) {
 	maxWait := rateMaxWait
 	t := now()
 	if dl, ok := ctx.Deadline(); ok {
@@ -51,31 +79,31 @@ func (l *limiter) wait(ctx context.Context, now func() time.Time) error {
 	}
 	d, ok := l.reserve(t, maxWait)
 	if !ok {
-		return errRateLimited
+		return time.Time{}, errRateLimited
 	}
+	at := t.Add(d)
 	if d <= 0 {
-		return nil
+		return at, nil
 	}
 	timer := time.NewTimer(d)
 	defer timer.Stop()
 	select {
 	case <-timer.C:
-		return nil
+		return at, nil
 	case <-ctx.Done():
-		return ctx.Err()
+		l.release(at)
+		return time.Time{}, ctx.Err()
 	}
 }
 
-// seed books earlier events, oldest first; only the newest n count.
+// seed books earlier events; only the newest n count.
 func (l *limiter) seed(times []time.Time) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if len(times) > len(l.ring) {
-		times = times[len(times)-len(l.ring):]
-	}
 	for _, t := range times {
-		l.ring[l.next] = t
-		l.next = (l.next + 1) % len(l.ring)
+		if !t.IsZero() {
+			l.add(t)
+		}
 	}
 }
 
@@ -83,11 +111,8 @@ func (l *limiter) seed(times []time.Time) {
 func (l *limiter) history() []time.Time {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	var out []time.Time
-	for i := range l.ring {
-		if t := l.ring[(l.next+i)%len(l.ring)]; !t.IsZero() {
-			out = append(out, t)
-		}
+	if len(l.times) == 0 {
+		return nil
 	}
-	return out
+	return slices.Clone(l.times)
 }

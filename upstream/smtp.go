@@ -316,6 +316,7 @@ func (s *SMTP) pausedResult() (Result, bool) {
 
 // Deliver relays env and returns one Result per recipient.
 func (s *SMTP) Deliver(ctx context.Context, env *Envelope) Outcome {
+	spent := false // whether the upstream took the body (see txnStatus.spent)
 	out := Outcome{Remote: s.cfg.Host, Results: make([]Result, len(env.Recipients))}
 	all := func(r Result) Outcome {
 		for i := range out.Results {
@@ -339,10 +340,19 @@ func (s *SMTP) Deliver(ctx context.Context, env *Envelope) Outcome {
 		return all(Result{Class: Deferred, Message: "message has no body"})
 	}
 	if s.rate != nil {
-		if err := s.rate.wait(ctx, s.cfg.Now); err != nil {
+		slot, err := s.rate.wait(ctx, s.cfg.Now)
+		if err != nil {
 			return all(Result{Class: Deferred, Message: fmt.Sprintf("rate limit %d per %v reached for upstream %s",
 				s.cfg.RateN, s.cfg.RatePer, s.cfg.Name)})
 		}
+		// Only a transaction that reached the body spends the slot: a
+		// connection that fails or recipients all refused are nothing the
+		// provider counts against the quota.
+		defer func() {
+			if !spent {
+				s.rate.release(slot)
+			}
+		}()
 	}
 	select {
 	case s.sem <- struct{}{}:
@@ -365,6 +375,7 @@ func (s *SMTP) Deliver(ctx context.Context, env *Envelope) Outcome {
 			clear(out.Results)
 			continue
 		}
+		spent = st.spent
 		s.put(ctx, cn, st)
 		switch {
 		case st.pause != "":
@@ -383,6 +394,10 @@ type txnStatus struct {
 	retry     bool   // failed before anything was decided; a fresh connection may do better
 	pause     string // the server asked us to go away (421)
 	reason    string
+	// spent: the server accepted DATA (354, so at least one recipient)
+	// and the body was sent. Such a transaction counts against a rate
+	// limit whatever the final reply: providers count what reached them.
+	spent bool
 }
 
 // transact runs one mail transaction on cn and fills res.
@@ -428,22 +443,31 @@ func (s *SMTP) transact(ctx context.Context, cn *conn, env *Envelope, res []Resu
 		cn.needHello = false
 	}
 
+	out, ok := s.prepare(c, env, res)
+	if !ok {
+		return st
+	}
+	// From here on, only the recipients the server may receive are in play.
+	allIdx = out.sendable
 	body, err := env.Body()
 	if err != nil {
 		fill(allIdx, Result{Class: Deferred, Message: "opening message body: " + err.Error()})
 		return st
 	}
 	defer body.Close()
-
-	if env.UTF8 {
-		if ok, _ := c.Extension("SMTPUTF8"); !ok {
-			fill(allIdx, Result{Class: Failed, Enhanced: "5.6.7",
-				Message: "SMTPUTF8 not offered by upstream " + s.addr + ": the message needs it"})
-			return st
-		}
+	var data io.Reader = body
+	if out.convert {
+		pr, pw := io.Pipe()
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			pw.CloseWithError(to7bit(pw, body))
+		}()
+		defer func() { pr.Close(); <-done }()
+		data = pr
 	}
 
-	opts := &smtp.MailOptions{Size: env.Size, UTF8: env.UTF8}
+	opts := &smtp.MailOptions{Size: out.size, UTF8: out.utf8}
 	if ok, _ := c.Extension("DSN"); ok {
 		switch r := smtp.DSNReturn(strings.ToUpper(env.Ret)); r {
 		case smtp.DSNReturnFull, smtp.DSNReturnHeaders:
@@ -453,7 +477,7 @@ func (s *SMTP) transact(ctx context.Context, cn *conn, env *Envelope, res []Resu
 			opts.EnvelopeID = env.EnvID
 		}
 	}
-	if err := c.Mail(env.From, opts); err != nil {
+	if err := c.Mail(out.from, opts); err != nil {
 		if !isReply(err) || replyCode(err) == 421 {
 			connLost(allIdx, err)
 			st.retry = true
@@ -465,17 +489,17 @@ func (s *SMTP) transact(ctx context.Context, cn *conn, env *Envelope, res []Resu
 	}
 
 	var accepted []int
-	for i, r := range env.Recipients {
-		err := c.Rcpt(r.Address, rcptOptions(r))
+	for k, i := range allIdx {
+		err := c.Rcpt(out.rcpts[i], rcptOptions(env.Recipients[i]))
 		if err == nil {
 			accepted = append(accepted, i)
 			continue
 		}
 		if !isReply(err) || replyCode(err) == 421 {
-			connLost(append(accepted, allIdx[i:]...), err)
+			connLost(append(accepted, allIdx[k:]...), err)
 			return st
 		}
-		res[i] = classify(err)
+		res[i] = rcptResult(err)
 	}
 	if len(accepted) == 0 {
 		st.needReset = true
@@ -492,9 +516,15 @@ func (s *SMTP) transact(ctx context.Context, cn *conn, env *Envelope, res []Resu
 		st.needReset = true
 		return st
 	}
+	st.spent = true
 	// go-smtp puts no deadline on the body write.
 	cn.raw.SetDeadline(time.Now().Add(s.cfg.DataTimeout))
-	if _, err := io.Copy(w, body); err != nil {
+	lw := newCRLFWriter(w)
+	_, err = io.Copy(lw, data)
+	if err == nil {
+		err = lw.Close()
+	}
+	if err != nil {
 		// Never end the DATA with a dot after a short write: that would
 		// send a truncated message. Drop the connection instead.
 		connLost(accepted, fmt.Errorf("sending message to %s: %w", s.addr, err))
@@ -513,6 +543,20 @@ func (s *SMTP) transact(ctx context.Context, cn *conn, env *Envelope, res []Resu
 	fill(accepted, Result{Class: Sent, Code: 250, Enhanced: enh, Message: text})
 	s.log.Debug("message relayed", "from", env.From, "recipients", len(accepted), "reply", resp.StatusText)
 	return st
+}
+
+// rcptResult classifies a reply to RCPT. 552 there is temporary: RFC 5321
+// §4.5.3.1.10 asks clients to treat it as 452 (too many recipients), as
+// some servers still send it when a transaction is full.
+func rcptResult(err error) Result {
+	r := classify(err)
+	if r.Code == 552 {
+		r.Class, r.Code = Deferred, 452
+		if strings.HasPrefix(r.Enhanced, "5.") {
+			r.Enhanced = "4." + r.Enhanced[2:]
+		}
+	}
+	return r
 }
 
 func rcptOptions(r Rcpt) *smtp.RcptOptions {

@@ -462,11 +462,11 @@ func TestRateLimit(t *testing.T) {
 func TestLimiterWaitsWithinWindow(t *testing.T) {
 	l := newLimiter(1, 50*time.Millisecond)
 	ctx := context.Background()
-	if err := l.wait(ctx, time.Now); err != nil {
+	if _, err := l.wait(ctx, time.Now); err != nil {
 		t.Fatal(err)
 	}
 	start := time.Now()
-	if err := l.wait(ctx, time.Now); err != nil {
+	if _, err := l.wait(ctx, time.Now); err != nil {
 		t.Fatal(err)
 	}
 	if d := time.Since(start); d < 40*time.Millisecond {

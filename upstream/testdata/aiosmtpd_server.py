@@ -1,6 +1,8 @@
 """A STARTTLS+AUTH SMTP server for the upstream package's interop test.
 
-Usage: aiosmtpd_server.py CERT KEY USER PASSWORD OUTDIR
+Usage: aiosmtpd_server.py CERT KEY USER PASSWORD OUTDIR [FLAGS]
+FLAGS is a comma-separated list: "no8bitmime" leaves 8BITMIME out of the
+EHLO reply, "smtputf8" offers SMTPUTF8.
 Prints the port on stdout once ready, then serves until stdin closes.
 """
 import os
@@ -15,11 +17,18 @@ from aiosmtpd.smtp import AuthResult, LoginPassword
 warnings.filterwarnings("ignore", category=DeprecationWarning)
 
 cert, key, user, password, outdir = sys.argv[1:6]
+flags = sys.argv[6].split(",") if len(sys.argv) > 6 else []
 
 
 class Handler:
     def __init__(self):
         self.n = 0
+
+    async def handle_EHLO(self, server, session, envelope, hostname, responses):
+        session.host_name = hostname
+        if "no8bitmime" in flags:
+            responses = [r for r in responses if r[4:] != "8BITMIME"]
+        return responses
 
     async def handle_DATA(self, server, session, envelope):
         self.n += 1
@@ -31,6 +40,8 @@ class Handler:
             f.write(b"AUTH " + (session.auth_data or b"") + b"\n")
             f.write(b"\n")
             f.write(envelope.original_content)
+        with open(path + ".opts", "w") as f:
+            f.write(" ".join(envelope.mail_options))
         os.rename(path + ".tmp", path)
         return "250 2.0.0 OK queued"
 
@@ -59,6 +70,7 @@ controller = Controller(
     require_starttls=True,
     authenticator=authenticator,
     auth_require_tls=True,
+    enable_SMTPUTF8="smtputf8" in flags,
 )
 controller.start()
 print(port, flush=True)
