@@ -37,6 +37,9 @@ var (
 	bucketMsg  = []byte("msg")
 	bucketBody = []byte("body")
 	bucketDue  = []byte("due")
+	// bucketPending marks the bodies being written: chunks already on disk
+	// whose message has no envelope yet.
+	bucketPending = []byte("pending")
 	keySchema  = []byte("schema")
 	keyApp     = []byte("app")
 	appName    = []byte("outbox-spool")
@@ -132,6 +135,9 @@ type Spool struct {
 	closeMu  sync.RWMutex
 	maxBatch int
 
+	orphanMu sync.Mutex
+	orphans  map[string]bool // unfinished bodies whose removal failed
+
 	commits atomic.Uint64
 	writes  atomic.Uint64
 }
@@ -163,7 +169,7 @@ func Open(path string, o Options) (*Spool, error) {
 	if err != nil {
 		return nil, openError(path, err)
 	}
-	s := &Spool{db: db, path: path, maxBatch: o.MaxBatch}
+	s := &Spool{db: db, path: path, maxBatch: o.MaxBatch, orphans: map[string]bool{}}
 	if err := s.checkSchema(o.ReadOnly); err != nil {
 		db.Close()
 		return nil, err
@@ -214,7 +220,7 @@ func (s *Spool) checkSchema(readOnly bool) error {
 			if err := meta.Put(keyApp, appName); err != nil {
 				return err
 			}
-			for _, b := range [][]byte{bucketMsg, bucketBody, bucketDue} {
+			for _, b := range [][]byte{bucketMsg, bucketBody, bucketDue, bucketPending} {
 				if _, err := tx.CreateBucketIfNotExists(b); err != nil {
 					return err
 				}
@@ -236,7 +242,15 @@ func (s *Spool) checkSchema(readOnly bool) error {
 				return fmt.Errorf("open spool %s: %w (bucket %s missing)", s.path, ErrCorrupt, b)
 			}
 		}
-		return nil
+		if readOnly {
+			return nil
+		}
+		// Bodies a crash left unfinished: no session writes one now.
+		if _, err := tx.CreateBucketIfNotExists(bucketPending); err != nil {
+			return err
+		}
+		_, err := dropPendingAll(tx)
+		return err
 	}
 	if readOnly {
 		return s.db.View(check)
@@ -377,32 +391,37 @@ func bodyKey(id string, chunk int) []byte {
 
 var scratchPool = sync.Pool{New: func() any { b := make([]byte, chunkSize); return &b }}
 
-// Enqueue stores a new message and its body, and returns once both are on
-// disk. The body is read to EOF first (an error while reading stores
-// nothing); m.ID, m.Size and unset times are filled in.
-func (s *Spool) Enqueue(ctx context.Context, m *Message, body io.Reader) error {
-	var chunks [][]byte
-	var size int64
-	scratch := scratchPool.Get().(*[]byte)
-	defer scratchPool.Put(scratch)
-	for {
-		n, err := io.ReadFull(body, *scratch)
-		if n > 0 {
-			chunks = append(chunks, bytes.Clone((*scratch)[:n]))
-			size += int64(n)
-		}
-		if err == io.EOF || err == io.ErrUnexpectedEOF {
-			break
+// fill reads from r until buf is full or r ends. end is true when r
+// reported io.EOF: only that is the end of a whole body. Any other error,
+// io.ErrUnexpectedEOF included (what an SMTP DATA reader returns when the
+// connection closes before the final dot), means the body is incomplete.
+func fill(r io.Reader, buf []byte) (n int, end bool, err error) {
+	for n < len(buf) {
+		k, err := r.Read(buf[n:])
+		n += k
+		if err == io.EOF {
+			return n, true, nil
 		}
 		if err != nil {
-			return err
+			return n, false, err
 		}
 	}
-	return s.EnqueueChunks(ctx, m, chunks, size)
+	return n, false, nil
 }
 
-// EnqueueChunks is Enqueue for a body already in memory as chunks.
-func (s *Spool) EnqueueChunks(ctx context.Context, m *Message, chunks [][]byte, size int64) error {
+// Enqueue stores a new message and its body, and returns once both are on
+// disk. m.ID, m.Size and unset times are filled in.
+//
+// The body streams into the spool: it is read one chunk (1 MiB) at a time,
+// and each full chunk is written in a shared commit as soon as it is read,
+// under a pending mark, so a session holds one chunk in memory whatever
+// the message's size. The last chunk, the envelope and the removal of the
+// mark share one commit, the one whose durability the caller waits for; a
+// body of one chunk (most mail) costs that commit alone. Only io.EOF ends
+// a body: any other error from body (io.ErrUnexpectedEOF included) stores
+// nothing, removes what was written and is returned. Chunks left behind by
+// a crash are removed by the next Open.
+func (s *Spool) Enqueue(ctx context.Context, m *Message, body io.Reader) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
@@ -410,6 +429,60 @@ func (s *Spool) EnqueueChunks(ctx context.Context, m *Message, chunks [][]byte, 
 	if m.ID == "" {
 		m.ID = NewID(now)
 	}
+	id := m.ID
+	scratch := scratchPool.Get().(*[]byte)
+	defer scratchPool.Put(scratch)
+	buf := *scratch
+	var size int64
+	chunk := 0
+	for {
+		n, end, err := fill(body, buf)
+		if err == nil && !end {
+			err = ctx.Err()
+		}
+		if err != nil {
+			if chunk > 0 {
+				s.abandon(id)
+			}
+			return err
+		}
+		size += int64(n)
+		if end {
+			var last []byte
+			if n > 0 {
+				last = buf[:n]
+			}
+			err := s.commitMessage(m, now, last, chunk, size, chunk > 0)
+			if err != nil && chunk > 0 {
+				s.abandon(id)
+			}
+			return err
+		}
+		first, data, key := chunk == 0, buf[:n], bodyKey(id, chunk)
+		err = s.write(func(tx *bolt.Tx) error {
+			if first {
+				if err := tx.Bucket(bucketPending).Put([]byte(id), nil); err != nil {
+					return err
+				}
+			}
+			return tx.Bucket(bucketBody).Put(key, data)
+		})
+		if err != nil {
+			// A failed commit leaves nothing on disk: only the chunks
+			// before this one need removing.
+			if chunk > 0 {
+				s.abandon(id)
+			}
+			return err
+		}
+		chunk++
+	}
+}
+
+// commitMessage writes the envelope, the body's last chunk (number chunk,
+// if any) and the due entry in one commit; pending says earlier chunks are
+// on disk under a pending mark, which the same commit removes.
+func (s *Spool) commitMessage(m *Message, now time.Time, last []byte, chunk int, size int64, pending bool) error {
 	if m.Arrived.IsZero() {
 		m.Arrived = now
 	}
@@ -433,9 +506,13 @@ func (s *Spool) EnqueueChunks(ctx context.Context, m *Message, chunks [][]byte, 
 		if err := tx.Bucket(bucketMsg).Put([]byte(id), rec); err != nil {
 			return err
 		}
-		bodies := tx.Bucket(bucketBody)
-		for i, c := range chunks {
-			if err := bodies.Put(bodyKey(id, i), c); err != nil {
+		if last != nil {
+			if err := tx.Bucket(bucketBody).Put(bodyKey(id, chunk), last); err != nil {
+				return err
+			}
+		}
+		if pending {
+			if err := tx.Bucket(bucketPending).Delete([]byte(id)); err != nil {
 				return err
 			}
 		}
@@ -444,6 +521,64 @@ func (s *Spool) EnqueueChunks(ctx context.Context, m *Message, chunks [][]byte, 
 		}
 		return nil
 	})
+}
+
+// abandon removes the chunks of a body that will not be completed. When
+// that fails too (the disk is full, the spool closing), the pending mark
+// stays and the chunks go at the next successful abandon or Open.
+func (s *Spool) abandon(id string) {
+	s.orphanMu.Lock()
+	s.orphans[id] = true
+	ids := make([]string, 0, len(s.orphans))
+	for o := range s.orphans {
+		ids = append(ids, o)
+	}
+	s.orphanMu.Unlock()
+	err := s.write(func(tx *bolt.Tx) error {
+		for _, o := range ids {
+			if err := dropPending(tx, o); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err == nil {
+		s.orphanMu.Lock()
+		for _, o := range ids {
+			delete(s.orphans, o)
+		}
+		s.orphanMu.Unlock()
+	}
+}
+
+// dropPending removes the chunks of an unfinished body and its mark. A
+// message whose envelope exists is whole: only a stray mark goes then.
+func dropPending(tx *bolt.Tx, id string) error {
+	if err := tx.Bucket(bucketPending).Delete([]byte(id)); err != nil {
+		return err
+	}
+	if tx.Bucket(bucketMsg).Get([]byte(id)) != nil {
+		return nil
+	}
+	return dropBody(tx, id)
+}
+
+// dropPendingAll removes every unfinished body: at Open, no session is
+// writing one.
+func dropPendingAll(tx *bolt.Tx) (int, error) {
+	var ids []string
+	if err := tx.Bucket(bucketPending).ForEach(func(k, _ []byte) error {
+		ids = append(ids, string(k))
+		return nil
+	}); err != nil {
+		return 0, err
+	}
+	for _, id := range ids {
+		if err := dropPending(tx, id); err != nil {
+			return 0, err
+		}
+	}
+	return len(ids), nil
 }
 
 func getMsg(tx *bolt.Tx, id string) (*Message, error) {
@@ -606,6 +741,11 @@ func dropMsg(tx *bolt.Tx, id string) error {
 	if err := tx.Bucket(bucketMsg).Delete([]byte(id)); err != nil {
 		return err
 	}
+	return dropBody(tx, id)
+}
+
+// dropBody removes every chunk of a body.
+func dropBody(tx *bolt.Tx, id string) error {
 	c := tx.Bucket(bucketBody).Cursor()
 	prefix := append([]byte(id), 0)
 	for k, _ := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, _ = c.Seek(prefix) {
