@@ -40,9 +40,9 @@ var (
 	// bucketPending marks the bodies being written: chunks already on disk
 	// whose message has no envelope yet.
 	bucketPending = []byte("pending")
-	keySchema  = []byte("schema")
-	keyApp     = []byte("app")
-	appName    = []byte("outbox-spool")
+	keySchema     = []byte("schema")
+	keyApp        = []byte("app")
+	appName       = []byte("outbox-spool")
 )
 
 // chunkSize is how bodies are split into bbolt values: big enough to keep
