@@ -21,8 +21,10 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -56,7 +58,25 @@ var (
 	ErrCorrupt  = errors.New("spool file is corrupt")
 	ErrNotFound = errors.New("no such message in the queue")
 	ErrClosed   = errors.New("spool is closed")
+	// ErrNoSpace is a commit that failed for want of disk space (ENOSPC,
+	// EDQUOT). Nothing of it is on disk, and the spool goes on working:
+	// the next commit succeeds once space is back.
+	ErrNoSpace = errors.New("no space left on the spool's file system")
 )
+
+// noSpace wraps a commit error that comes from a full disk in ErrNoSpace.
+// bbolt reports a failed file resize with the errno flattened into text,
+// hence the second test.
+func noSpace(err error) error {
+	if err == nil {
+		return nil
+	}
+	if errors.Is(err, syscall.ENOSPC) || errors.Is(err, syscall.EDQUOT) ||
+		strings.Contains(err.Error(), syscall.ENOSPC.Error()) || strings.Contains(err.Error(), syscall.EDQUOT.Error()) {
+		return fmt.Errorf("%w: %v", ErrNoSpace, err)
+	}
+	return err
+}
 
 // Status is where one recipient stands.
 type Status string
@@ -348,7 +368,11 @@ func (s *Spool) run(batch []*op) {
 		return nil
 	})
 	s.commits.Add(1)
-	if err == nil || len(batch) == 1 {
+	err = noSpace(err)
+	// A full disk fails every write of the batch alike: running them one
+	// by one would only repeat the failure (each failed commit costs bbolt
+	// a scan of the file to rebuild its freelist).
+	if err == nil || len(batch) == 1 || errors.Is(err, ErrNoSpace) {
 		s.writes.Add(uint64(len(batch)))
 		for _, o := range batch {
 			o.done <- err
