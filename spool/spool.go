@@ -31,8 +31,13 @@ import (
 	berrors "go.etcd.io/bbolt/errors"
 )
 
-// SchemaVersion is the layout version this code reads and writes.
-const SchemaVersion = 1
+// SchemaVersion is the layout version this code writes. Version 2 added
+// chunks kept in a bucket of their own (see putChunk); this code also
+// reads version 1 and upgrades it when it opens the file for writing.
+const SchemaVersion = 2
+
+// oldestSchema is the oldest layout this code reads.
+const oldestSchema = 1
 
 var (
 	bucketMeta = []byte("meta")
@@ -254,8 +259,9 @@ func (s *Spool) checkSchema(readOnly bool) error {
 		if len(v) != 4 {
 			return fmt.Errorf("open spool %s: %w (schema version missing)", s.path, ErrCorrupt)
 		}
-		if n := binary.BigEndian.Uint32(v); n != SchemaVersion {
-			return fmt.Errorf("open spool %s: schema version %d, this outbox reads version %d (use the outbox release that wrote it)", s.path, n, SchemaVersion)
+		n := binary.BigEndian.Uint32(v)
+		if n < oldestSchema || n > SchemaVersion {
+			return fmt.Errorf("open spool %s: schema version %d, this outbox reads versions %d to %d (use the outbox release that wrote it)", s.path, n, oldestSchema, SchemaVersion)
 		}
 		for _, b := range [][]byte{bucketMsg, bucketBody, bucketDue} {
 			if tx.Bucket(b) == nil {
@@ -264,6 +270,13 @@ func (s *Spool) checkSchema(readOnly bool) error {
 		}
 		if readOnly {
 			return nil
+		}
+		if n < SchemaVersion {
+			var v [4]byte
+			binary.BigEndian.PutUint32(v[:], SchemaVersion)
+			if err := meta.Put(keySchema, v[:]); err != nil {
+				return err
+			}
 		}
 		// Bodies a crash left unfinished: no session writes one now.
 		if _, err := tx.CreateBucketIfNotExists(bucketPending); err != nil {
@@ -413,6 +426,37 @@ func bodyKey(id string, chunk int) []byte {
 	return k
 }
 
+// keyChunk is the one key of a chunk's own bucket.
+var keyChunk = []byte("c")
+
+// putChunk stores one full chunk of a body being streamed in a bucket of
+// its own, under the body bucket. bbolt keeps at least two (in practice up
+// to four) values in a leaf and rewrites the whole leaf when a key is
+// added to it: with chunks as plain values, each chunk's commit would copy
+// up to three earlier megabyte chunks out of the file's mapping and write
+// them again (about 3.5 times the body's size written, and the mapped
+// pages counted in the daemon's memory). A nested bucket puts each chunk
+// on pages of its own: a later commit rewrites only the parent leaf, which
+// holds small bucket headers.
+func putChunk(tx *bolt.Tx, key, data []byte) error {
+	b, err := tx.Bucket(bucketBody).CreateBucketIfNotExists(key)
+	if err != nil {
+		return err
+	}
+	return b.Put(keyChunk, data)
+}
+
+// getChunk returns a chunk stored either way; nil when there is none.
+func getChunk(bodies *bolt.Bucket, key []byte) []byte {
+	if v := bodies.Get(key); v != nil {
+		return v
+	}
+	if b := bodies.Bucket(key); b != nil {
+		return b.Get(keyChunk)
+	}
+	return nil
+}
+
 var scratchPool = sync.Pool{New: func() any { b := make([]byte, chunkSize); return &b }}
 
 // fill reads from r until buf is full or r ends. end is true when r
@@ -489,7 +533,7 @@ func (s *Spool) Enqueue(ctx context.Context, m *Message, body io.Reader) error {
 					return err
 				}
 			}
-			return tx.Bucket(bucketBody).Put(key, data)
+			return putChunk(tx, key, data)
 		})
 		if err != nil {
 			// A failed commit leaves nothing on disk: only the chunks
@@ -531,7 +575,13 @@ func (s *Spool) commitMessage(m *Message, now time.Time, last []byte, chunk int,
 			return err
 		}
 		if last != nil {
-			if err := tx.Bucket(bucketBody).Put(bodyKey(id, chunk), last); err != nil {
+			put := tx.Bucket(bucketBody).Put
+			if pending {
+				// A neighbour's commit would rewrite it as a plain value:
+				// the last chunk of a streamed body can be a megabyte too.
+				put = func(k, v []byte) error { return putChunk(tx, k, v) }
+			}
+			if err := put(bodyKey(id, chunk), last); err != nil {
 				return err
 			}
 		}
@@ -770,10 +820,17 @@ func dropMsg(tx *bolt.Tx, id string) error {
 
 // dropBody removes every chunk of a body.
 func dropBody(tx *bolt.Tx, id string) error {
-	c := tx.Bucket(bucketBody).Cursor()
+	bodies := tx.Bucket(bucketBody)
+	c := bodies.Cursor()
 	prefix := append([]byte(id), 0)
-	for k, _ := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, _ = c.Seek(prefix) {
-		if err := c.Delete(); err != nil {
+	for k, v := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, v = c.Seek(prefix) {
+		var err error
+		if v == nil && bodies.Bucket(k) != nil {
+			err = bodies.DeleteBucket(bytes.Clone(k)) // a chunk in its own bucket
+		} else {
+			err = c.Delete()
+		}
+		if err != nil {
 			return err
 		}
 	}
@@ -819,7 +876,7 @@ func (r *bodyReader) Read(p []byte) (int, error) {
 			return 0, io.EOF
 		}
 		err := r.s.db.View(func(tx *bolt.Tx) error {
-			v := tx.Bucket(bucketBody).Get(bodyKey(r.id, r.chunk))
+			v := getChunk(tx.Bucket(bucketBody), bodyKey(r.id, r.chunk))
 			if v == nil {
 				if r.read != r.size {
 					return fmt.Errorf("message %s: body ends after %d of %d bytes: %w", r.id, r.read, r.size, ErrNotFound)

@@ -3,6 +3,8 @@ package spool
 import (
 	"bytes"
 	"context"
+	"encoding/binary"
+	"encoding/json"
 	"errors"
 	"io"
 	"path/filepath"
@@ -30,7 +32,8 @@ func (c *cutReader) Read(p []byte) (int, error) {
 func bodyKeys(t *testing.T, s *Spool) (chunks, pending int) {
 	t.Helper()
 	err := s.db.View(func(tx *bolt.Tx) error {
-		chunks = tx.Bucket(bucketBody).Stats().KeyN
+		chunks = 0
+		tx.Bucket(bucketBody).ForEach(func(_, _ []byte) error { chunks++; return nil })
 		if b := tx.Bucket(bucketPending); b != nil {
 			pending = b.Stats().KeyN
 		}
@@ -126,7 +129,7 @@ func TestOpenDropsUnfinishedBodies(t *testing.T) {
 			return err
 		}
 		for i := range 3 {
-			if err := tx.Bucket(bucketBody).Put(bodyKey("HALF", i), make([]byte, 100)); err != nil {
+			if err := putChunk(tx, bodyKey("HALF", i), make([]byte, 100)); err != nil {
 				return err
 			}
 		}
@@ -146,5 +149,72 @@ func TestOpenDropsUnfinishedBodies(t *testing.T) {
 	}
 	if got := readBody(t, s, m.ID); len(got) != 2*chunkSize+1 {
 		t.Fatalf("whole message's body: %d bytes", len(got))
+	}
+}
+
+// TestSchema1Bodies: a spool written by version 1 (every chunk a plain
+// value) is read, upgraded on a writable open, and its messages deleted
+// whole, next to streamed ones.
+func TestSchema1Bodies(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "spool.db")
+	s, err := Open(path, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	old := newMsg("b@example.org")
+	old.ID = "OLD"
+	body := bytes.Repeat([]byte("o"), 2*chunkSize+5)
+	err = s.write(func(tx *bolt.Tx) error {
+		var v [4]byte
+		v[3] = 1
+		if err := tx.Bucket(bucketMeta).Put(keySchema, v[:]); err != nil {
+			return err
+		}
+		for i := 0; i*chunkSize < len(body); i++ {
+			if err := tx.Bucket(bucketBody).Put(bodyKey("OLD", i), body[i*chunkSize:min(len(body), (i+1)*chunkSize)]); err != nil {
+				return err
+			}
+		}
+		old.Size = int64(len(body))
+		rec, _ := json.Marshal(old)
+		return tx.Bucket(bucketMsg).Put([]byte("OLD"), rec)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	if s, err = Open(path, Options{ReadOnly: true}); err != nil {
+		t.Fatalf("read-only open of a version 1 spool: %v", err)
+	}
+	if got := readBody(t, s, "OLD"); !bytes.Equal(got, body) {
+		t.Fatalf("version 1 body: %d bytes, want %d", len(got), len(body))
+	}
+	s.Close()
+	if s, err = Open(path, Options{}); err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	var version uint32
+	s.db.View(func(tx *bolt.Tx) error {
+		version = binary.BigEndian.Uint32(tx.Bucket(bucketMeta).Get(keySchema))
+		return nil
+	})
+	if version != SchemaVersion {
+		t.Errorf("schema %d after a writable open, want %d", version, SchemaVersion)
+	}
+	streamed := newMsg("b@example.org")
+	if err := s.Enqueue(context.Background(), streamed, bytes.NewReader(body)); err != nil {
+		t.Fatal(err)
+	}
+	if got := readBody(t, s, streamed.ID); !bytes.Equal(got, body) {
+		t.Fatalf("streamed body: %d bytes, want %d", len(got), len(body))
+	}
+	for _, id := range []string{"OLD", streamed.ID} {
+		if err := s.Delete(id); err != nil {
+			t.Fatalf("delete %s: %v", id, err)
+		}
+	}
+	if c, p := bodyKeys(t, s); c != 0 || p != 0 {
+		t.Fatalf("%d chunks, %d pending marks after deleting both", c, p)
 	}
 }
