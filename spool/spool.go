@@ -21,6 +21,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"runtime/debug"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -185,14 +186,14 @@ func Open(path string, o Options) (*Spool, error) {
 			return nil, fmt.Errorf("open spool %s: %w", path, err)
 		}
 	}
-	db, err := bolt.Open(path, 0o600, &bolt.Options{
-		Timeout:        o.Timeout,
-		ReadOnly:       o.ReadOnly,
-		NoFreelistSync: true,
-		FreelistType:   bolt.FreelistMapType,
-	})
+	if !o.ReadOnly {
+		if err := precheck(path, o.Timeout); err != nil {
+			return nil, err
+		}
+	}
+	db, err := openDB(path, o.Timeout, o.ReadOnly)
 	if err != nil {
-		return nil, openError(path, err)
+		return nil, err
 	}
 	s := &Spool{db: db, path: path, maxBatch: o.MaxBatch, orphans: map[string]bool{}}
 	if err := s.checkSchema(o.ReadOnly); err != nil {
@@ -208,13 +209,110 @@ func Open(path string, o Options) (*Spool, error) {
 	return s, nil
 }
 
+// openDB opens the bbolt file, turning a panic on a damaged file into
+// ErrCorrupt.
+func openDB(path string, timeout time.Duration, readOnly bool) (db *bolt.DB, err error) {
+	err = guard(path, func() error {
+		var err error
+		db, err = bolt.Open(path, 0o600, &bolt.Options{
+			Timeout:        timeout,
+			ReadOnly:       readOnly,
+			NoFreelistSync: true,
+			FreelistType:   bolt.FreelistMapType,
+		})
+		return err
+	})
+	if err != nil {
+		return nil, openError(path, err)
+	}
+	return db, nil
+}
+
+// precheck walks the tree of an existing file in a read-only open before
+// it is opened for writing. A writable open without a stored freelist
+// (NoFreelistSync) rebuilds the freelist by walking every page, and bbolt
+// reports a damaged page found there by panicking in a goroutine of its
+// own, which no recover can catch: the daemon would die with a stack trace
+// instead of an error. The walk here reads the same pages (every branch
+// and leaf page, no value beyond its first page) in this goroutine, under
+// guard, so a damaged file gives ErrCorrupt; bbolt's own walk then reads
+// pages the kernel has just cached. Measured on a spool of 100,000
+// messages of 4 KiB (694 MiB, TestPrecheckCost): 1.3 to 1.8 s, next to 1.8
+// to 2.3 s for bbolt's writable open; start-up takes some 70% longer.
+func precheck(path string, timeout time.Duration) error {
+	fi, err := os.Stat(path)
+	if err != nil || fi.Size() == 0 {
+		return nil // a new spool
+	}
+	db, err := openDB(path, timeout, true)
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+	return guard(path, func() error {
+		return db.View(func(tx *bolt.Tx) error {
+			return tx.ForEach(func(_ []byte, b *bolt.Bucket) error { return walk(b) })
+		})
+	})
+}
+
+// walk visits every key of b and of its nested buckets.
+func walk(b *bolt.Bucket) error {
+	c := b.Cursor()
+	for k, v := c.First(); k != nil; k, v = c.Next() {
+		if v == nil {
+			if nb := b.Bucket(k); nb != nil {
+				if err := walk(nb); err != nil {
+					return err
+				}
+			}
+		}
+	}
+	return nil
+}
+
+// guard runs fn, turning a panic into ErrCorrupt. bbolt panics on some
+// damaged pages (an invalid page type, a page number out of range), and a
+// page number past the end of a truncated file faults; SetPanicOnFault
+// makes that fault a panic too, for this goroutine while fn runs.
+func guard(path string, fn func() error) (err error) {
+	old := debug.SetPanicOnFault(true)
+	defer debug.SetPanicOnFault(old)
+	defer func() {
+		if p := recover(); p != nil {
+			err = fmt.Errorf("spool %s: %w (%v; restore a backup or move the file aside)", path, ErrCorrupt, p)
+		}
+	}()
+	return fn()
+}
+
+// guard is the package guard for this spool's file.
+func (s *Spool) guard(fn func() error) error { return guard(s.path, fn) }
+
+// view runs a read transaction under guard.
+func (s *Spool) view(fn func(tx *bolt.Tx) error) error {
+	return s.guard(func() error { return s.db.View(fn) })
+}
+
+// update runs a write transaction under guard; bbolt rolls the
+// transaction back when a panic leaves it.
+func (s *Spool) update(fn func(tx *bolt.Tx) error) error {
+	return s.guard(func() error { return s.db.Update(fn) })
+}
+
 func openError(path string, err error) error {
+	if errors.Is(err, ErrCorrupt) {
+		return err
+	}
 	switch {
 	case errors.Is(err, berrors.ErrTimeout):
 		return fmt.Errorf("open spool %s: %w (is `outbox serve` running? queue commands reach it through the admin socket)", path, ErrLocked)
 	case errors.Is(err, berrors.ErrInvalid), errors.Is(err, berrors.ErrVersionMismatch):
 		return fmt.Errorf("open spool %s: %w (not a bbolt database; check spool.path)", path, ErrNotSpool)
-	case errors.Is(err, berrors.ErrChecksum), errors.Is(err, berrors.ErrInvalidMapping):
+	case errors.Is(err, berrors.ErrChecksum), errors.Is(err, berrors.ErrInvalidMapping),
+		// bbolt has no error value for a file shorter than its two meta
+		// pages: a truncated spool.
+		strings.Contains(err.Error(), "file size too small"):
 		return fmt.Errorf("open spool %s: %w (%v; restore a backup or move the file aside)", path, ErrCorrupt, err)
 	}
 	return fmt.Errorf("open spool %s: %w", path, err)
@@ -286,9 +384,9 @@ func (s *Spool) checkSchema(readOnly bool) error {
 		return err
 	}
 	if readOnly {
-		return s.db.View(check)
+		return s.view(check)
 	}
-	return s.db.Update(check)
+	return s.update(check)
 }
 
 // Close stops the committer after the writes already submitted and closes
@@ -372,7 +470,7 @@ func (s *Spool) committer() {
 }
 
 func (s *Spool) run(batch []*op) {
-	err := s.db.Update(func(tx *bolt.Tx) error {
+	err := s.update(func(tx *bolt.Tx) error {
 		for _, o := range batch {
 			if err := o.fn(tx); err != nil {
 				return err
@@ -670,7 +768,7 @@ func getMsg(tx *bolt.Tx, id string) (*Message, error) {
 // Get returns the envelope of one message.
 func (s *Spool) Get(id string) (*Message, error) {
 	var m *Message
-	err := s.db.View(func(tx *bolt.Tx) error {
+	err := s.view(func(tx *bolt.Tx) error {
 		var err error
 		m, err = getMsg(tx, id)
 		return err
@@ -681,7 +779,7 @@ func (s *Spool) Get(id string) (*Message, error) {
 // List returns every queued message, oldest first.
 func (s *Spool) List() ([]*Message, error) {
 	var out []*Message
-	err := s.db.View(func(tx *bolt.Tx) error {
+	err := s.view(func(tx *bolt.Tx) error {
 		return tx.Bucket(bucketMsg).ForEach(func(k, v []byte) error {
 			m := new(Message)
 			if err := json.Unmarshal(v, m); err != nil {
@@ -697,7 +795,7 @@ func (s *Spool) List() ([]*Message, error) {
 // Count returns the number of queued messages.
 func (s *Spool) Count() (int, error) {
 	var n int
-	err := s.db.View(func(tx *bolt.Tx) error {
+	err := s.view(func(tx *bolt.Tx) error {
 		n = tx.Bucket(bucketMsg).Stats().KeyN
 		return nil
 	})
@@ -715,7 +813,7 @@ func (s *Spool) Due(now time.Time, limit int) ([]*Message, error) {
 func (s *Spool) DueExcept(now time.Time, limit int, skip func(id string) bool) ([]*Message, error) {
 	var out []*Message
 	end := dueKey(now, "\xff")
-	err := s.db.View(func(tx *bolt.Tx) error {
+	err := s.view(func(tx *bolt.Tx) error {
 		c := tx.Bucket(bucketDue).Cursor()
 		for k, _ := c.First(); k != nil && bytes.Compare(k, end) <= 0 && len(out) < limit; k, _ = c.Next() {
 			id := string(k[8:])
@@ -744,7 +842,7 @@ func (s *Spool) NextDue() (t time.Time, ok bool, err error) {
 
 // NextDueExcept is NextDue ignoring the IDs for which skip returns true.
 func (s *Spool) NextDueExcept(skip func(id string) bool) (t time.Time, ok bool, err error) {
-	err = s.db.View(func(tx *bolt.Tx) error {
+	err = s.view(func(tx *bolt.Tx) error {
 		c := tx.Bucket(bucketDue).Cursor()
 		for k, _ := c.First(); k != nil; k, _ = c.Next() {
 			if skip != nil && skip(string(k[8:])) {
@@ -846,7 +944,7 @@ func (s *Spool) Delete(id string) error {
 // transaction, so a slow consumer never pins the file's pages.
 func (s *Spool) Body(id string) (io.ReadCloser, error) {
 	var m *Message
-	err := s.db.View(func(tx *bolt.Tx) error {
+	err := s.view(func(tx *bolt.Tx) error {
 		var err error
 		m, err = getMsg(tx, id)
 		return err
@@ -875,7 +973,7 @@ func (r *bodyReader) Read(p []byte) (int, error) {
 		if r.eof {
 			return 0, io.EOF
 		}
-		err := r.s.db.View(func(tx *bolt.Tx) error {
+		err := r.s.view(func(tx *bolt.Tx) error {
 			v := getChunk(tx.Bucket(bucketBody), bodyKey(r.id, r.chunk))
 			if v == nil {
 				if r.read != r.size {
@@ -903,7 +1001,7 @@ func (r *bodyReader) Close() error { return nil }
 // Backup writes a consistent copy of the whole spool to w while it runs.
 func (s *Spool) Backup(w io.Writer) (int64, error) {
 	var n int64
-	err := s.db.View(func(tx *bolt.Tx) error {
+	err := s.view(func(tx *bolt.Tx) error {
 		var err error
 		n, err = tx.WriteTo(w)
 		return err
@@ -917,7 +1015,8 @@ func (s *Spool) CompactTo(dst string) error {
 	if err != nil {
 		return err
 	}
-	if err := bolt.Compact(out, s.db, 64<<20); err != nil {
+	err = s.guard(func() error { return bolt.Compact(out, s.db, 64<<20) })
+	if err != nil {
 		out.Close()
 		return err
 	}
@@ -936,7 +1035,7 @@ func (s *Spool) SetState(key string, val []byte) error {
 // State returns what SetState stored under key, nil if nothing.
 func (s *Spool) State(key string) ([]byte, error) {
 	var out []byte
-	err := s.db.View(func(tx *bolt.Tx) error {
+	err := s.view(func(tx *bolt.Tx) error {
 		out = bytes.Clone(tx.Bucket(bucketMeta).Get(append([]byte("state/"), key...)))
 		return nil
 	})

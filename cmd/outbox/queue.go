@@ -56,7 +56,7 @@ func queueLs(a *app, args []string) int {
 	list, err := adminapi.ListQueue(ctx, cfg)
 	if err != nil {
 		fmt.Fprintln(a.stderr, "outbox queue ls:", err)
-		return exitTempFail
+		return spoolExit(err)
 	}
 	if *asJSON {
 		enc := json.NewEncoder(a.stdout)
@@ -323,4 +323,18 @@ func syncDir(dir string) error {
 	}
 	defer d.Close()
 	return d.Sync()
+}
+
+// spoolExit is the exit code for a failure to read the spool file: a file
+// that is no spool is a configuration error (spool.path), a damaged one
+// makes the queue unavailable; anything else (the lock, a socket timeout)
+// is temporary.
+func spoolExit(err error) int {
+	switch {
+	case errors.Is(err, spool.ErrNotSpool):
+		return exitConfig
+	case errors.Is(err, spool.ErrCorrupt):
+		return exitUnavailable
+	}
+	return exitTempFail
 }
