@@ -621,6 +621,8 @@ func (s *Spool) Enqueue(ctx context.Context, m *Message, body io.Reader) error {
 			err := s.commitMessage(m, now, last, chunk, size, chunk > 0)
 			if err != nil && chunk > 0 {
 				s.abandon(id)
+			} else if err == nil {
+				s.dropOrphans()
 			}
 			return err
 		}
@@ -701,6 +703,18 @@ func (s *Spool) commitMessage(m *Message, now time.Time, last []byte, chunk int,
 func (s *Spool) abandon(id string) {
 	s.orphanMu.Lock()
 	s.orphans[id] = true
+	s.orphanMu.Unlock()
+	s.dropOrphans()
+}
+
+// dropOrphans retries the removal of abandoned bodies; Enqueue calls it
+// after a successful commit, when the disk has room again.
+func (s *Spool) dropOrphans() {
+	s.orphanMu.Lock()
+	if len(s.orphans) == 0 {
+		s.orphanMu.Unlock()
+		return
+	}
 	ids := make([]string, 0, len(s.orphans))
 	for o := range s.orphans {
 		ids = append(ids, o)
