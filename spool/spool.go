@@ -21,6 +21,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 	"runtime/debug"
 	"strings"
 	"sync"
@@ -618,7 +619,10 @@ func (s *Spool) Enqueue(ctx context.Context, m *Message, body io.Reader) error {
 			if n > 0 {
 				last = buf[:n]
 			}
-			err := s.commitMessage(m, now, last, chunk, size, chunk > 0)
+			err := s.room(len(last))
+			if err == nil {
+				err = s.commitMessage(m, now, last, chunk, size, chunk > 0)
+			}
 			if err != nil && chunk > 0 {
 				s.abandon(id)
 			} else if err == nil {
@@ -627,14 +631,16 @@ func (s *Spool) Enqueue(ctx context.Context, m *Message, body io.Reader) error {
 			return err
 		}
 		first, data, key := chunk == 0, buf[:n], bodyKey(id, chunk)
-		err = s.write(func(tx *bolt.Tx) error {
-			if first {
-				if err := tx.Bucket(bucketPending).Put([]byte(id), nil); err != nil {
-					return err
+		if err = s.room(n); err == nil {
+			err = s.write(func(tx *bolt.Tx) error {
+				if first {
+					if err := tx.Bucket(bucketPending).Put([]byte(id), nil); err != nil {
+						return err
+					}
 				}
-			}
-			return putChunk(tx, key, data)
-		})
+				return putChunk(tx, key, data)
+			})
+		}
 		if err != nil {
 			// A failed commit leaves nothing on disk: only the chunks
 			// before this one need removing.
@@ -695,6 +701,28 @@ func (s *Spool) commitMessage(m *Message, now time.Time, last []byte, chunk int,
 		}
 		return nil
 	})
+}
+
+// minFree is the room a new body's commit leaves on the spool's file
+// system beside the body itself: bbolt copies the branch pages it changes
+// and may grow the file.
+const minFree = 256 << 10
+
+// room returns ErrNoSpace when the spool's file system has less than n
+// bytes and minFree to spare, before any commit is tried. A commit that
+// fails for want of space costs more than a refusal: with the freelist
+// not stored (NoFreelistSync), bbolt's rollback rebuilds it by walking
+// every page of the file, in the committer that every writer waits for.
+// Deletes and updates are never refused here: they are what frees room.
+func (s *Spool) room(n int) error {
+	var st syscall.Statfs_t
+	if err := syscall.Statfs(filepath.Dir(s.path), &st); err != nil {
+		return nil // let the commit tell
+	}
+	if free := int64(st.Bavail) * int64(st.Bsize); free < int64(n)+minFree {
+		return fmt.Errorf("%w: %d bytes free on the file system of %s", ErrNoSpace, free, s.path)
+	}
+	return nil
 }
 
 // abandon removes the chunks of a body that will not be completed. When
