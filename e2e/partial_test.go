@@ -16,7 +16,7 @@ import (
 
 // logNothingStored is what the daemon logs when a session ends inside a
 // message.
-const logNothingStored = "client went away before the end of the message; nothing stored"
+const logNothingStored = "the message did not arrive whole (connection closed or transaction reset); nothing stored"
 
 // maildirEnv is a daemon that delivers into a Maildir at once, with a unix
 // listener for the shim; its folder is open to every user, so that the

@@ -235,8 +235,8 @@ func (s *session) Data(r io.Reader) error {
 			return se
 		}
 		if incomplete(err) {
-			// The client went away inside the message: the spool stored
-			// nothing, and there is nobody left to answer.
+			// The client went away (or reset) inside the message: the
+			// spool stored nothing, and go-smtp's reply goes nowhere.
 			s.in.log.Info(logNothingStored, "client", s.peer.String())
 			return err
 		}
@@ -254,7 +254,7 @@ func (s *session) Data(r io.Reader) error {
 	return &smtp.SMTPError{Code: 250, EnhancedCode: smtp.EnhancedCode{2, 0, 0}, Message: "OK queued as " + m.ID}
 }
 
-const logNothingStored = "client went away before the end of the message; nothing stored"
+const logNothingStored = "the message did not arrive whole (connection closed or transaction reset); nothing stored"
 
 // incomplete reports whether a body read ended before the end of the
 // message: go-smtp's DATA reader returns io.ErrUnexpectedEOF when the
