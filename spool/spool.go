@@ -533,9 +533,10 @@ var keyChunk = []byte("c")
 // to four) values in a leaf and rewrites the whole leaf when a key is
 // added to it: with chunks as plain values, each chunk's commit would copy
 // up to three earlier megabyte chunks out of the file's mapping and write
-// them again (about 3.5 times the body's size written, and the mapped
-// pages counted in the daemon's memory). A nested bucket puts each chunk
-// on pages of its own: a later commit rewrites only the parent leaf, which
+// them again, and the mapped pages it read count in the daemon's memory
+// (eight concurrent 24 MiB messages peaked at 234 MiB of RSS that way,
+// 55 MiB with a bucket per chunk). A nested bucket puts each chunk on
+// pages of its own: a later commit rewrites only the parent leaf, which
 // holds small bucket headers.
 func putChunk(tx *bolt.Tx, key, data []byte) error {
 	b, err := tx.Bucket(bucketBody).CreateBucketIfNotExists(key)
