@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
+	"os"
 	"path/filepath"
 	"testing"
 
@@ -216,5 +217,53 @@ func TestSchema1Bodies(t *testing.T) {
 	}
 	if c, p := bodyKeys(t, s); c != 0 || p != 0 {
 		t.Fatalf("%d chunks, %d pending marks after deleting both", c, p)
+	}
+}
+
+// TestDamagedPages: bbolt panics on damaged pages; the spool returns
+// ErrCorrupt instead, from a writable Open and from reads of a read-only
+// one.
+func TestDamagedPages(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "spool.db")
+	s, err := Open(path, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 300 {
+		size := 2000
+		if i%100 == 0 {
+			size = chunkSize + 100
+		}
+		if err := s.Enqueue(context.Background(), newMsg("b@example.org"), bytes.NewReader(make([]byte, size))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	s.Close()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Past the meta pages, every third page gets a garbage header.
+	for off := 4 * 4096; off+4096 <= len(b); off += 3 * 4096 {
+		for i := range 64 {
+			b[off+i] = byte(off>>12 + i*7)
+		}
+	}
+	if err := os.WriteFile(path, b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Open(path, Options{}); !errors.Is(err, ErrCorrupt) {
+		t.Errorf("writable open: %v, want ErrCorrupt", err)
+	}
+	ro, err := Open(path, Options{ReadOnly: true})
+	if err != nil {
+		if !errors.Is(err, ErrCorrupt) {
+			t.Fatalf("read-only open: %v, want ErrCorrupt", err)
+		}
+		return
+	}
+	defer ro.Close()
+	if _, err := ro.List(); !errors.Is(err, ErrCorrupt) {
+		t.Errorf("List: %v, want ErrCorrupt", err)
 	}
 }
