@@ -107,6 +107,7 @@ var (
 	errAuthRequired = &smtp.SMTPError{Code: 530, EnhancedCode: smtp.EnhancedCode{5, 7, 0}, Message: "Authentication required: this client is outside allow_networks"}
 	errNoSender     = &smtp.SMTPError{Code: 503, EnhancedCode: smtp.EnhancedCode{5, 5, 1}, Message: "MAIL FROM first"}
 	errSpool        = &smtp.SMTPError{Code: 451, EnhancedCode: smtp.EnhancedCode{4, 3, 0}, Message: "Local error storing the message; try again later"}
+	errNoSpace      = &smtp.SMTPError{Code: 452, EnhancedCode: smtp.EnhancedCode{4, 3, 1}, Message: "Insufficient system storage: the spool's disk is full; try again later"}
 	errHeaderTooBig = &smtp.SMTPError{Code: 552, EnhancedCode: smtp.EnhancedCode{5, 3, 4}, Message: "Header section too large"}
 )
 
@@ -247,10 +248,13 @@ func (s *session) Data(r io.Reader) error {
 	if s.authed != "" {
 		m.Submitter += " auth=" + s.authed
 	}
-	br := getReader(mailhdr.NewCRLFReader(&sizeLimit{r: r, left: s.snap().cfg.Limits.MaxMessageSize}))
+	br := getReader(mailhdr.NewCRLFReader(&sizeLimit{r: &wholeBody{r: r, tc: s.tc}, left: s.snap().cfg.Limits.MaxMessageSize}))
 	defer putReader(br)
 	hdr, err := mailhdr.ReadHeader(br, maxHeaderSection)
 	if err != nil {
+		if incomplete(err) {
+			s.in.log.Info(logNothingStored, "client", s.peer.String())
+		}
 		return dataError(err)
 	}
 	hdr = s.snap().policy.Header(hdr, m.ID, now, s.local())
@@ -266,10 +270,16 @@ func (s *session) Data(r io.Reader) error {
 		if errors.As(err, &se) {
 			return se
 		}
-		if errors.Is(err, io.ErrUnexpectedEOF) {
-			return err // the client went away; nothing was stored
+		if incomplete(err) {
+			// The client went away (or reset) inside the message: the
+			// spool stored nothing, and go-smtp's reply goes nowhere.
+			s.in.log.Info(logNothingStored, "client", s.peer.String())
+			return err
 		}
 		s.in.log.Error("cannot store message", "client", s.peer.String(), "err", err)
+		if errors.Is(err, spool.ErrNoSpace) {
+			return errNoSpace
+		}
 		return errSpool
 	}
 	s.in.log.Info("accepted", "id", m.ID, "from", m.From, "rcpts", len(m.Recipients), "size", m.Size, "client", m.Submitter)
@@ -278,6 +288,37 @@ func (s *session) Data(r io.Reader) error {
 		s.in.kick()
 	}
 	return &smtp.SMTPError{Code: 250, EnhancedCode: smtp.EnhancedCode{2, 0, 0}, Message: "OK queued as " + m.ID}
+}
+
+const logNothingStored = "the message did not arrive whole (connection closed or transaction reset); nothing stored"
+
+// incomplete reports whether a body read ended before the end of the
+// message: go-smtp's DATA reader returns io.ErrUnexpectedEOF when the
+// connection closes before the final dot, and its BDAT reader
+// smtp.ErrDataReset when the connection ends (or RSET comes) before the
+// LAST chunk. Only io.EOF means a whole message.
+func incomplete(err error) bool {
+	return errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, smtp.ErrDataReset)
+}
+
+// wholeBody passes a DATA or BDAT body through, but turns its end into
+// io.ErrUnexpectedEOF when the connection had already failed: go-smtp ends
+// the body normally after a LAST chunk even when the connection closed
+// before the chunk's announced size had arrived (the chunk is copied with
+// an io.LimitReader, which takes the early end for the end). A complete
+// chunk is read to its exact size without another read of the
+// connection, so a failed read means a short one.
+type wholeBody struct {
+	r  io.Reader
+	tc *trackedConn
+}
+
+func (w *wholeBody) Read(p []byte) (int, error) {
+	n, err := w.r.Read(p)
+	if err == io.EOF && w.tc != nil && w.tc.readFailed.Load() {
+		err = io.ErrUnexpectedEOF
+	}
+	return n, err
 }
 
 func dataError(err error) error {

@@ -54,13 +54,21 @@ type trackedConn struct {
 	closeAfterReply atomic.Bool
 	// q qualifies bare envelope names of local clients; nil for others.
 	q *mailhdr.Qualifier
+	// readFailed is set once a read returned an error (the client closed,
+	// a timeout): a BDAT chunk being read then is short.
+	readFailed atomic.Bool
 }
 
-func (c *trackedConn) Read(p []byte) (int, error) {
+func (c *trackedConn) Read(p []byte) (n int, err error) {
 	if c.q != nil {
-		return c.q.Read(c.Conn, p)
+		n, err = c.q.Read(c.Conn, p)
+	} else {
+		n, err = c.Conn.Read(p)
 	}
-	return c.Conn.Read(p)
+	if err != nil {
+		c.readFailed.Store(true)
+	}
+	return n, err
 }
 
 func (c *trackedConn) Write(p []byte) (int, error) {

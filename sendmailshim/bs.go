@@ -155,6 +155,10 @@ func (b *bsSession) Data(r io.Reader) error {
 		return asReply(err)
 	}
 	if _, err := io.Copy(w, msg.reader(0)); err != nil {
+		// Our input ended (or failed) before the final dot: only io.EOF
+		// ends a DATA body, so err is io.ErrUnexpectedEOF or worse.
+		// Hanging up without the dot makes the daemon store nothing, and
+		// our client hears no 250.
 		b.client.Close()
 		b.client = nil
 		return asReply(err)

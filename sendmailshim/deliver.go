@@ -181,7 +181,8 @@ func (s *shim) transact(c *smtp.Client, env *envelope, r *limitReader) error {
 	if _, err := io.Copy(w, r); err != nil {
 		if errors.Is(err, errTooBig) {
 			// Closing without the final dot makes the daemon drop
-			// what it got.
+			// what it got: it stores a message only once the dot
+			// (or the LAST BDAT chunk) has arrived whole.
 			c.Close()
 			return fail(ExitUnavailable, "message too big: more than %d bytes (limits.max_message_size); nothing was sent", s.cfg.Limits.MaxMessageSize)
 		}

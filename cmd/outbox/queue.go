@@ -6,7 +6,9 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"strconv"
+	"syscall"
 	"time"
 
 	"github.com/outbox-mta/outbox/adminapi"
@@ -54,10 +56,7 @@ func queueLs(a *app, args []string) int {
 	list, err := adminapi.ListQueue(ctx, cfg)
 	if err != nil {
 		fmt.Fprintln(a.stderr, "outbox queue ls:", err)
-		if errors.Is(err, adminapi.ErrForbidden) {
-			return exitNoPerm
-		}
-		return exitTempFail
+		return spoolExit(err)
 	}
 	if *asJSON {
 		enc := json.NewEncoder(a.stdout)
@@ -241,6 +240,12 @@ func queueBackup(a *app, args []string) int {
 		if err != nil {
 			return err
 		}
+		// A backup put back in place must open for the daemon's user.
+		if err := matchOwner(f, cfg.Spool.Path); err != nil {
+			f.Close()
+			os.Remove(fs.Arg(0))
+			return err
+		}
 		if _, err := s.Backup(f); err != nil {
 			f.Close()
 			return err
@@ -267,10 +272,34 @@ func queueCompact(a *app, args []string) int {
 	}
 	tmp := cfg.Spool.Path + ".compact"
 	os.Remove(tmp)
-	err := withSpool(cfg, false, func(s *spool.Spool) error { return s.CompactTo(tmp) })
-	if err == nil {
-		err = os.Rename(tmp, cfg.Spool.Path)
-	}
+	err := withSpool(cfg, false, func(s *spool.Spool) error {
+		if err := s.CompactTo(tmp); err != nil {
+			return err
+		}
+		// The new file replaces the spool: as root, it would otherwise
+		// be root's, and the daemon (user outbox) could not open it.
+		f, err := os.OpenFile(tmp, os.O_RDWR, 0)
+		if err != nil {
+			return err
+		}
+		if err := matchOwner(f, cfg.Spool.Path); err != nil {
+			f.Close()
+			return err
+		}
+		if err := f.Sync(); err != nil {
+			f.Close()
+			return err
+		}
+		if err := f.Close(); err != nil {
+			return err
+		}
+		// Renamed while the lock is held, so no daemon opens the old file
+		// in between.
+		if err := os.Rename(tmp, cfg.Spool.Path); err != nil {
+			return err
+		}
+		return syncDir(filepath.Dir(cfg.Spool.Path))
+	})
 	if err != nil {
 		os.Remove(tmp)
 		fmt.Fprintln(a.stderr, "outbox queue compact:", err, "(stop the daemon first)")
@@ -278,4 +307,46 @@ func queueCompact(a *app, args []string) int {
 	}
 	fmt.Fprintln(a.stdout, "spool compacted")
 	return exitOK
+}
+
+// matchOwner gives f the owner, group and permission bits of the file at
+// ref (the spool), so that what root writes for the spool stays usable
+// by the daemon's user.
+func matchOwner(f *os.File, ref string) error {
+	fi, err := os.Stat(ref)
+	if err != nil {
+		return err
+	}
+	if st, ok := fi.Sys().(*syscall.Stat_t); ok {
+		if err := f.Chown(int(st.Uid), int(st.Gid)); err != nil {
+			return err
+		}
+	}
+	return f.Chmod(fi.Mode().Perm())
+}
+
+// syncDir makes a rename in dir durable.
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	return d.Sync()
+}
+
+// spoolExit is the exit code for a failure to read the spool file: a file
+// that is no spool is a configuration error (spool.path), a damaged one
+// makes the queue unavailable; anything else (the lock, a socket timeout)
+// is temporary.
+func spoolExit(err error) int {
+	switch {
+	case errors.Is(err, adminapi.ErrForbidden):
+		return exitNoPerm
+	case errors.Is(err, spool.ErrNotSpool):
+		return exitConfig
+	case errors.Is(err, spool.ErrCorrupt):
+		return exitUnavailable
+	}
+	return exitTempFail
 }

@@ -15,6 +15,7 @@ import (
 
 	"github.com/outbox-mta/outbox/config"
 	"github.com/outbox-mta/outbox/relay"
+	"github.com/outbox-mta/outbox/spool"
 )
 
 func cmdServe(a *app, args []string) int {
@@ -64,7 +65,7 @@ func reload(r *relay.Relay) {
 // problems are 78 so service managers do not restart in a loop.
 func exitCodeFor(err error) int {
 	var ce *config.Error
-	if errors.As(err, &ce) {
+	if errors.As(err, &ce) || errors.Is(err, spool.ErrNotSpool) {
 		return exitConfig
 	}
 	return exitUnavailable
