@@ -2,7 +2,7 @@
 # rpm: spool modes as on Debian; the units are enabled through presets
 # and started only once `outbox check` accepts the configuration.
 set -e
-install -d -m 0750 -o outbox -g outbox /var/spool/outbox
+install -d -m 0751 -o outbox -g outbox /var/spool/outbox
 install -d -m 1733 -o outbox -g outbox /var/spool/outbox/maildrop
 if [ -d /run/systemd/system ]; then
 	systemctl daemon-reload >/dev/null 2>&1 || true
