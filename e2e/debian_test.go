@@ -80,6 +80,33 @@ func TestDebianPackage(t *testing.T) {
 		}
 	})
 	t.Run("debconf answers", func(t *testing.T) { r.checkDebconf(t) })
+	t.Run("an upgrade keeps the admin's disable", func(t *testing.T) {
+		// What `systemctl disable` does: the [Install] symlinks go.
+		links := []string{
+			"etc/systemd/system/multi-user.target.wants/outbox.service",
+			"etc/systemd/system/sockets.target.wants/outbox.socket",
+		}
+		for _, l := range links {
+			if err := os.Remove(filepath.Join(r.dir, l)); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if o, code := r.run("dpkg", "-i", "/tmp/outbox.deb"); code != 0 {
+			t.Fatalf("dpkg -i over the installed package: exit %d\n%s", code, o)
+		}
+		for _, l := range links {
+			if _, err := os.Lstat(filepath.Join(r.dir, l)); err == nil {
+				t.Errorf("the upgrade enabled the unit again: /%s", l)
+			}
+		}
+		// The admin enables it again (as systemctl enable would), for the
+		// purge check below.
+		for _, l := range links {
+			if err := os.Symlink("/lib/systemd/system/"+filepath.Base(l), filepath.Join(r.dir, l)); err != nil {
+				t.Fatal(err)
+			}
+		}
+	})
 
 	// The configuration of the rest of the test: the sink on loopback as
 	// the upstream, a TCP listener on a free port (not 25: the root
@@ -224,6 +251,7 @@ upstream "sink" {
 		if code != 0 {
 			t.Fatalf("dpkg --purge: exit %d\n%s", code, o)
 		}
+		t.Logf("dpkg --purge outbox:\n%s", o)
 		if !strings.Contains(o, "NOT deleted") {
 			t.Errorf("purge did not say the spool was kept:\n%s", o)
 		}
