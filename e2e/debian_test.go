@@ -276,9 +276,21 @@ upstream "sink" {
 	t.Logf("package test: %v in all", time.Since(start).Round(time.Second))
 }
 
-// buildDeb runs `make dist` in the repository and returns the .deb.
+// builtDeb is the .deb made once for the package tests.
+var builtDeb struct {
+	sync.Mutex
+	deb []byte
+}
+
+// buildDeb runs `make dist` in the repository, checks the .deb with
+// lintian and returns it; later calls return the same package.
 func buildDeb(t *testing.T, repo string) []byte {
 	t.Helper()
+	builtDeb.Lock()
+	defer builtDeb.Unlock()
+	if builtDeb.deb != nil {
+		return builtDeb.deb
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Minute)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, "make", "dist")
@@ -308,6 +320,7 @@ func buildDeb(t *testing.T, repo string) []byte {
 	if err != nil {
 		t.Fatal(err)
 	}
+	builtDeb.deb = deb
 	return deb
 }
 

@@ -1,7 +1,8 @@
 #!/bin/sh
 # mkroot.sh ROOT: a Debian 12 (bookworm) root in the empty folder ROOT for
 # the package test: debootstrap's minbase, then exim4 (the MTA our package
-# must replace), bsd-mailx, php-cli and procps from the archive.
+# must replace), bsd-mailx, php-cli, procps, and systemd (booted with
+# systemd-nspawn to run the unit as shipped) from the archive.
 #
 # The finished root is cached as a tarball under $OUTBOX_CI_CACHE
 # (default /var/cache/outbox-ci), named after a hash of the suite and the
@@ -12,7 +13,7 @@ set -eu
 root=$1
 cache=${OUTBOX_CI_CACHE:-/var/cache/outbox-ci}
 suite=bookworm
-packages="exim4-daemon-light bsd-mailx php-cli procps"
+packages="exim4-daemon-light bsd-mailx php-cli procps systemd systemd-sysv dbus"
 key=$(printf '%s\n' "$suite" "$packages" | sha256sum | cut -c1-16)
 tarball="$cache/debian-$suite-$key.tar"
 
