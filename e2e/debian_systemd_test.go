@@ -43,10 +43,11 @@ func TestDebianPackageSystemd(t *testing.T) {
 	start := time.Now()
 	deb := buildDeb(t, repo)
 	r := newDebianRoot(t, filepath.Join(repo, "e2e", "debian", "mkroot.sh"))
-	if err := os.WriteFile(filepath.Join(r.dir, "tmp", "outbox.deb"), deb, 0o644); err != nil {
+	// Not in /tmp: the booted container has a tmpfs there.
+	if err := os.WriteFile(filepath.Join(r.dir, "root", "outbox.deb"), deb, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	if out, code := r.run("apt-get", "install", "-y", "--no-install-recommends", "/tmp/outbox.deb"); code != 0 {
+	if out, code := r.run("apt-get", "install", "-y", "--no-install-recommends", "/root/outbox.deb"); code != 0 {
 		t.Fatalf("apt-get install outbox: exit %d\n%s", code, out)
 	}
 	r.writeFile(t, "/etc/outbox/relay.hcl", `hostname = "nspawn.test"
@@ -139,6 +140,25 @@ upstream "capture" {
 			m, _ := filepath.Glob(filepath.Join(r.dir, "var/spool/outbox/maildir/new/*"))
 			return len(m) == 2
 		})
+	})
+	t.Run("an upgrade restarts the service, the socket stays", func(t *testing.T) {
+		before := c.mainPID(t)
+		if o, code := c.run("dpkg", "-i", "/root/outbox.deb"); code != 0 {
+			t.Fatalf("dpkg -i (upgrade) under systemd: exit %d\n%s", code, o)
+		}
+		waitFor(t, "outbox.service active again", 30*time.Second, func() bool {
+			o, _ := c.run("systemctl", "is-active", "outbox.service")
+			return strings.TrimSpace(o) == "active"
+		})
+		if after := c.mainPID(t); after == before {
+			t.Errorf("MainPID %d unchanged: the upgrade did not restart the service", after)
+		}
+		if o, _ := c.run("systemctl", "is-active", "outbox.socket"); strings.TrimSpace(o) != "active" {
+			t.Errorf("outbox.socket is %q after the upgrade", strings.TrimSpace(o))
+		}
+		if o, code := c.run("sh", "-c", `printf 'Subject: upgraded\n\nbody\n' | setpriv --reuid=nobody --regid=nogroup --clear-groups /usr/sbin/sendmail -t root`); code != 0 {
+			t.Fatalf("sendmail as nobody after the upgrade: exit %d\n%s", code, o)
+		}
 	})
 	if t.Failed() {
 		o, _ := c.run("journalctl", "-u", "outbox", "--no-pager", "-n", "40")
@@ -241,7 +261,7 @@ func (c *container) run(args ...string) (string, int) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, "nsenter", append([]string{"-t", strconv.Itoa(c.init), "-a"}, args...)...)
-	cmd.Env = []string{"PATH=/usr/sbin:/usr/bin:/sbin:/bin", "LANG=C.UTF-8"}
+	cmd.Env = []string{"PATH=/usr/sbin:/usr/bin:/sbin:/bin", "LANG=C.UTF-8", "DEBIAN_FRONTEND=noninteractive"}
 	out, err := cmd.CombinedOutput()
 	if ee, ok := err.(*exec.ExitError); ok {
 		return string(out), ee.ExitCode()
