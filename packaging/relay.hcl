@@ -47,6 +47,6 @@ local_catchall = "root"
 upstream "default" {
   provider      = "CHANGE-ME"                # debconf: gmail, office365, qq, 163, ses… (README: Provider presets)
   username      = "CHANGE-ME@example.com"    # debconf: the account
-  password_file = "/etc/outbox/password"     # debconf writes it; chmod 600, owned by outbox
+  password_file = "/etc/outbox/password"     # debconf writes it: mode 0640, root:outbox
   envelope_from = "CHANGE-ME@example.com"    # debconf: the account's address (remove if the provider takes any sender)
 }

@@ -11,6 +11,7 @@ import (
 	"os/exec"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 )
 
@@ -43,9 +44,9 @@ func SecretFromFile(path string, logger *slog.Logger) SecretFunc {
 			return "", fmt.Errorf("reading secret file: %w", err)
 		}
 		defer f.Close()
-		if fi, err := f.Stat(); err == nil && fi.Mode().Perm()&0o077 != 0 {
+		if fi, err := f.Stat(); err == nil && exposed(fi) {
 			warn.Do(func() {
-				logger.Warn("secret file is readable by other users; run chmod 600 on it",
+				logger.Warn("secret file is readable by other users; run chmod 600 on it (or 640 with the daemon's group, as the package installs it)",
 					"file", path, "mode", fmt.Sprintf("%#o", fi.Mode().Perm()), "fix", "chmod 600 "+path)
 			})
 		}
@@ -65,6 +66,22 @@ func SecretFromFile(path string, logger *slog.Logger) SecretFunc {
 		}
 		return s, nil
 	}
+}
+
+// exposed reports whether users other than the file's owner and the
+// daemon can read a secret file. Group access is fine when the group is the
+// daemon's own (the package installs /etc/outbox/password 0640
+// root:outbox); any other group, or others, is a leak.
+func exposed(fi os.FileInfo) bool {
+	perm := fi.Mode().Perm()
+	if perm&0o007 != 0 {
+		return true
+	}
+	if perm&0o070 == 0 {
+		return false
+	}
+	st, ok := fi.Sys().(*syscall.Stat_t)
+	return !ok || int(st.Gid) != os.Getegid()
 }
 
 func readFull(f *os.File, b []byte) (int, error) {

@@ -107,3 +107,34 @@ func TestSecretFromCommand(t *testing.T) {
 		t.Errorf("%d bytes of stderr logged, want about %d", n, maxCommandStderr)
 	}
 }
+
+// The package installs the password file 0640 root:outbox: group access
+// for the daemon's own group is not a leak, another group's is.
+func TestSecretFileGroupOfDaemon(t *testing.T) {
+	if os.Getuid() != 0 && os.Getenv("CI") != "true" {
+		t.Skip("needs root to change the file's group")
+	}
+	dir := t.TempDir()
+	for _, tc := range []struct {
+		gid  int
+		warn bool
+	}{{os.Getegid(), false}, {65534, true}} {
+		var logs syncBuffer
+		p := filepath.Join(dir, "pw")
+		if err := os.WriteFile(p, []byte("s3cret\n"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Chown(p, 0, tc.gid); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Chmod(p, 0o640); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := SecretFromFile(p, testLogger(&logs))(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		if got := strings.Contains(logs.String(), "level=WARN"); got != tc.warn {
+			t.Errorf("0640 with group %d: warning %v, want %v\n%s", tc.gid, got, tc.warn, logs.String())
+		}
+	}
+}
