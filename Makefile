@@ -7,7 +7,7 @@ LDFLAGS := -s -w -X main.version=$(VERSION)
 # nfpm is fetched through the Go module proxy at this version into .tools/,
 # so `make dist` needs nothing but Go.
 NFPM_VERSION := v2.45.2
-TOOLS        := $(CURDIR)/.tools
+TOOLS        ?= $(CURDIR)/.tools
 NFPM         := $(TOOLS)/nfpm-$(NFPM_VERSION)
 
 # The Debian version nfpm writes (a semver pre-release becomes ~pre, and
