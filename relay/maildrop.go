@@ -161,6 +161,9 @@ func (r *Relay) importFile(path string) (string, error) {
 		envID: env.EnvID,
 		ret:   strings.ToUpper(env.Ret),
 		body:  strings.ToUpper(env.BodyType),
+		// A file written before the shim recorded SMTPUTF8 still needs it
+		// for a non-ASCII address.
+		utf8:  env.SMTPUTF8 || !isASCII(env.From),
 		who:   submitter{maildrop: true, uid: env.UID, user: userName(env.UID)},
 		local: true,
 	}
@@ -169,6 +172,7 @@ func (r *Relay) importFile(path string) (string, error) {
 	refused := map[int]*smtp.SMTPError{}
 	accepted := 0
 	for _, rc := range env.Recipients {
+		md.utf8 = md.utf8 || !isASCII(rc)
 		addrs, err := pol.Recipient(rc)
 		var se *smtp.SMTPError
 		if err != nil && !errors.As(err, &se) {
