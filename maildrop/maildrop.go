@@ -72,7 +72,8 @@ type Envelope struct {
 	Notify     string    `json:"notify,omitempty"`    // -N value as given, e.g. "failure,delay"
 	Ret        string    `json:"ret,omitempty"`       // -R: "full", "hdrs" or ""
 	EnvID      string    `json:"envid,omitempty"`     // -V
-	BodyType   string    `json:"body_type,omitempty"` // -B: "7BIT", "8BITMIME" or ""
+	BodyType   string    `json:"body_type,omitempty"` // -B or BODY=: "7BIT", "8BITMIME" or ""
+	SMTPUTF8   bool      `json:"smtputf8,omitempty"`  // the message needs SMTPUTF8 (RFC 6531): UTF-8 addresses or header fields
 	UID        int       `json:"uid"`                 // invoking user; Read sets it from the file owner
 	User       string    `json:"user,omitempty"`      // login name of UID
 	Time       time.Time `json:"time"`                // when the shim was called

@@ -22,6 +22,7 @@ func testEnvelope() *Envelope {
 		Ret:        "hdrs",
 		EnvID:      "env-1",
 		BodyType:   "8BITMIME",
+		SMTPUTF8:   true,
 		UID:        os.Getuid(),
 		User:       "alice",
 		Time:       time.Date(2025, 3, 1, 12, 0, 0, 0, time.UTC),

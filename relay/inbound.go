@@ -1,7 +1,6 @@
 package relay
 
 import (
-	"bytes"
 	"context"
 	"crypto/tls"
 	"errors"
@@ -18,7 +17,6 @@ import (
 	"golang.org/x/crypto/bcrypt"
 
 	"github.com/outbox-mta/outbox/config"
-	"github.com/outbox-mta/outbox/mailhdr"
 	"github.com/outbox-mta/outbox/spool"
 )
 
@@ -108,6 +106,7 @@ var (
 	errNoSender     = &smtp.SMTPError{Code: 503, EnhancedCode: smtp.EnhancedCode{5, 5, 1}, Message: "MAIL FROM first"}
 	errSpool        = &smtp.SMTPError{Code: 451, EnhancedCode: smtp.EnhancedCode{4, 3, 0}, Message: "Local error storing the message; try again later"}
 	errNoSpace      = &smtp.SMTPError{Code: 452, EnhancedCode: smtp.EnhancedCode{4, 3, 1}, Message: "Insufficient system storage: the spool's disk is full; try again later"}
+	errIncomplete   = &smtp.SMTPError{Code: 451, EnhancedCode: smtp.EnhancedCode{4, 4, 2}, Message: "The message did not arrive whole; nothing was stored"}
 	errHeaderTooBig = &smtp.SMTPError{Code: 552, EnhancedCode: smtp.EnhancedCode{5, 3, 4}, Message: "Header section too large"}
 )
 
@@ -230,51 +229,31 @@ func (s *session) Data(r io.Reader) error {
 		s.tc.inData.Store(true)
 		defer s.tc.dataDone.Store(true)
 	}
-	now := s.in.now()
-	m := &spool.Message{
-		ID:         spool.NewID(now),
-		From:       *s.from,
-		Recipients: s.rcpts,
-		EnvID:      s.mailOpts.EnvelopeID,
-		Ret:        string(s.mailOpts.Return),
-		BodyType:   string(s.mailOpts.Body),
-		UTF8:       s.mailOpts.UTF8,
-		Submitter:  s.peer.String(),
-		Arrived:    now,
+	conf := s.snap()
+	env := &envelope{
+		from:  *s.from,
+		rcpts: s.rcpts,
+		envID: s.mailOpts.EnvelopeID,
+		ret:   string(s.mailOpts.Return),
+		body:  string(s.mailOpts.Body),
+		utf8:  s.mailOpts.UTF8,
+		who:   s.submitter(),
+		local: s.local(),
 	}
-	if s.peer.unix && s.peer.uid >= 0 {
-		m.UID = uint32(s.peer.uid) // from SO_PEERCRED: the kernel's word, not the client's
-	}
-	if s.authed != "" {
-		m.Submitter += " auth=" + s.authed
-	}
-	br := getReader(mailhdr.NewCRLFReader(&sizeLimit{r: &wholeBody{r: r, tc: s.tc}, left: s.snap().cfg.Limits.MaxMessageSize}))
-	defer putReader(br)
-	hdr, err := mailhdr.ReadHeader(br, maxHeaderSection)
+	m, err := s.in.accept(context.Background(), conf, env, &wholeBody{r: r, tc: s.tc})
 	if err != nil {
-		if incomplete(err) {
-			s.in.log.Info(logNothingStored, "client", s.peer.String())
-		}
-		return dataError(err)
-	}
-	hdr = s.snap().policy.Header(hdr, m.ID, now, s.local())
-	received := s.received(m, now)
-	if len(received)+len(hdr) > maxHeaderSection {
-		// What we add must not push the section past what delivery (From:
-		// rewriting) reads back, or the message could never leave.
-		return errHeaderTooBig
-	}
-	body := io.MultiReader(strings.NewReader(received), bytes.NewReader(hdr), br)
-	if err := s.in.store.Enqueue(context.Background(), m, body); err != nil {
+		var be *bodyError
 		var se *smtp.SMTPError
-		if errors.As(err, &se) {
+		switch {
+		case errors.As(err, &be):
+			// The client went away (or reset, or timed out) inside the
+			// message: nothing is stored. A client still there hears a
+			// temporary failure, never a 5yz that would make it bounce
+			// a message it can send again.
+			s.in.log.Info(logNothingStored, "client", s.peer.String(), "err", be.err)
+			return errIncomplete
+		case errors.As(err, &se):
 			return se
-		}
-		if incomplete(err) {
-			// The client went away (or reset) inside the message: the
-			// spool stored nothing, and go-smtp's reply goes nowhere.
-			s.in.log.Info(logNothingStored, "client", s.peer.String())
-			return err
 		}
 		s.in.log.Error("cannot store message", "client", s.peer.String(), "err", err)
 		if errors.Is(err, spool.ErrNoSpace) {
@@ -291,15 +270,6 @@ func (s *session) Data(r io.Reader) error {
 }
 
 const logNothingStored = "the message did not arrive whole (connection closed or transaction reset); nothing stored"
-
-// incomplete reports whether a body read ended before the end of the
-// message: go-smtp's DATA reader returns io.ErrUnexpectedEOF when the
-// connection closes before the final dot, and its BDAT reader
-// smtp.ErrDataReset when the connection ends (or RSET comes) before the
-// LAST chunk. Only io.EOF means a whole message.
-func incomplete(err error) bool {
-	return errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, smtp.ErrDataReset)
-}
 
 // wholeBody passes a DATA or BDAT body through, but turns its end into
 // io.ErrUnexpectedEOF when the connection had already failed: go-smtp ends
@@ -321,38 +291,21 @@ func (w *wholeBody) Read(p []byte) (int, error) {
 	return n, err
 }
 
-func dataError(err error) error {
-	var se *smtp.SMTPError
-	switch {
-	case errors.As(err, &se):
-		return se
-	case errors.Is(err, mailhdr.ErrHeaderTooLarge):
-		return errHeaderTooBig
+// submitter is the client of the session, for the Received field and the
+// queue.
+func (s *session) submitter() submitter {
+	who := submitter{unix: s.peer.unix, uid: s.peer.uid, user: s.peer.user, addr: s.peer.addr, ip: s.peer.ip, auth: s.authed}
+	if !s.peer.unix {
+		who.proto = "ESMTP"
+		if _, ok := s.conn.TLSConnectionState(); ok {
+			who.proto += "S"
+		}
+		if s.authed != "" {
+			who.proto += "A"
+		}
+		who.helo = s.conn.Hostname()
 	}
-	return err
-}
-
-// received builds our trace header: who handed us the message, how, and
-// when. Local submissions name the uid, as Postfix does.
-func (s *session) received(m *spool.Message, now time.Time) string {
-	host := s.in.cfg.Hostname
-	date := now.Format(time.RFC1123Z)
-	if s.peer.unix {
-		return fmt.Sprintf("Received: by %s (Outbox, from userid %s)\r\n\tid %s; %s\r\n", host, strings.TrimPrefix(s.peer.String(), "uid "), m.ID, date)
-	}
-	proto := "ESMTP"
-	if _, ok := s.conn.TLSConnectionState(); ok {
-		proto += "S"
-	}
-	if s.authed != "" {
-		proto += "A"
-	}
-	helo := s.conn.Hostname()
-	forClause := ""
-	if len(m.Recipients) == 1 {
-		forClause = "\r\n\tfor <" + m.Recipients[0].Address + ">"
-	}
-	return fmt.Sprintf("Received: from %s (%s)\r\n\tby %s (Outbox) with %s id %s%s;\r\n\t%s\r\n", sanitize(helo), bracketIP(s.peer.ip), host, proto, m.ID, forClause, date)
+	return who
 }
 
 func bracketIP(ip net.IP) string {

@@ -15,7 +15,6 @@ import (
 	"github.com/emersion/go-smtp"
 
 	"github.com/outbox-mta/outbox/maildrop"
-	"github.com/outbox-mta/outbox/mailhdr"
 	"github.com/outbox-mta/outbox/spool"
 	"github.com/outbox-mta/outbox/upstream"
 )
@@ -157,21 +156,23 @@ func (r *Relay) importFile(path string) (string, error) {
 	// The submitter is the owner of the file (Read puts it in env.UID),
 	// named from the password database: the user name in the file is
 	// the user's own claim.
-	uid := env.UID
-	m := &spool.Message{
-		ID: spool.NewID(now), From: from, EnvID: env.EnvID, Ret: strings.ToUpper(env.Ret),
-		BodyType: strings.ToUpper(env.BodyType), Arrived: now,
-		UID:       uint32(uid),
-		Submitter: fmt.Sprintf("uid %d (maildrop)", uid),
+	md := &envelope{
+		from:  from,
+		envID: env.EnvID,
+		ret:   strings.ToUpper(env.Ret),
+		body:  strings.ToUpper(env.BodyType),
+		// A file written before the shim recorded SMTPUTF8 still needs it
+		// for a non-ASCII address.
+		utf8:  env.SMTPUTF8 || !isASCII(env.From),
+		who:   submitter{maildrop: true, uid: env.UID, user: userName(env.UID)},
+		local: true,
 	}
-	if name := userName(uid); name != "" {
-		m.Submitter = fmt.Sprintf("uid %d (%s, maildrop)", uid, name)
-	}
-	// refused holds, by index in m.Recipients, why a recipient failed on
+	// refused holds, by index in md.rcpts, why a recipient failed on
 	// import.
 	refused := map[int]*smtp.SMTPError{}
 	accepted := 0
 	for _, rc := range env.Recipients {
+		md.utf8 = md.utf8 || !isASCII(rc)
 		addrs, err := pol.Recipient(rc)
 		var se *smtp.SMTPError
 		if err != nil && !errors.As(err, &se) {
@@ -181,8 +182,8 @@ func (r *Relay) importFile(path string) (string, error) {
 			se = errTooManyRecipients
 		}
 		if se != nil {
-			refused[len(m.Recipients)] = se
-			m.Recipients = append(m.Recipients, refusedRecipient(rc, se, notify, now))
+			refused[len(md.rcpts)] = se
+			md.rcpts = append(md.rcpts, refusedRecipient(rc, se, notify, now))
 			continue
 		}
 		for _, a := range addrs {
@@ -194,32 +195,17 @@ func (r *Relay) importFile(path string) (string, error) {
 				}
 				rec.ORCPT = "rfc822;" + orig
 			}
-			m.Recipients = append(m.Recipients, rec)
+			md.rcpts = append(md.rcpts, rec)
 			accepted++
 		}
 	}
-	br := getReader(mailhdr.NewCRLFReader(&sizeLimit{r: body, left: cfg.Limits.MaxMessageSize}))
-	defer putReader(br)
-	received := fmt.Sprintf("Received: by %s (Outbox, from userid %d)\r\n\tid %s; %s\r\n", cfg.Hostname, uid, m.ID, now.Format(time.RFC1123Z))
-	hdr, err := mailhdr.ReadHeader(br, maxHeaderSection)
-	switch {
-	case errors.Is(err, mailhdr.ErrHeaderTooLarge):
-		return r.bounceWhole(m, nil, errHeaderTooBig, refused, now)
-	case errors.Is(err, smtp.ErrDataTooLarge):
-		return r.bounceWhole(m, nil, smtp.ErrDataTooLarge, refused, now)
-	}
-	if err != nil {
-		return "", err
-	}
-	hdr = pol.Header(hdr, m.ID, now, true)
-	if len(received)+len(hdr) > maxHeaderSection {
-		return r.bounceWhole(m, nil, errHeaderTooBig, refused, now) // as on the SMTP side
-	}
-	err = r.spool.Enqueue(context.Background(), m, io.MultiReader(strings.NewReader(received), bytes.NewReader(hdr), br))
-	if errors.Is(err, smtp.ErrDataTooLarge) {
-		// The limit went down since the shim, which checks it, stored
-		// the file; or the file was not written by the shim.
-		return r.bounceWhole(m, append([]byte(received), hdr...), smtp.ErrDataTooLarge, refused, now)
+	m, err := r.in.accept(context.Background(), snap, md, body)
+	var le *limitError
+	if errors.As(err, &le) {
+		// Over a limit that went down since the shim, which checks them,
+		// stored the file; or the file was not written by the shim. There
+		// is no client to refuse: the sender gets a bounce.
+		return r.bounceWhole(le.msg, le.head, le.reply, refused, now)
 	}
 	if err != nil {
 		return "", err

@@ -60,7 +60,7 @@ func mdRelayIn(t *testing.T, dir, hcl string) *Relay {
 	t.Cleanup(func() { sp.Close() })
 	clock := newDlvClock()
 	r := &Relay{cfg: cfg, log: dlvLogger(t), now: clock.Now, spool: sp,
-		in: &Inbound{cfg: cfg, policy: NewPolicy(cfg)}}
+		in: &Inbound{cfg: cfg, store: sp, log: dlvLogger(t), now: clock.Now, policy: NewPolicy(cfg)}}
 	r.sched = NewScheduler(sp, cfg, NewRouter(cfg, nil), r.log, clock.Now)
 	if _, err := maildrop.PrivateDir(r.rejectedDir()); err != nil {
 		t.Fatal(err)

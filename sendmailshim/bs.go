@@ -63,6 +63,7 @@ func (b *bsSession) Mail(from string, opts *smtp.MailOptions) error {
 		b.env.ret = strings.ToLower(string(opts.Return))
 		b.env.envID = opts.EnvelopeID
 		b.env.body = string(opts.Body)
+		b.env.utf8 = opts.UTF8
 	}
 	if b.client == nil && !b.drop {
 		c, err := b.s.dialDaemon()

@@ -42,6 +42,13 @@ type envelope struct {
 	ret    string // full | hdrs
 	envID  string
 	body   string // 7BIT | 8BITMIME
+	utf8   bool   // SMTPUTF8 declared (by the -bs client)
+}
+
+// needsUTF8 reports whether the transaction needs SMTPUTF8: its client
+// declared it, or an address is not ASCII.
+func (e *envelope) needsUTF8() bool {
+	return e.utf8 || !isASCII(e.from) || !allASCII(e.rcpts)
 }
 
 // deliver is -bm: read the message from stdin, complete it, submit it.
@@ -145,7 +152,7 @@ func (s *shim) submit(env *envelope, msg *content) error {
 
 // transact runs one mail transaction on c.
 func (s *shim) transact(c *smtp.Client, env *envelope, r *limitReader) error {
-	utf8 := !isASCII(env.from) || !allASCII(env.rcpts)
+	utf8 := env.needsUTF8()
 	if ok, _ := c.Extension("SMTPUTF8"); utf8 && !ok {
 		return fail(ExitUnavailable, "the daemon does not take non-ASCII addresses (no SMTPUTF8); nothing was sent")
 	}
@@ -319,6 +326,7 @@ func (s *shim) drop(env *envelope, msg *content, why error) error {
 		Ret:        env.ret,
 		EnvID:      env.envID,
 		BodyType:   env.body,
+		SMTPUTF8:   env.needsUTF8(),
 		UID:        s.uid,
 		User:       s.user,
 		Time:       s.now(),
