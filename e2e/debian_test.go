@@ -13,7 +13,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
-	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -237,8 +236,11 @@ upstream "sink" {
 			r.runAs("alice", fmt.Sprintf("Subject: to the team %d\n\nbody\n", n), "sendmail", "team")
 			s.waitAny(2 * time.Second)
 		}
-		if o, _ := r.run("pgrep", "-x", "outbox"); strings.TrimSpace(o) != strconv.Itoa(pid) {
-			t.Errorf("outbox pids after SIGHUP: %q, want %d", o, pid)
+		// The chroot shares the host's process table, where other outbox
+		// daemons may run: the proof of "same PID" is that the process
+		// the test started is still the one serving.
+		if d.exited() || d.cmd.Process.Pid != pid {
+			t.Errorf("the daemon (pid %d) did not survive SIGHUP (%v)", pid, d.err)
 		}
 	})
 
