@@ -400,4 +400,3 @@ func decode64(t *testing.T, s *string) []byte {
 	}
 	return b
 }
-
