@@ -265,7 +265,7 @@ const rfc2231Chunk = 60
 
 // disposition formats Content-Disposition with the file name as RFC 2231
 // says: a plain (quoted) value when it is short ASCII, else the extended
-// form utf-8”%XX…, cut into numbered continuations.
+// form (charset utf-8, other bytes as %XX), cut into numbered continuations.
 func disposition(disp, filename string) string {
 	if filename == "" {
 		return disp
