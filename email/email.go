@@ -48,7 +48,8 @@ type Message struct {
 	Attachments []Attachment
 
 	// Headers are extra header fields, such as "In-Reply-To" or
-	// "List-Unsubscribe". Date and Message-ID given here replace the ones
+	// "List-Unsubscribe"; an empty value is left out. Date and
+	// Message-ID given here replace the ones
 	// WriteTo generates; the fields WriteTo writes from the other fields
 	// (From, To, Subject, Content-Type…) cannot be set here.
 	Headers map[string]string
