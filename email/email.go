@@ -265,9 +265,13 @@ func (v *validator) addrs(field string, list []string, required bool) {
 			v.add(f, "contains a line break (CR or LF)")
 			continue
 		}
-		if _, err := parseAddress(s); err != nil {
+		a, err := parseAddress(s)
+		if err != nil {
 			v.add(f, fmt.Sprintf("%q is not a mail address: %v", s, err))
+			continue
 		}
+		v.text(f, a.Name)
+
 	}
 }
 

@@ -13,6 +13,7 @@ func TestValidateReportsEverything(t *testing.T) {
 		From:    "not an address",
 		Cc:      []string{"ok@example.com", "x@example.com\r\nBcc: victim@example.org"},
 		ReplyTo: []string{"a@@b"},
+		To:      []string{strings.Repeat("x", 950) + " <long@example.com>"},
 		Subject: "hello\r\nBcc: victim@example.org",
 		HTML:    `<img src="cid:logo@x">`,
 		Attachments: []Attachment{
@@ -31,7 +32,7 @@ func TestValidateReportsEverything(t *testing.T) {
 		t.Fatalf("Validate returned %v", err)
 	}
 	want := []string{
-		"From", "Cc[1]", "Reply-To[0]", "Subject",
+		"From", "To[0]", "Cc[1]", "Reply-To[0]", "Subject",
 		"Attachments[0].Filename", "Attachments[1].ContentID", "Attachments[2].ContentID",
 		"Attachments[3].Filename", "Attachments[3].Content", "Attachments[4].ContentType",
 		"Headers[Bad Name]", "Headers[Content-Type]", "Headers[X-Bad]",
