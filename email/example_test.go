@@ -3,6 +3,7 @@ package email_test
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"fmt"
 	"strings"
 
@@ -63,4 +64,29 @@ func ExampleMessage_Validate() {
 	// Output:
 	// To: no recipient: give at least one To, Cc or Bcc address
 	// Subject: contains a line break (CR or LF)
+}
+
+// Send through the local daemon, as the sendmail command does, and tell a
+// failure worth retrying from one that is not.
+func ExampleOutbox() {
+	sender, err := email.NewOutbox("") // $OUTBOX_CONFIG, else /etc/outbox/relay.hcl
+	if err != nil {
+		fmt.Println("configuration:", err)
+		return
+	}
+	err = sender.Send(context.Background(), &email.Message{
+		From:     "app@example.com",
+		To:       []string{"王芳 <wang.fang@example.org>"},
+		Subject:  "您的验证码",
+		Text:     "验证码：482913",
+		Metadata: map[string]string{"kind": "otp"},
+	})
+	switch {
+	case err == nil:
+		// Stored on disk; Outbox relays it and retries as needed.
+	case email.IsTemporary(err):
+		// Nothing was stored: try again later.
+	default:
+		fmt.Println("refused:", err)
+	}
 }
