@@ -193,9 +193,12 @@ func (m *Message) Validate() error {
 			}
 		}
 	}
+	seen := map[string]bool{} // header field names, as written
 	for _, k := range sortedKeys(m.Headers) {
 		f := "Headers[" + k + "]"
 		switch {
+		case seen[textprotoKey(k)]:
+			v.add(f, "given twice, in different cases")
 		case !fieldName.MatchString(k):
 			v.add(f, "not a header field name (printable ASCII without colon or space)")
 		case reserved[textprotoKey(k)]:
@@ -205,9 +208,14 @@ func (m *Message) Validate() error {
 		default:
 			v.text(f, m.Headers[k])
 		}
+		seen[textprotoKey(k)] = true
 	}
 	for _, k := range sortedKeys(m.Metadata) {
 		f := "Metadata[" + k + "]"
+		if seen[textprotoKey(TagPrefix+k)] {
+			v.add(f, "given twice, in different cases")
+		}
+		seen[textprotoKey(TagPrefix+k)] = true
 		if !tagKey.MatchString(k) || len(k) > maxTagKey {
 			v.add(f, fmt.Sprintf("a tag name is letters, digits, - and _, at most %d", maxTagKey))
 		}
@@ -316,7 +324,7 @@ func (m *Message) Recipients() ([]string, error) {
 	return out, nil
 }
 
-// Sender returns the envelope sender: the address of From.
+// envelopeFrom returns the envelope sender: the address of From.
 func (m *Message) envelopeFrom() (string, error) {
 	a, err := parseAddress(m.From)
 	if err != nil {

@@ -23,8 +23,8 @@ func TestValidateReportsEverything(t *testing.T) {
 			{Filename: "a.txt\nX-Evil: 1", Content: 42},
 			{Filename: "b.bin", ContentType: "multipart/mixed", Content: []byte("x")},
 		},
-		Headers:  map[string]string{"X-Ok": "fine", "X-Bad": "v\nX-Injected: 1", "Content-Type": "text/plain", "Bad Name": "v"},
-		Metadata: map[string]string{"campaign": "spring", "bad key": "v", "k": "a\rb"},
+		Headers:  map[string]string{"X-Ok": "fine", "X-Bad": "v\nX-Injected: 1", "Content-Type": "text/plain", "Bad Name": "v", "x-ok": "again"},
+		Metadata: map[string]string{"campaign": "spring", "Campaign": "x", "bad key": "v", "k": "a\rb"},
 	}
 	err := m.Validate()
 	var ve *ValidationError
@@ -35,8 +35,8 @@ func TestValidateReportsEverything(t *testing.T) {
 		"From", "To[0]", "Cc[1]", "Reply-To[0]", "Subject",
 		"Attachments[0].Filename", "Attachments[1].ContentID", "Attachments[2].ContentID",
 		"Attachments[3].Filename", "Attachments[3].Content", "Attachments[4].ContentType",
-		"Headers[Bad Name]", "Headers[Content-Type]", "Headers[X-Bad]",
-		"Metadata[bad key]", "Metadata[k]",
+		"Headers[Bad Name]", "Headers[Content-Type]", "Headers[X-Bad]", "Headers[x-ok]",
+		"Metadata[bad key]", "Metadata[campaign]", "Metadata[k]",
 	}
 	got := map[string]bool{}
 	for _, p := range ve.Problems {
