@@ -3,6 +3,7 @@ package email
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -15,9 +16,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/emersion/go-sasl"
 	"github.com/emersion/go-smtp"
 
 	"github.com/outbox-mta/outbox/config"
+	"github.com/outbox-mta/outbox/internal/testpki"
 	"github.com/outbox-mta/outbox/relay"
 	"github.com/outbox-mta/outbox/upstream"
 )
@@ -147,14 +150,23 @@ type fakeServer struct {
 	addr string
 	mu   sync.Mutex
 	data [][]byte
+	user string // who authenticated, if anyone
+	tls  bool   // whether the last message came over TLS
 }
 
-func startServer(t *testing.T) *fakeServer {
+func startServer(t *testing.T) *fakeServer { return startServerTLS(t, nil) }
+
+// startServerTLS offers STARTTLS with tc and then AUTH PLAIN for user
+// "app" with password "s3cret".
+func startServerTLS(t *testing.T, tc *tls.Config) *fakeServer {
 	t.Helper()
 	f := &fakeServer{}
-	srv := smtp.NewServer(smtp.BackendFunc(func(*smtp.Conn) (smtp.Session, error) { return &fakeSession{f: f}, nil }))
+	srv := smtp.NewServer(smtp.BackendFunc(func(c *smtp.Conn) (smtp.Session, error) {
+		_, isTLS := c.TLSConnectionState()
+		return &fakeSession{f: f, tls: isTLS}, nil
+	}))
 	srv.Domain = "mx.test"
-	srv.AllowInsecureAuth = true
+	srv.TLSConfig = tc
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -165,7 +177,23 @@ func startServer(t *testing.T) *fakeServer {
 	return f
 }
 
-type fakeSession struct{ f *fakeServer }
+type fakeSession struct {
+	f   *fakeServer
+	tls bool
+}
+
+func (s *fakeSession) AuthMechanisms() []string { return []string{sasl.Plain} }
+func (s *fakeSession) Auth(string) (sasl.Server, error) {
+	return sasl.NewPlainServer(func(_, user, pass string) error {
+		if user != "app" || pass != "s3cret" {
+			return &smtp.SMTPError{Code: 535, EnhancedCode: smtp.EnhancedCode{5, 7, 8}, Message: "bad credentials"}
+		}
+		s.f.mu.Lock()
+		s.f.user = user
+		s.f.mu.Unlock()
+		return nil
+	}), nil
+}
 
 func (s *fakeSession) Mail(string, *smtp.MailOptions) error { return nil }
 func (s *fakeSession) Rcpt(to string, _ *smtp.RcptOptions) error {
@@ -181,6 +209,7 @@ func (s *fakeSession) Data(r io.Reader) error {
 	b, err := io.ReadAll(r)
 	s.f.mu.Lock()
 	s.f.data = append(s.f.data, b)
+	s.f.tls = s.tls
 	s.f.mu.Unlock()
 	return err
 }
@@ -246,5 +275,38 @@ func TestSMTPUnreachableIsTemporary(t *testing.T) {
 	var e *Error
 	if !errors.As(err, &e) || !e.Temporary || e.Status != 75 {
 		t.Fatalf("got %#v", err)
+	}
+}
+
+// TestSMTPStartTLSAndAuth sends through a server that wants STARTTLS and
+// AUTH, as providers do, with a wrong password first.
+func TestSMTPStartTLSAndAuth(t *testing.T) {
+	ca := testpki.NewCA(t, "email test CA")
+	f := startServerTLS(t, &tls.Config{Certificates: []tls.Certificate{ca.ServerCert(t, "127.0.0.1")}})
+	host, port, _ := net.SplitHostPort(f.addr)
+	var p int
+	fmt.Sscan(port, &p)
+	sender := func(pass string) *SMTP {
+		s, err := NewSMTP(upstream.SMTPConfig{Name: "tls", Host: host, Port: p, TLS: "starttls", RootCAs: ca.Pool,
+			Username: "app", Password: func(context.Context) (string, error) { return pass, nil }, Auth: "plain",
+			Hostname: "client.test", Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { s.Close() })
+		return s
+	}
+	m := &Message{From: "app@example.com", To: []string{"b@example.org"}, Subject: "测试", Text: "x"}
+	err := sender("wrong").Send(context.Background(), m)
+	if !IsTemporary(err) || strings.Contains(err.Error(), "wrong") {
+		t.Errorf("refused AUTH: %v (temporary %v)", err, IsTemporary(err))
+	}
+	if err := sender("s3cret").Send(context.Background(), m); err != nil {
+		t.Fatal(err)
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.user != "app" || !f.tls || len(f.data) != 1 {
+		t.Errorf("server saw user %q, tls %v, %d messages", f.user, f.tls, len(f.data))
 	}
 }
