@@ -9,6 +9,7 @@ import (
 	"path"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/emersion/go-message"
 	gomail "github.com/emersion/go-message/mail"
@@ -109,13 +110,13 @@ func (m *Message) header() (gomail.Header, error) {
 	set("Cc", m.Cc)
 	set("Reply-To", m.ReplyTo)
 	if m.Subject != "" {
-		h.SetSubject(m.Subject)
+		h.Set("Subject", encodeText(m.Subject))
 	}
 	for _, k := range sortedKeys(m.Headers) {
-		h.SetText(textprotoKey(k), m.Headers[k])
+		h.Set(textprotoKey(k), encodeText(m.Headers[k]))
 	}
 	for _, k := range sortedKeys(m.Metadata) {
-		h.SetText(TagPrefix+k, m.Metadata[k])
+		h.Set(TagPrefix+k, encodeText(m.Metadata[k]))
 	}
 	if !h.Has("Date") {
 		h.SetDate(now())
@@ -316,6 +317,55 @@ func isAttrChar(c byte) bool {
 		return true
 	}
 	return strings.IndexByte("!#$&+-.^_`|~", c) >= 0
+}
+
+// maxWord bounds the RFC 2047 encoded words of unstructured fields.
+// mime.QEncoding writes words of up to 75 characters, the most RFC 2047
+// allows, which with "Subject: " in front make a first line of 84 that
+// go-message cannot fold; words of 60 keep every line under RFC 5322's
+// recommended 78.
+const maxWord = 60
+
+// encodeText returns s as it may stand in an unstructured header field
+// (Subject, extra fields, tags): as it is when ASCII, else as Q encoded
+// words of at most maxWord characters, cut between characters and
+// separated by spaces, which decoders drop between encoded words.
+func encodeText(s string) string {
+	if isASCII(s) {
+		return s
+	}
+	const prefix, suffix = "=?utf-8?q?", "?="
+	var words []string
+	var cur strings.Builder
+	for _, r := range s {
+		enc := qRune(r)
+		if cur.Len() > 0 && len(prefix)+cur.Len()+len(enc)+len(suffix) > maxWord {
+			words = append(words, prefix+cur.String()+suffix)
+			cur.Reset()
+		}
+		cur.WriteString(enc)
+	}
+	words = append(words, prefix+cur.String()+suffix)
+	return strings.Join(words, " ")
+}
+
+// qRune is r in RFC 2047's Q encoding, as in a "text" token: letters,
+// digits and !*+-/ stand for themselves, a space is "_", any other byte
+// of the UTF-8 form is =XX.
+func qRune(r rune) string {
+	var buf [utf8.UTFMax]byte
+	var b strings.Builder
+	for _, c := range buf[:utf8.EncodeRune(buf[:], r)] {
+		switch {
+		case c == ' ':
+			b.WriteByte('_')
+		case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z', '0' <= c && c <= '9', strings.IndexByte("!*+-/", c) >= 0:
+			b.WriteByte(c)
+		default:
+			fmt.Fprintf(&b, "=%02X", c)
+		}
+	}
+	return b.String()
 }
 
 func writePart(w *message.Writer, p *part) error {

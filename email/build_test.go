@@ -113,6 +113,11 @@ func TestPythonDecodesEverything(t *testing.T) {
 		t.Fatal(err)
 	}
 	checkLines(t, raw)
+	for _, line := range bytes.Split(raw, []byte("\r\n")) {
+		if bytes.HasPrefix(line, []byte("Subject:")) && len(line) > 78 {
+			t.Errorf("Subject line of %d characters, more than RFC 5322's recommended 78: %s", len(line), line)
+		}
+	}
 	p := parsePython(t, raw)
 	if len(p.Defects) > 0 {
 		t.Errorf("python found defects: %v", p.Defects)

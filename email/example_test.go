@@ -33,22 +33,30 @@ func ExampleMessage_WriteTo() {
 		fmt.Println(err)
 		return
 	}
-	// Print the fields that do not change from run to run.
+	// Print the fields that do not change from run to run, with their
+	// continuation lines.
 	sc := bufio.NewScanner(&b)
+	show := false
 	for sc.Scan() {
 		line := sc.Text()
-		for _, p := range []string{"From:", "To:", "Subject:", "X-Outbox-Tag-", "Content-Disposition: attachment"} {
-			if strings.HasPrefix(line, p) {
-				fmt.Println(line)
+		if !strings.HasPrefix(line, " ") {
+			show = false
+			for _, p := range []string{"From:", "To:", "Subject:", "X-Outbox-Tag-", "Content-Disposition: attachment"} {
+				show = show || strings.HasPrefix(line, p)
 			}
+		}
+		if show {
+			fmt.Println(line)
 		}
 	}
 	// Output:
 	// From: =?utf-8?q?=E5=BC=A0=E4=BC=9F?= <zhang.wei@example.com>
 	// To: =?utf-8?q?=E6=9D=8E=E5=A8=9C?= <li.na@example.org>
-	// Subject: =?utf-8?q?=E6=B5=8B=E8=AF=95=E9=82=AE=E4=BB=B6=EF=BC=9A=E5=AD=A3=E5=BA=A6?= =?utf-8?q?=E6=8A=A5=E5=91=8A?=
+	// Subject: =?utf-8?q?=E6=B5=8B=E8=AF=95=E9=82=AE=E4=BB=B6=EF=BC=9A?=
+	//  =?utf-8?q?=E5=AD=A3=E5=BA=A6=E6=8A=A5=E5=91=8A?=
 	// X-Outbox-Tag-Campaign: q3
 	// Content-Disposition: attachment;
+	//  filename*=utf-8''%E5%AD%A3%E5%BA%A6%E6%8A%A5%E5%91%8A.pdf
 }
 
 // Validate reports every problem at once, so a form can show them all.
