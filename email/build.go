@@ -260,9 +260,10 @@ func attachmentPart(a *Attachment) *part {
 	return p
 }
 
-// rfc2231Chunk bounds each piece of a long file name, so that the header
-// folds into lines of about 76 characters.
-const rfc2231Chunk = 60
+// rfc2231Chunk bounds each piece of a long file name: with
+// " filename*12*=" in front and ";" after it, a line stays under 78
+// characters.
+const rfc2231Chunk = 50
 
 // disposition formats Content-Disposition with the file name as RFC 2231
 // says: a plain (quoted) value when it is short ASCII, else the extended

@@ -323,6 +323,11 @@ func TestLongNamesStayWithinLineLimit(t *testing.T) {
 		t.Fatal(err)
 	}
 	checkLines(t, raw)
+	for _, line := range bytes.Split(raw, []byte("\r\n")) {
+		if bytes.Contains(line, []byte("filename*")) && len(line) > 78 {
+			t.Errorf("file name line of %d characters: %s", len(line), line)
+		}
+	}
 	r, err := gomail.CreateReader(bytes.NewReader(raw))
 	if err != nil {
 		t.Fatal(err)
