@@ -47,7 +47,7 @@ func init() {
 		{"serve", "run the daemon in the foreground (logs to stderr; SIGTERM stops it cleanly, SIGHUP reloads the configuration)", "outbox serve [--config FILE]", cmdServe},
 		{"check", "validate the configuration; exit 0 when valid, 78 when not", "outbox check [--config FILE]", cmdCheck},
 		{"queue", "list and manage queued mail: ls [--json], show ID, hold ID, release ID, delete ID, flush, stats, backup FILE, compact", "outbox queue SUBCOMMAND [ARGS] [--config FILE]", cmdQueue},
-		{"send", "submit a message read from stdin to the running daemon", "outbox send [--from ADDR] [--subject TEXT] RCPT... < message", cmdSend},
+		{"send", "compose a message (text, HTML, attachments) and submit it as sendmail does, or submit a whole message read from stdin", "outbox send --from A --to B [--to …] [--cc …] [--bcc …] --subject S [--text FILE|-] [--html FILE] [--attach FILE]… [--inline FILE]… [--header \"K: V\"]… [--tag k=v]…\n       outbox send [--from A] [--subject S] RCPT… < message", cmdSend},
 		{"test-upstream", "connect to an upstream, report TLS and AUTH, and with --rcpt try MAIL/RCPT without sending", "outbox test-upstream [--rcpt ADDR] NAME", cmdTestUpstream},
 		{"service", "install, uninstall, start, stop or show the system service", "outbox service install|uninstall|start|stop|restart|status [--config FILE]", cmdService},
 		{"hash-password", "print a bcrypt hash of a password read from stdin, for listen { auth = {...} }", "outbox hash-password < password", cmdHashPassword},

@@ -2,18 +2,14 @@ package main
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 
-	"os/user"
 	"strings"
 	"time"
 
-	"github.com/emersion/go-smtp"
 	"golang.org/x/crypto/bcrypt"
 
 	"github.com/outbox-mta/outbox/relay"
@@ -110,65 +106,3 @@ func printProbe(a *app, name string, r *upstream.ProbeReport) {
 		fmt.Fprintf(a.stdout, "  RCPT:        %s\n", r.RcptResult)
 	}
 }
-
-// cmdSend submits a message from stdin to the running daemon through its
-// unix socket, like a minimal sendmail.
-func cmdSend(a *app, args []string) int {
-	fs := a.flags("send")
-	from := fs.String("from", "", "envelope sender (default: you@hostname)")
-	subject := fs.String("subject", "", "add a Subject header and treat stdin as the body only")
-	if code, ok := parse(fs, args); !ok {
-		return code
-	}
-	if fs.NArg() == 0 {
-		fmt.Fprintln(a.stderr, "outbox send: give at least one recipient")
-		return exitUsage
-	}
-	cfg, code := a.loadConfig()
-	if cfg == nil {
-		return code
-	}
-	sock := cfg.SubmitSocket()
-	if sock == "" {
-		fmt.Fprintln(a.stderr, "outbox send: no unix listen socket configured (add listen { address = \"unix:…\" })")
-		return exitConfig
-	}
-	sender := *from
-	if sender == "" {
-		name := "root"
-		if u, err := user.Current(); err == nil {
-			name = u.Username
-		}
-		sender = name + "@" + cfg.Hostname
-	}
-	body, err := io.ReadAll(io.LimitReader(a.stdin, cfg.Limits.MaxMessageSize+1))
-	if err != nil {
-		fmt.Fprintln(a.stderr, "outbox send:", err)
-		return exitError
-	}
-	if *subject != "" {
-		var h bytes.Buffer
-		fmt.Fprintf(&h, "From: %s\r\nTo: %s\r\nSubject: %s\r\n\r\n", sender, strings.Join(fs.Args(), ", "), *subject)
-		body = append(h.Bytes(), body...)
-	}
-	conn, err := net.DialTimeout("unix", sock, 10*time.Second)
-	if err != nil {
-		fmt.Fprintf(a.stderr, "outbox send: cannot reach the daemon at %s: %v\n", sock, err)
-		return exitTempFail
-	}
-	c := smtp.NewClient(conn)
-	defer c.Close()
-	err = c.SendMail(sender, fs.Args(), bytes.NewReader(body))
-	if err != nil {
-		fmt.Fprintln(a.stderr, "outbox send:", err)
-		if se, ok := err.(*smtp.SMTPError); ok && se.Code/100 == 5 {
-			return exitDataErr
-		}
-		return exitTempFail
-	}
-	c.Quit()
-	fmt.Fprintln(a.stdout, "queued")
-	return exitOK
-}
-
-const exitDataErr = 65
