@@ -207,10 +207,37 @@ func newLogger(cfg *config.Config, w io.Writer, level *slog.LevelVar) *slog.Logg
 	l.UnmarshalText([]byte(cfg.Log.Level))
 	level.Set(l)
 	opts := &slog.HandlerOptions{Level: level}
+	if toJournal(w) {
+		// The journal stamps every line itself; a second time stamp only
+		// widens the lines.
+		opts.ReplaceAttr = func(groups []string, a slog.Attr) slog.Attr {
+			if len(groups) == 0 && a.Key == slog.TimeKey {
+				return slog.Attr{}
+			}
+			return a
+		}
+	}
 	if cfg.Log.Format == "json" {
 		return slog.New(slog.NewJSONHandler(w, opts))
 	}
 	return slog.New(slog.NewTextHandler(w, opts))
+}
+
+// toJournal reports whether w is the stream systemd connected to the
+// journal: JOURNAL_STREAM holds that stream's device and inode numbers
+// (systemd.exec(5)), which are compared so that a child whose stderr was
+// redirected elsewhere keeps its time stamps.
+func toJournal(w io.Writer) bool {
+	js := os.Getenv("JOURNAL_STREAM")
+	f, ok := w.(*os.File)
+	if js == "" || !ok {
+		return false
+	}
+	var st syscall.Stat_t
+	if err := syscall.Fstat(int(f.Fd()), &st); err != nil {
+		return false
+	}
+	return js == fmt.Sprintf("%d:%d", st.Dev, st.Ino)
 }
 
 func cmdVersion(a *app, args []string) int {
