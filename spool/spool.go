@@ -677,7 +677,11 @@ func (s *Spool) commitMessage(m *Message, now time.Time, last []byte, chunk int,
 	id := m.ID
 	due := !m.Held && !m.Done()
 	next := m.NextAttempt
+	state := StateOf(m)
 	return s.write(func(tx *bolt.Tx) error {
+		if err := recount(tx, storedState(tx, id), state); err != nil {
+			return err
+		}
 		if err := tx.Bucket(bucketMsg).Put([]byte(id), rec); err != nil {
 			return err
 		}
@@ -910,7 +914,7 @@ func (s *Spool) Update(id string, fn func(m *Message) error) (*Message, error) {
 		if err != nil {
 			return err
 		}
-		oldKey := dueKey(m.NextAttempt, id)
+		oldKey, from := dueKey(m.NextAttempt, id), StateOf(m)
 		if err := fn(m); err != nil {
 			return err
 		}
@@ -919,6 +923,13 @@ func (s *Spool) Update(id string, fn func(m *Message) error) (*Message, error) {
 			return err
 		}
 		result = m
+		to := absent
+		if !m.Done() {
+			to = StateOf(m)
+		}
+		if err := recount(tx, from, to); err != nil {
+			return err
+		}
 		if m.Done() {
 			return dropMsg(tx, id) // its due entry went above
 		}
@@ -946,6 +957,9 @@ func deleteMsg(tx *bolt.Tx, id string) error {
 		return err
 	}
 	if err := tx.Bucket(bucketDue).Delete(dueKey(m.NextAttempt, id)); err != nil {
+		return err
+	}
+	if err := recount(tx, StateOf(m), absent); err != nil {
 		return err
 	}
 	return dropMsg(tx, id)
