@@ -12,6 +12,8 @@ import (
 	"testing"
 	"time"
 
+	dto "github.com/prometheus/client_model/go"
+
 	"github.com/outbox-mta/outbox/upstream"
 )
 
@@ -97,6 +99,7 @@ func TestDeliveryLogLines(t *testing.T) {
 			} else {
 				h.s.log = slog.New(slog.NewTextHandler(&buf, nil))
 			}
+			h.s.metrics = newMetrics(h.sp, func() map[string]upstream.Target { return nil })
 			a := h.targets["a"]
 			a.on("ok@example.com", upstream.Result{Class: upstream.Sent, Code: 250, Enhanced: "2.0.0", Message: gsmtp})
 			a.on("later@example.com", dlvDeferred451, dlvDeferred451)
@@ -114,6 +117,15 @@ func TestDeliveryLogLines(t *testing.T) {
 				return len(logLines(t, buf.String(), format, "expired")) == 1
 			})
 
+			for reason, n := range map[string]float64{"bounced": 1, "expired": 1} {
+				var got dto.Metric
+				if err := h.s.metrics.bounced.WithLabelValues(reason).Write(&got); err != nil {
+					t.Fatal(err)
+				}
+				if got.GetCounter().GetValue() != n {
+					t.Errorf("outbox_bounced_recipients_total{reason=%q} = %v, want %v", reason, got.GetCounter().GetValue(), n)
+				}
+			}
 			want := map[string]map[string]string{
 				"ok@example.com":    {"status": "sent", "dsn": "2.0.0", "reply": "250 2.0.0 " + gsmtp, "attempt": "1", "delay": "90"},
 				"later@example.com": {"status": "deferred", "dsn": "4.3.0", "reply": "451 4.3.0 try again later", "attempt": "1", "delay": "90"},

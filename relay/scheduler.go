@@ -525,8 +525,11 @@ func (s *Scheduler) logResult(m, stored *spool.Message, i int, results map[int]a
 		"attempt", r.Attempts, "dsn", dsnCode(a.res, tried, status, r.Code),
 		"status", status, "reply", reply,
 	}
-	if status == "deferred" {
+	switch status {
+	case "deferred":
 		attrs = append(attrs, "next_attempt", stored.NextAttempt.Format(time.RFC3339))
+	case "bounced", "expired":
+		s.metrics.final(status)
 	}
 	s.log.Log(context.Background(), level, msg, attrs...)
 }
