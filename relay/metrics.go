@@ -54,9 +54,12 @@ func newMetrics(sp *spool.Spool, targets func() map[string]upstream.Target) *met
 	m.bounced = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "outbox_bounced_recipients_total", Help: "Recipients that failed for good, by reason (bounced: a 5yz reply; expired: the lifetime ran out).",
 	}, []string{"reason"})
+	// Present from the start, so that rate() and alerts see the first one.
 	for _, r := range []string{"bounced", "expired"} {
-		// Present from the start, so that rate() and alerts see the first one.
 		m.bounced.WithLabelValues(r)
+	}
+	for _, a := range []string{"failed", "delayed", "delivered"} {
+		m.notices.WithLabelValues(a)
 	}
 	m.reg.MustRegister(m.accepted, m.results, m.duration, m.notices, m.bounced)
 	m.reg.MustRegister(
