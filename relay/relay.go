@@ -49,6 +49,7 @@ type Relay struct {
 	in      *Inbound
 	sched   *Scheduler
 	metrics *metrics
+	notify  *notifier
 	// live is the configuration in force with its policy, router and
 	// targets; r.cfg stays the one the daemon started with, whose
 	// listen, spool and admin settings only a restart changes.
@@ -101,6 +102,8 @@ func New(cfg *config.Config, log *slog.Logger, opts Options) (r *Relay, err erro
 	r.sched = NewScheduler(r.spool, cfg, router, log, r.now)
 	r.sched.metrics = r.metrics
 	r.sched.live = r.live
+	r.notify = newNotifier(func() config.Notify { return r.current().cfg.Notify }, func() string { return r.current().cfg.Hostname }, log, r.now)
+	r.sched.notify = r.notify
 	r.in = &Inbound{cfg: cfg, store: r.spool, log: log, kick: r.sched.Kick, now: r.now, policy: policy, metrics: r.metrics, live: r.live}
 
 	inherited := inheritedSockets()
@@ -246,6 +249,7 @@ func (r *Relay) Run(ctx context.Context) error {
 	go func() { r.runMaildrop(importCtx); close(importDone) }()
 	rateDone := make(chan struct{})
 	go func() { r.runRateSaver(importCtx); close(rateDone) }()
+	notifyDone := r.runNotify(importCtx)
 
 	for _, l := range r.listeners {
 		r.log.Info("listening", "address", l.cfg.Address)
@@ -288,6 +292,7 @@ func (r *Relay) Run(ctx context.Context) error {
 	stopImport()
 	<-importDone
 	<-rateDone
+	<-notifyDone
 	stopSched()
 	<-schedDone
 	r.saveRateHistory()

@@ -45,7 +45,8 @@ type Scheduler struct {
 	// context ends before they are cancelled (and stay queued).
 	ShutdownGrace time.Duration
 
-	metrics *metrics // nil: none
+	metrics *metrics  // nil: none
+	notify  *notifier // nil: none
 	// live, when set, is the configuration in force, which a reload
 	// replaces; cfg and router are then only the ones at start.
 	live *live
@@ -487,10 +488,19 @@ func (s *Scheduler) record(m *spool.Message, results map[int]attempt) {
 		return
 	}
 	s.queueOwed(now)
-	for i := range stored.Recipients {
-		if m.Recipients[i].Status == spool.Pending {
-			s.logResult(m, stored, i, results, now)
+	var gone []string // recipients that failed for good this round
+	var reason string
+	for i, r := range stored.Recipients {
+		if m.Recipients[i].Status != spool.Pending {
+			continue
 		}
+		if st := s.logResult(m, stored, i, results, now); st == "bounced" || st == "expired" {
+			gone = append(gone, r.Address)
+			reason = st + ": " + r.LastError
+		}
+	}
+	if len(gone) > 0 {
+		s.notify.send(Event{Event: "bounce", ID: m.ID, Recipients: gone, Reason: reason})
 	}
 }
 
@@ -499,12 +509,12 @@ func (s *Scheduler) record(m *spool.Message, results map[int]attempt) {
 // arrival), attempt, dsn, status (sent, deferred, bounced or expired) and
 // reply (the upstream's reply text or the error). Recipients the round
 // neither tried nor expired get no line.
-func (s *Scheduler) logResult(m, stored *spool.Message, i int, results map[int]attempt, now time.Time) {
+func (s *Scheduler) logResult(m, stored *spool.Message, i int, results map[int]attempt, now time.Time) (status string) {
 	r := stored.Recipients[i]
 	a, tried := results[i]
 	tried = tried && a.tried
 	if !tried && r.Status == spool.Pending {
-		return
+		return ""
 	}
 	status, msg, level := "deferred", "deferred", slog.LevelInfo
 	switch {
@@ -532,6 +542,7 @@ func (s *Scheduler) logResult(m, stored *spool.Message, i int, results map[int]a
 		s.metrics.final(status)
 	}
 	s.log.Log(context.Background(), level, msg, attrs...)
+	return status
 }
 
 // dsnCode is the enhanced status code of a delivery line: the upstream's

@@ -44,6 +44,7 @@ func StateOf(m *Message) State {
 type Counts struct {
 	Pending, Deferred, Held int
 	Oldest                  time.Time
+	OldestID                string
 }
 
 // Total is the number of queued messages.
@@ -119,12 +120,13 @@ func (s *Spool) Counts() (Counts, error) {
 	var c [nStates]int64
 	var have bool
 	var oldest time.Time
+	var oldestID string
 	read := func(tx *bolt.Tx) error {
 		c, have = decodeCounts(tx.Bucket(bucketMeta).Get(keyCounts))
-		if _, v := tx.Bucket(bucketMsg).Cursor().First(); v != nil {
+		if k, v := tx.Bucket(bucketMsg).Cursor().First(); v != nil {
 			var m Message
 			if json.Unmarshal(v, &m) == nil {
-				oldest = m.Arrived
+				oldest, oldestID = m.Arrived, string(k)
 			}
 		}
 		return nil
@@ -154,5 +156,5 @@ func (s *Spool) Counts() (Counts, error) {
 			return Counts{}, err
 		}
 	}
-	return Counts{Pending: int(c[StatePending]), Deferred: int(c[StateDeferred]), Held: int(c[StateHeld]), Oldest: oldest}, nil
+	return Counts{Pending: int(c[StatePending]), Deferred: int(c[StateDeferred]), Held: int(c[StateHeld]), Oldest: oldest, OldestID: oldestID}, nil
 }

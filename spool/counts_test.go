@@ -46,7 +46,7 @@ func TestCounts(t *testing.T) {
 		ids = append(ids, m.ID)
 	}
 	c := wantCounts(t, s, 4, 0, 0)
-	if !c.Oldest.Equal(first) {
+	if !c.Oldest.Equal(first) || c.OldestID != ids[0] {
 		t.Errorf("oldest arrived %s, want %s", c.Oldest, first)
 	}
 	// A round that defers, a hold, a release, a delivery and a delete.
