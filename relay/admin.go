@@ -58,6 +58,7 @@ func newAdminServer(r *Relay) (*adminServer, error) {
 	mux.HandleFunc("GET /queue", a.queue)
 	mux.HandleFunc("GET /show", a.show)
 	mux.HandleFunc("GET /stats", a.stats)
+	mux.HandleFunc("GET /status", a.status)
 	mux.HandleFunc("POST /flush", a.flush)
 	mux.HandleFunc("POST /hold", a.act)
 	mux.HandleFunc("POST /release", a.act)

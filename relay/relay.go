@@ -37,6 +37,8 @@ type Options struct {
 	Ready func()
 	// Level, if set, is the logger's level; Reload sets it from log.level.
 	Level *slog.LevelVar
+	// Version is the daemon's version, for outbox status.
+	Version string
 }
 
 // Relay is a running daemon.
@@ -50,6 +52,7 @@ type Relay struct {
 	sched   *Scheduler
 	metrics *metrics
 	notify  *notifier
+	started time.Time
 	// live is the configuration in force with its policy, router and
 	// targets; r.cfg stays the one the daemon started with, whose
 	// listen, spool and admin settings only a restart changes.
@@ -72,7 +75,7 @@ func New(cfg *config.Config, log *slog.Logger, opts Options) (r *Relay, err erro
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
-	r = &Relay{cfg: cfg, log: log, opts: opts, now: opts.Now, savedRates: map[string][]byte{}}
+	r = &Relay{cfg: cfg, log: log, opts: opts, now: opts.Now, savedRates: map[string][]byte{}, started: opts.Now()}
 	// The error returns below set r to nil; close what was opened through
 	// a copy that they do not touch.
 	rl := r

@@ -47,6 +47,7 @@ type Scheduler struct {
 
 	metrics *metrics  // nil: none
 	notify  *notifier // nil: none
+	health  health
 	// live, when set, is the configuration in force, which a reload
 	// replaces; cfg and router are then only the ones at start.
 	live *live
@@ -354,6 +355,7 @@ func (s *Scheduler) try(ctx context.Context, router *Router, name string, m *spo
 	start := time.Now()
 	out := t.Deliver(ctx, env)
 	s.metrics.attempt(name, time.Since(start), out)
+	s.health.record(name, s.now(), out)
 	var deferred []int
 	for k, i := range idx {
 		res := upstream.Result{Class: upstream.Deferred, Message: "no result from upstream " + name}

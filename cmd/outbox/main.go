@@ -51,6 +51,7 @@ func init() {
 		{"test-upstream", "connect to an upstream, report TLS and AUTH, and with --rcpt try MAIL/RCPT without sending", "outbox test-upstream [--rcpt ADDR] NAME", cmdTestUpstream},
 		{"service", "install, uninstall, start, stop or show the system service", "outbox service install|uninstall|start|stop|restart|status [--config FILE]", cmdService},
 		{"hash-password", "print a bcrypt hash of a password read from stdin, for listen { auth = {...} }", "outbox hash-password < password", cmdHashPassword},
+		{"status", "one screen: version, uptime, listeners, upstreams, queue and spool size", "outbox status [--json] [--config FILE]", cmdStatus},
 		{"version", "print the version", "outbox version", cmdVersion},
 	}
 }
@@ -247,6 +248,12 @@ func cmdVersion(a *app, args []string) int {
 			return code
 		}
 	}
+	fmt.Fprintln(a.stdout, "outbox", versionString())
+	return exitOK
+}
+
+// versionString is the version set at link time, else the module's.
+func versionString() string {
 	v := version
 	if v == "" {
 		v = "devel"
@@ -254,8 +261,7 @@ func cmdVersion(a *app, args []string) int {
 			v = bi.Main.Version
 		}
 	}
-	fmt.Fprintln(a.stdout, "outbox", v)
-	return exitOK
+	return v
 }
 
 func cmdCheck(a *app, args []string) int {
