@@ -73,8 +73,13 @@ func timePtr(t time.Time) *time.Time {
 
 // status answers `outbox status`: listing-level information, for everyone
 // who may list the queue.
-func (a *adminServer) status(w http.ResponseWriter, _ *http.Request) {
+func (a *adminServer) status(w http.ResponseWriter, req *http.Request) {
 	r := a.r
+	// An upstream's last error can quote a recipient's address.
+	if r.cfg.Admin.QueueList == "privileged" && !privileged(caller(req)) {
+		http.Error(w, "permission denied: only root and the outbox user may read the status here (admin.queue_list = \"privileged\")", http.StatusForbidden)
+		return
+	}
 	now := r.now()
 	snap := r.current()
 	out := adminapi.Status{
