@@ -100,7 +100,7 @@ func newMetrics(sp *spool.Spool, targets func() map[string]upstream.Target) *met
 
 // queueCollector reports the queue by state and the age of its oldest
 // message from the spool's counts, which the writes keep: a scrape reads
-// two keys, whatever the size of the queue.
+// one key and the first envelope, whatever the size of the queue.
 type queueCollector struct {
 	sp  *spool.Spool
 	now func() time.Time
@@ -127,9 +127,14 @@ func (c queueCollector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(queueDesc, prometheus.GaugeValue, float64(n.Pending), "pending")
 	ch <- prometheus.MustNewConstMetric(queueDesc, prometheus.GaugeValue, float64(n.Deferred), "deferred")
 	ch <- prometheus.MustNewConstMetric(queueDesc, prometheus.GaugeValue, float64(n.Held), "held")
+	_, oldest, err := c.sp.Oldest()
+	if err != nil {
+		ch <- prometheus.NewInvalidMetric(oldestDesc, err)
+		return
+	}
 	age := 0.0
-	if !n.Oldest.IsZero() {
-		age = max(c.now().Sub(n.Oldest).Seconds(), 0)
+	if !oldest.IsZero() {
+		age = max(c.now().Sub(oldest).Seconds(), 0)
 	}
 	ch <- prometheus.MustNewConstMetric(oldestDesc, prometheus.GaugeValue, age)
 }

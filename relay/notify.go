@@ -267,10 +267,7 @@ func (r *Relay) runNotify(ctx context.Context) <-chan struct{} {
 	go func() { defer wg.Done(); r.notify.run(ctx) }()
 	go func() {
 		defer wg.Done()
-		r.notify.watch(ctx, func() (string, time.Time, error) {
-			c, err := r.spool.Counts()
-			return c.OldestID, c.Oldest, err
-		}, func() map[string]upstream.Target { return r.current().router.targets })
+		r.notify.watch(ctx, r.spool.Oldest, func() map[string]upstream.Target { return r.current().router.targets })
 	}()
 	go func() { wg.Wait(); close(done) }()
 	return done

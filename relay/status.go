@@ -116,10 +116,10 @@ func (a *adminServer) status(w http.ResponseWriter, req *http.Request) {
 		out.Upstreams = append(out.Upstreams, us)
 	}
 	if c, err := r.spool.Counts(); err == nil {
-		out.Queue = adminapi.QueueStatus{Messages: c.Total(), Pending: c.Pending, Deferred: c.Deferred, Held: c.Held}
-		if !c.Oldest.IsZero() {
-			out.Queue.OldestAge = max(now.Sub(c.Oldest).Seconds(), 0)
-		}
+		out.Queue = adminapi.QueueStatus{Messages: c.Total, Pending: c.Pending, Deferred: c.Deferred, Held: c.Held}
+	}
+	if _, oldest, err := r.spool.Oldest(); err == nil && !oldest.IsZero() {
+		out.Queue.OldestAge = max(now.Sub(oldest).Seconds(), 0)
 	}
 	if fi, err := os.Stat(r.spool.Path()); err == nil {
 		out.SpoolSize = fi.Size()

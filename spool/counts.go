@@ -3,55 +3,47 @@ package spool
 import (
 	"encoding/binary"
 	"encoding/json"
-	"time"
+	"fmt"
 
 	bolt "go.etcd.io/bbolt"
 )
 
-// keyCounts holds, in the meta bucket, the number of queued messages in
-// each state. Every write that adds, changes or removes an envelope adjusts
-// it in the same transaction, so reading the counts costs one key, not a
-// walk of the queue.
+// keyCounts holds the queue's counts by state in the meta bucket: four
+// big-endian int64s (pending, deferred, held, total). Every write that
+// adds, changes or removes an envelope adjusts them in its own
+// transaction, so they are exact at every commit and cost O(1) to read:
+// a metrics scrape never walks the queue.
 var keyCounts = []byte("counts")
 
-// State is where a queued message stands, for counting.
-type State int
+// Counts is how many messages the queue holds, by state. Each message is
+// in exactly one of Pending, Deferred and Held.
+type Counts struct {
+	// Pending messages have not been tried yet.
+	Pending int
+	// Deferred messages were tried and wait for a retry.
+	Deferred int
+	// Held messages are held (outbox queue hold) and never tried.
+	Held int
+	// Total is Pending + Deferred + Held.
+	Total int
+}
 
-const (
-	absent State = iota
-	// StatePending is a message not yet tried.
-	StatePending
-	// StateDeferred is a message tried at least once and due again.
-	StateDeferred
-	// StateHeld is a message on hold.
-	StateHeld
-	nStates
-)
-
-// StateOf returns the state a message is counted in.
-func StateOf(m *Message) State {
+// state is the index into the stored counts of a message's state.
+func state(m *Message) int {
 	switch {
 	case m.Held:
-		return StateHeld
+		return 2
 	case m.Attempts > 0:
-		return StateDeferred
+		return 1
 	}
-	return StatePending
+	return 0
 }
 
-// Counts is the number of queued messages by state, and the arrival time
-// of the oldest (zero when the queue is empty).
-type Counts struct {
-	Pending, Deferred, Held int
-	Oldest                  time.Time
-	OldestID                string
-}
+type counts [4]int64 // pending, deferred, held, total
 
-// Total is the number of queued messages.
-func (c Counts) Total() int { return c.Pending + c.Deferred + c.Held }
-
-func decodeCounts(v []byte) (c [nStates]int64, ok bool) {
-	if len(v) != 8*int(nStates) {
+func readCounts(tx *bolt.Tx) (c counts, ok bool) {
+	v := tx.Bucket(bucketMeta).Get(keyCounts)
+	if len(v) != 8*len(c) {
 		return c, false
 	}
 	for i := range c {
@@ -60,101 +52,79 @@ func decodeCounts(v []byte) (c [nStates]int64, ok bool) {
 	return c, true
 }
 
-func encodeCounts(c [nStates]int64) []byte {
-	v := make([]byte, 8*int(nStates))
-	for i, n := range c {
-		binary.BigEndian.PutUint64(v[8*i:], uint64(n))
+func writeCounts(tx *bolt.Tx, c counts) error {
+	v := make([]byte, 8*len(c))
+	for i := range c {
+		binary.BigEndian.PutUint64(v[8*i:], uint64(c[i]))
 	}
-	return v
+	return tx.Bucket(bucketMeta).Put(keyCounts, v)
 }
 
-// recount moves one message from state from to state to (absent for one
-// that arrives or leaves). Until the counts exist (a spool written by an
-// older release), it leaves them to Counts, which computes them once.
-func recount(tx *bolt.Tx, from, to State) error {
-	if from == to {
-		return nil
-	}
-	meta := tx.Bucket(bucketMeta)
-	c, ok := decodeCounts(meta.Get(keyCounts))
+// adjustCounts records in tx that an envelope went from old to new: old
+// is nil for a new message, new is nil for one that leaves the queue. A
+// spool without stored counts (opened read-only before its upgrade) is
+// left alone.
+func adjustCounts(tx *bolt.Tx, old, new *Message) error {
+	c, ok := readCounts(tx)
 	if !ok {
 		return nil
 	}
-	if from != absent && c[from] > 0 {
-		c[from]--
+	if old != nil {
+		c[state(old)]--
+		c[3]--
 	}
-	if to != absent {
-		c[to]++
+	if new != nil {
+		c[state(new)]++
+		c[3]++
 	}
-	return meta.Put(keyCounts, encodeCounts(c))
+	return writeCounts(tx, c)
 }
 
-// storedState is the state of the envelope stored under id, or absent.
-func storedState(tx *bolt.Tx, id string) State {
-	m, err := getMsg(tx, id)
-	if err != nil {
-		return absent
-	}
-	return StateOf(m)
-}
-
-// countAll walks the queue once to build the counts.
-func countAll(tx *bolt.Tx) (c [nStates]int64, err error) {
-	err = tx.Bucket(bucketMsg).ForEach(func(k, v []byte) error {
-		var m Message
-		if err := json.Unmarshal(v, &m); err != nil {
-			return nil // a damaged record is reported by those who read it
+// countAll walks every envelope: how counts are built for a spool written
+// before they were kept.
+func countAll(tx *bolt.Tx) (counts, error) {
+	var c counts
+	err := tx.Bucket(bucketMsg).ForEach(func(k, v []byte) error {
+		var m struct {
+			Held     bool `json:"held"`
+			Attempts int  `json:"attempts"`
 		}
-		c[StateOf(&m)]++
+		if err := json.Unmarshal(v, &m); err != nil {
+			return fmt.Errorf("message %s: %w (%v)", k, ErrCorrupt, err)
+		}
+		c[state(&Message{Held: m.Held, Attempts: m.Attempts})]++
+		c[3]++
 		return nil
 	})
 	return c, err
 }
 
-// Counts returns the number of queued messages by state and the arrival
-// of the oldest, without walking the queue: the counts are kept by the
-// writes, and the oldest is the first envelope (queue IDs begin with
-// their arrival time). Only the first call on a spool from a release that
-// kept no counts walks it once, and stores the result.
-func (s *Spool) Counts() (Counts, error) {
-	var c [nStates]int64
-	var have bool
-	var oldest time.Time
-	var oldestID string
-	read := func(tx *bolt.Tx) error {
-		c, have = decodeCounts(tx.Bucket(bucketMeta).Get(keyCounts))
-		if k, v := tx.Bucket(bucketMsg).Cursor().First(); v != nil {
-			var m Message
-			if json.Unmarshal(v, &m) == nil {
-				oldest, oldestID = m.Arrived, string(k)
-			}
-		}
+// ensureCounts stores the counts of a spool that has none yet; it runs
+// in the writable open's transaction, once per spool.
+func ensureCounts(tx *bolt.Tx) error {
+	if _, ok := readCounts(tx); ok {
 		return nil
 	}
-	if err := s.view(read); err != nil {
-		return Counts{}, err
+	c, err := countAll(tx)
+	if err != nil {
+		return err
 	}
-	if !have {
-		init := func(tx *bolt.Tx) error {
-			if _, ok := decodeCounts(tx.Bucket(bucketMeta).Get(keyCounts)); ok {
-				return nil
-			}
-			all, err := countAll(tx)
-			if err != nil {
-				return err
-			}
-			return tx.Bucket(bucketMeta).Put(keyCounts, encodeCounts(all))
+	return writeCounts(tx, c)
+}
+
+// Counts returns the number of queued messages by state. It reads one
+// stored record; only a spool opened read-only that an older release
+// wrote has to be walked.
+func (s *Spool) Counts() (Counts, error) {
+	var c counts
+	err := s.view(func(tx *bolt.Tx) error {
+		var ok bool
+		if c, ok = readCounts(tx); ok {
+			return nil
 		}
 		var err error
-		if s.ops == nil {
-			// Read-only: count without storing.
-			err = s.view(func(tx *bolt.Tx) error { c, err = countAll(tx); return err })
-		} else if err = s.write(init); err == nil {
-			err = s.view(read)
-		}
-		if err != nil {
-			return Counts{}, err
-		}
-	}
-	return Counts{Pending: int(c[StatePending]), Deferred: int(c[StateDeferred]), Held: int(c[StateHeld]), Oldest: oldest, OldestID: oldestID}, nil
+		c, err = countAll(tx)
+		return err
+	})
+	return Counts{Pending: int(c[0]), Deferred: int(c[1]), Held: int(c[2]), Total: int(c[3])}, err
 }
