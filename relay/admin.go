@@ -59,6 +59,8 @@ func newAdminServer(r *Relay) (*adminServer, error) {
 	mux.HandleFunc("GET /show", a.show)
 	mux.HandleFunc("GET /stats", a.stats)
 	mux.HandleFunc("GET /status", a.status)
+	mux.HandleFunc("GET /body", a.body)
+	mux.HandleFunc("POST /bounce", a.bounce)
 	mux.HandleFunc("POST /flush", a.flush)
 	mux.HandleFunc("POST /hold", a.act)
 	mux.HandleFunc("POST /release", a.act)

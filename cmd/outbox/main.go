@@ -46,7 +46,7 @@ func init() {
 	commands = []command{
 		{"serve", "run the daemon in the foreground (logs to stderr; SIGTERM stops it cleanly, SIGHUP reloads the configuration)", "outbox serve [--config FILE]", cmdServe},
 		{"check", "validate the configuration; exit 0 when valid, 78 when not", "outbox check [--config FILE]", cmdCheck},
-		{"queue", "list and manage queued mail: ls [--json], show ID, hold ID, release ID, delete ID, flush, stats, backup FILE, compact", "outbox queue SUBCOMMAND [ARGS] [--config FILE]", cmdQueue},
+		{"queue", "list and manage queued mail: ls [--json], show ID, body ID, hold ID, release ID, retry ID, bounce ID, delete ID, flush, stats, backup FILE, compact", "outbox queue SUBCOMMAND [ARGS] [--config FILE]", cmdQueue},
 		{"send", "submit a message read from stdin to the running daemon", "outbox send [--from ADDR] [--subject TEXT] RCPT... < message", cmdSend},
 		{"test-upstream", "connect to an upstream, report TLS and AUTH, and with --rcpt try MAIL/RCPT without sending", "outbox test-upstream [--rcpt ADDR] NAME", cmdTestUpstream},
 		{"service", "install, uninstall, start, stop or show the system service", "outbox service install|uninstall|start|stop|restart|status [--config FILE]", cmdService},

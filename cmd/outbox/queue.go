@@ -31,6 +31,13 @@ func cmdQueue(a *app, args []string) int {
 		return queueLs(a, args)
 	case "show", "hold", "release", "delete":
 		return queueAct(a, sub, args)
+	case "retry":
+		// Release and flush one message: what release does.
+		return queueAct(a, "release", args)
+	case "bounce":
+		return queueBounce(a, args)
+	case "body":
+		return queueBody(a, args)
 	case "flush":
 		return queueFlush(a, args)
 	case "stats":
@@ -40,7 +47,7 @@ func cmdQueue(a *app, args []string) int {
 	case "compact":
 		return queueCompact(a, args)
 	}
-	fmt.Fprintf(a.stderr, "outbox queue: unknown subcommand %q (ls, show, hold, release, delete, flush, stats, backup, compact)\n", sub)
+	fmt.Fprintf(a.stderr, "outbox queue: unknown subcommand %q (ls, show, body, hold, release, retry, bounce, delete, flush, stats, backup, compact)\n", sub)
 	return exitUsage
 }
 
