@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"syscall"
 	"time"
@@ -54,9 +55,15 @@ func cmdQueue(a *app, args []string) int {
 func queueLs(a *app, args []string) int {
 	fs := a.flags("queue")
 	asJSON := fs.Bool("json", false, "print a JSON array, one object per message")
+	filter := &lsFilter{now: time.Now()}
+	filter.flags(fs)
 	cfg, code := a.parseAndLoad(fs, args)
 	if cfg == nil {
 		return code
+	}
+	if err := filter.check(); err != nil {
+		fmt.Fprintln(a.stderr, "outbox queue ls:", err)
+		return exitUsage
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
@@ -65,6 +72,7 @@ func queueLs(a *app, args []string) int {
 		fmt.Fprintln(a.stderr, "outbox queue ls:", err)
 		return spoolExit(err)
 	}
+	list = slices.DeleteFunc(list, func(m adminapi.Message) bool { return !filter.match(m) })
 	if *asJSON {
 		enc := json.NewEncoder(a.stdout)
 		enc.SetIndent("", "  ")
