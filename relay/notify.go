@@ -71,7 +71,9 @@ type notifier struct {
 func newNotifier(conf func() config.Notify, hostname func() string, log *slog.Logger, now func() time.Time) *notifier {
 	return &notifier{
 		conf: conf, hostname: hostname, log: log, now: now,
-		client:     &http.Client{Timeout: notifyTimeout},
+		client: &http.Client{Timeout: notifyTimeout,
+			// A redirect could lead away from https: the answer counts.
+			CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }},
 		queue:      make(chan Event, 64),
 		last:       map[string]time.Time{},
 		suppressed: map[string]int{},
