@@ -49,6 +49,7 @@ type Config struct {
 	Upstreams     []*Upstream // in file order; the first takes all mail unless routes say otherwise
 	Routes        []Route
 	Log           Log
+	Notify        Notify
 
 	// Warnings are problems that do not stop start-up (an aliases_file
 	// target Outbox refuses, for instance), each naming its file and line.
@@ -161,6 +162,7 @@ type rawFile struct {
 	Upstreams   []rawUpstream  `hcl:"upstream,block"`
 	Routes      []rawRoute     `hcl:"route,block"`
 	Log         *rawLog        `hcl:"log,block"`
+	Notify      *rawNotify     `hcl:"notify,block"`
 	Body        hcl.Body       `hcl:",body"`
 }
 
@@ -575,6 +577,8 @@ func (v *validator) build(path string, raw *rawFile) *Config {
 			}
 		}
 	}
+
+	cfg.Notify = v.notify(raw.Notify)
 
 	v.hostname = cfg.Hostname
 	cfg.Aliases, cfg.AliasOrigin, cfg.LocalCatchall = v.aliases(raw)

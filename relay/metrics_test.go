@@ -55,7 +55,8 @@ func TestMetrics(t *testing.T) {
 	var text string
 	for {
 		text = metricsGet(t, sock, "http://outbox/metrics")
-		if metricValue(text, `outbox_delivery_results_total{result="deferred",upstream="capture"}`) >= 1 {
+		if metricValue(text, `outbox_delivery_results_total{result="deferred",upstream="capture"}`) >= 1 &&
+			metricValue(text, `outbox_queue_messages{state="deferred"}`) == 1 {
 			break
 		}
 		if time.Now().After(deadline) {
@@ -65,7 +66,8 @@ func TestMetrics(t *testing.T) {
 	}
 	for series, want := range map[string]float64{
 		`outbox_accepted_messages_total{source="smtp"}`: 1,
-		`outbox_queue_messages`:                         1,
+		`outbox_queue_messages{state="pending"}`:        0,
+		`outbox_queue_messages{state="held"}`:           0,
 	} {
 		if got := metricValue(text, series); got != want {
 			t.Errorf("%s = %v, want %v", series, got, want)
@@ -73,6 +75,15 @@ func TestMetrics(t *testing.T) {
 	}
 	if metricValue(text, "outbox_spool_commits_total") < 1 || metricValue(text, "outbox_spool_writes_total") < 1 {
 		t.Errorf("spool counters missing:\n%s", text)
+	}
+	if age := metricValue(text, "outbox_queue_oldest_message_age_seconds"); age < 0 || age > 60 {
+		t.Errorf("oldest message age %v, want the seconds since the test's message arrived", age)
+	}
+	if metricValue(text, "outbox_spool_size_bytes") < 4096 {
+		t.Errorf("spool size missing:\n%s", text)
+	}
+	if metricValue(text, "go_goroutines") < 1 {
+		t.Errorf("no Go runtime metrics:\n%s", text)
 	}
 	if !strings.Contains(text, `outbox_delivery_duration_seconds_count{upstream="capture"}`) {
 		t.Errorf("no delivery duration histogram:\n%s", text)

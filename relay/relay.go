@@ -37,6 +37,8 @@ type Options struct {
 	Ready func()
 	// Level, if set, is the logger's level; Reload sets it from log.level.
 	Level *slog.LevelVar
+	// Version is the daemon's version, for outbox status.
+	Version string
 }
 
 // Relay is a running daemon.
@@ -49,6 +51,8 @@ type Relay struct {
 	in      *Inbound
 	sched   *Scheduler
 	metrics *metrics
+	notify  *notifier
+	started time.Time
 	// live is the configuration in force with its policy, router and
 	// targets; r.cfg stays the one the daemon started with, whose
 	// listen, spool and admin settings only a restart changes.
@@ -71,7 +75,7 @@ func New(cfg *config.Config, log *slog.Logger, opts Options) (r *Relay, err erro
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
-	r = &Relay{cfg: cfg, log: log, opts: opts, now: opts.Now, savedRates: map[string][]byte{}}
+	r = &Relay{cfg: cfg, log: log, opts: opts, now: opts.Now, savedRates: map[string][]byte{}, started: opts.Now()}
 	// The error returns below set r to nil; close what was opened through
 	// a copy that they do not touch.
 	rl := r
@@ -101,6 +105,8 @@ func New(cfg *config.Config, log *slog.Logger, opts Options) (r *Relay, err erro
 	r.sched = NewScheduler(r.spool, cfg, router, log, r.now)
 	r.sched.metrics = r.metrics
 	r.sched.live = r.live
+	r.notify = newNotifier(func() config.Notify { return r.current().cfg.Notify }, func() string { return r.current().cfg.Hostname }, log, r.now)
+	r.sched.notify = r.notify
 	r.in = &Inbound{cfg: cfg, store: r.spool, log: log, kick: r.sched.Kick, now: r.now, policy: policy, metrics: r.metrics, live: r.live}
 
 	inherited := inheritedSockets()
@@ -246,6 +252,7 @@ func (r *Relay) Run(ctx context.Context) error {
 	go func() { r.runMaildrop(importCtx); close(importDone) }()
 	rateDone := make(chan struct{})
 	go func() { r.runRateSaver(importCtx); close(rateDone) }()
+	notifyDone := r.runNotify(importCtx)
 
 	for _, l := range r.listeners {
 		r.log.Info("listening", "address", l.cfg.Address)
@@ -288,6 +295,7 @@ func (r *Relay) Run(ctx context.Context) error {
 	stopImport()
 	<-importDone
 	<-rateDone
+	<-notifyDone
 	stopSched()
 	<-schedDone
 	r.saveRateHistory()

@@ -7,7 +7,10 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"math/rand/v2"
+	"net"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -42,7 +45,9 @@ type Scheduler struct {
 	// context ends before they are cancelled (and stay queued).
 	ShutdownGrace time.Duration
 
-	metrics *metrics // nil: none
+	metrics *metrics  // nil: none
+	notify  *notifier // nil: none
+	health  health
 	// live, when set, is the configuration in force, which a reload
 	// replaces; cfg and router are then only the ones at start.
 	live *live
@@ -275,6 +280,7 @@ func (s *Scheduler) coolDown(m *spool.Message, now time.Time) {
 type attempt struct {
 	res    upstream.Result
 	remote string
+	relay  string // the upstream's name and address, for the log
 	tried  bool
 }
 
@@ -349,18 +355,29 @@ func (s *Scheduler) try(ctx context.Context, router *Router, name string, m *spo
 	start := time.Now()
 	out := t.Deliver(ctx, env)
 	s.metrics.attempt(name, time.Since(start), out)
+	s.health.record(name, s.now(), out)
 	var deferred []int
 	for k, i := range idx {
 		res := upstream.Result{Class: upstream.Deferred, Message: "no result from upstream " + name}
 		if k < len(out.Results) {
 			res = out.Results[k]
 		}
-		results[i] = attempt{res: res, remote: out.Remote, tried: true}
+		results[i] = attempt{res: res, remote: out.Remote, relay: relayName(name, set, out.Remote), tried: true}
 		if res.Class == upstream.Deferred {
 			deferred = append(deferred, i)
 		}
 	}
 	return deferred
+}
+
+// relayName names an upstream in the delivery log as name[host:port]
+// (name[maildir:path] for a Maildir), which says both which block of
+// relay.hcl was used and where it led.
+func relayName(name string, set *config.Upstream, remote string) string {
+	if set.Type == "maildir" || remote == "" {
+		return name + "[" + remote + "]"
+	}
+	return name + "[" + net.JoinHostPort(remote, strconv.Itoa(set.Port)) + "]"
 }
 
 // rewriteFrom opens the body with the From: header replaced (the original
@@ -473,21 +490,82 @@ func (s *Scheduler) record(m *spool.Message, results map[int]attempt) {
 		return
 	}
 	s.queueOwed(now)
+	var gone []string // recipients that failed for good this round
+	var reason string
 	for i, r := range stored.Recipients {
-		a, ok := results[i]
-		if !ok || m.Recipients[i].Status != spool.Pending {
+		if m.Recipients[i].Status != spool.Pending {
 			continue
 		}
-		attrs := []any{"id", m.ID, "to", r.Address, "upstream", a.remote, "status", r.Status}
-		switch r.Status {
-		case spool.Sent:
-			s.log.Info("delivered", attrs...)
-		case spool.Failed:
-			s.log.Warn("failed", append(attrs, "error", r.LastError)...)
-		default:
-			s.log.Info("deferred", append(attrs, "error", r.LastError, "next_attempt", stored.NextAttempt.Format(time.RFC3339))...)
+		if st := s.logResult(m, stored, i, results, now); st == "bounced" || st == "expired" {
+			gone = append(gone, r.Address)
+			reason = st + ": " + r.LastError
 		}
 	}
+	if len(gone) > 0 {
+		s.notify.send(Event{Event: "bounce", ID: m.ID, Recipients: gone, Reason: reason})
+	}
+}
+
+// logResult writes the delivery line of recipient i after a round, in the
+// shape admins grep in Postfix's log: id, to, relay, delay (seconds since
+// arrival), attempt, dsn, status (sent, deferred, bounced or expired) and
+// reply (the upstream's reply text or the error). Recipients the round
+// neither tried nor expired get no line.
+func (s *Scheduler) logResult(m, stored *spool.Message, i int, results map[int]attempt, now time.Time) (status string) {
+	r := stored.Recipients[i]
+	a, tried := results[i]
+	tried = tried && a.tried
+	if !tried && r.Status == spool.Pending {
+		return ""
+	}
+	status, msg, level := "deferred", "deferred", slog.LevelInfo
+	switch {
+	case r.Status == spool.Sent:
+		status, msg = "sent", "delivered"
+	case r.Status == spool.Failed && tried && a.res.Class == upstream.Failed:
+		status, msg, level = "bounced", "bounced", slog.LevelWarn
+	case r.Status == spool.Failed:
+		status, msg, level = "expired", "expired", slog.LevelWarn
+	}
+	relay, reply := a.relay, describe(a.res)
+	if !tried {
+		relay, reply = r.Remote, m.Recipients[i].LastError
+	}
+	attrs := []any{
+		"id", m.ID, "to", r.Address, "relay", relay,
+		"delay", math.Round(now.Sub(m.Arrived).Seconds()*100) / 100,
+		"attempt", r.Attempts, "dsn", dsnCode(a.res, tried, status, r.Code),
+		"status", status, "reply", reply,
+	}
+	switch status {
+	case "deferred":
+		attrs = append(attrs, "next_attempt", stored.NextAttempt.Format(time.RFC3339))
+	case "bounced", "expired":
+		s.metrics.final(status)
+	}
+	s.log.Log(context.Background(), level, msg, attrs...)
+	return status
+}
+
+// dsnCode is the enhanced status code of a delivery line: the upstream's
+// own when it sent one, else one derived from its reply code or from the
+// outcome (RFC 3463: X.0.0 for "other", 4.4.7 for an expired message).
+func dsnCode(res upstream.Result, tried bool, status, stored string) string {
+	switch {
+	case status == "expired":
+		return "4.4.7"
+	case tried && res.Enhanced != "":
+		return res.Enhanced
+	case tried && res.Code >= 200 && res.Code < 600:
+		return fmt.Sprintf("%d.0.0", res.Code/100)
+	case status == "sent":
+		return "2.0.0"
+	case status == "bounced":
+		return "5.0.0"
+	case stored != "":
+		return stored
+	}
+	return "4.0.0"
 }
 
 // apply folds one round's results into m: per-recipient state, the attempt

@@ -349,7 +349,7 @@ func (s *Spool) checkSchema(readOnly bool) error {
 					return err
 				}
 			}
-			return nil
+			return writeCounts(tx, counts{})
 		}
 		if !bytes.Equal(meta.Get(keyApp), appName) {
 			return fmt.Errorf("open spool %s: %w (meta bucket without the Outbox marker)", s.path, ErrNotSpool)
@@ -369,6 +369,9 @@ func (s *Spool) checkSchema(readOnly bool) error {
 		}
 		if readOnly {
 			return nil
+		}
+		if err := ensureCounts(tx); err != nil {
+			return err
 		}
 		if n < SchemaVersion {
 			var v [4]byte
@@ -677,7 +680,15 @@ func (s *Spool) commitMessage(m *Message, now time.Time, last []byte, chunk int,
 	id := m.ID
 	due := !m.Held && !m.Done()
 	next := m.NextAttempt
+	st := &Message{Held: m.Held, Attempts: m.Attempts}
 	return s.write(func(tx *bolt.Tx) error {
+		old, err := getMsg(tx, id)
+		if err != nil && err != ErrNotFound {
+			return err
+		}
+		if err := adjustCounts(tx, old, st); err != nil {
+			return err
+		}
 		if err := tx.Bucket(bucketMsg).Put([]byte(id), rec); err != nil {
 			return err
 		}
@@ -835,14 +846,10 @@ func (s *Spool) List() ([]*Message, error) {
 	return out, err
 }
 
-// Count returns the number of queued messages.
+// Count returns the number of queued messages in O(1) (see Counts).
 func (s *Spool) Count() (int, error) {
-	var n int
-	err := s.view(func(tx *bolt.Tx) error {
-		n = tx.Bucket(bucketMsg).Stats().KeyN
-		return nil
-	})
-	return n, err
+	c, err := s.Counts()
+	return c.Total, err
 }
 
 // Due returns up to limit messages whose next attempt is at or before now,
@@ -911,6 +918,7 @@ func (s *Spool) Update(id string, fn func(m *Message) error) (*Message, error) {
 			return err
 		}
 		oldKey := dueKey(m.NextAttempt, id)
+		old := &Message{Held: m.Held, Attempts: m.Attempts}
 		if err := fn(m); err != nil {
 			return err
 		}
@@ -920,7 +928,13 @@ func (s *Spool) Update(id string, fn func(m *Message) error) (*Message, error) {
 		}
 		result = m
 		if m.Done() {
+			if err := adjustCounts(tx, old, nil); err != nil {
+				return err
+			}
 			return dropMsg(tx, id) // its due entry went above
+		}
+		if err := adjustCounts(tx, old, m); err != nil {
+			return err
 		}
 		rec, err := json.Marshal(m)
 		if err != nil {
@@ -946,6 +960,9 @@ func deleteMsg(tx *bolt.Tx, id string) error {
 		return err
 	}
 	if err := tx.Bucket(bucketDue).Delete(dueKey(m.NextAttempt, id)); err != nil {
+		return err
+	}
+	if err := adjustCounts(tx, m, nil); err != nil {
 		return err
 	}
 	return dropMsg(tx, id)

@@ -181,9 +181,9 @@ func (s *SMTP) tlsError(err error) error {
 	var he x509.HostnameError
 	var ci x509.CertificateInvalidError
 	if errors.As(err, &cv) || errors.As(err, &ua) || errors.As(err, &he) || errors.As(err, &ci) {
-		return fmt.Errorf("TLS handshake with %s failed: certificate for %s not trusted: %w (add its CA with ca_file)", s.addr, s.cfg.Host, err)
+		return &tlsFailure{fmt.Errorf("TLS handshake with %s failed: certificate for %s not trusted: %w (add its CA with ca_file)", s.addr, s.cfg.Host, err)}
 	}
-	return fmt.Errorf("TLS handshake with %s failed: %w", s.addr, err)
+	return &tlsFailure{fmt.Errorf("TLS handshake with %s failed: %w", s.addr, err)}
 }
 
 // protoError turns a textproto reply error into go-smtp's error type, so

@@ -69,6 +69,7 @@ type SMTP struct {
 	rate    *limiter
 	stop    chan struct{}
 	janitor sync.WaitGroup
+	fails   failures // connection set-ups that failed, by cause
 
 	mu          sync.Mutex
 	idle        []*conn
@@ -614,6 +615,7 @@ func (s *SMTP) get(ctx context.Context, probe *ProbeReport) (cn *conn, reused bo
 	}
 	cn, err = s.connect(ctx, probe)
 	if err != nil {
+		s.fails.count(err)
 		if ctx.Err() == nil {
 			if replyCode(err) == 421 {
 				s.pause(err.Error())

@@ -46,11 +46,12 @@ func init() {
 	commands = []command{
 		{"serve", "run the daemon in the foreground (logs to stderr; SIGTERM stops it cleanly, SIGHUP reloads the configuration)", "outbox serve [--config FILE]", cmdServe},
 		{"check", "validate the configuration; exit 0 when valid, 78 when not", "outbox check [--config FILE]", cmdCheck},
-		{"queue", "list and manage queued mail: ls [--json], show ID, hold ID, release ID, delete ID, flush, stats, backup FILE, compact", "outbox queue SUBCOMMAND [ARGS] [--config FILE]", cmdQueue},
+		{"queue", "list and manage queued mail: ls [--json], show ID, body ID, hold ID, release ID, retry ID, bounce ID, delete ID, flush, stats, backup FILE, compact", "outbox queue SUBCOMMAND [ARGS] [--config FILE]", cmdQueue},
 		{"send", "compose a message (text, HTML, attachments) and submit it as sendmail does, or submit a whole message read from stdin", "outbox send --from A --to B [--to …] [--cc …] [--bcc …] --subject S [--text FILE|-] [--html FILE] [--attach FILE]… [--inline FILE]… [--header \"K: V\"]… [--tag k=v]…\n       outbox send [--from A] [--subject S] RCPT… < message", cmdSend},
 		{"test-upstream", "connect to an upstream, report TLS and AUTH, and with --rcpt try MAIL/RCPT without sending", "outbox test-upstream [--rcpt ADDR] NAME", cmdTestUpstream},
 		{"service", "install, uninstall, start, stop or show the system service", "outbox service install|uninstall|start|stop|restart|status [--config FILE]", cmdService},
 		{"hash-password", "print a bcrypt hash of a password read from stdin, for listen { auth = {...} }", "outbox hash-password < password", cmdHashPassword},
+		{"status", "one screen: version, uptime, listeners, upstreams, queue and spool size", "outbox status [--json] [--config FILE]", cmdStatus},
 		{"version", "print the version", "outbox version", cmdVersion},
 	}
 }
@@ -207,10 +208,37 @@ func newLogger(cfg *config.Config, w io.Writer, level *slog.LevelVar) *slog.Logg
 	l.UnmarshalText([]byte(cfg.Log.Level))
 	level.Set(l)
 	opts := &slog.HandlerOptions{Level: level}
+	if toJournal(w) {
+		// The journal stamps every line itself; a second time stamp only
+		// widens the lines.
+		opts.ReplaceAttr = func(groups []string, a slog.Attr) slog.Attr {
+			if len(groups) == 0 && a.Key == slog.TimeKey {
+				return slog.Attr{}
+			}
+			return a
+		}
+	}
 	if cfg.Log.Format == "json" {
 		return slog.New(slog.NewJSONHandler(w, opts))
 	}
 	return slog.New(slog.NewTextHandler(w, opts))
+}
+
+// toJournal reports whether w is the stream systemd connected to the
+// journal: JOURNAL_STREAM holds that stream's device and inode numbers
+// (systemd.exec(5)), which are compared so that a child whose stderr was
+// redirected elsewhere keeps its time stamps.
+func toJournal(w io.Writer) bool {
+	js := os.Getenv("JOURNAL_STREAM")
+	f, ok := w.(*os.File)
+	if js == "" || !ok {
+		return false
+	}
+	var st syscall.Stat_t
+	if err := syscall.Fstat(int(f.Fd()), &st); err != nil {
+		return false
+	}
+	return js == fmt.Sprintf("%d:%d", st.Dev, st.Ino)
 }
 
 func cmdVersion(a *app, args []string) int {
@@ -220,6 +248,12 @@ func cmdVersion(a *app, args []string) int {
 			return code
 		}
 	}
+	fmt.Fprintln(a.stdout, "outbox", versionString())
+	return exitOK
+}
+
+// versionString is the version set at link time, else the module's.
+func versionString() string {
 	v := version
 	if v == "" {
 		v = "devel"
@@ -227,8 +261,7 @@ func cmdVersion(a *app, args []string) int {
 			v = bi.Main.Version
 		}
 	}
-	fmt.Fprintln(a.stdout, "outbox", v)
-	return exitOK
+	return v
 }
 
 func cmdCheck(a *app, args []string) int {

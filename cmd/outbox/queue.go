@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"syscall"
 	"time"
@@ -31,6 +32,13 @@ func cmdQueue(a *app, args []string) int {
 		return queueLs(a, args)
 	case "show", "hold", "release", "delete":
 		return queueAct(a, sub, args)
+	case "retry":
+		// Release and flush one message: what release does.
+		return queueAct(a, "release", args)
+	case "bounce":
+		return queueBounce(a, args)
+	case "body":
+		return queueBody(a, args)
 	case "flush":
 		return queueFlush(a, args)
 	case "stats":
@@ -40,16 +48,22 @@ func cmdQueue(a *app, args []string) int {
 	case "compact":
 		return queueCompact(a, args)
 	}
-	fmt.Fprintf(a.stderr, "outbox queue: unknown subcommand %q (ls, show, hold, release, delete, flush, stats, backup, compact)\n", sub)
+	fmt.Fprintf(a.stderr, "outbox queue: unknown subcommand %q (ls, show, body, hold, release, retry, bounce, delete, flush, stats, backup, compact)\n", sub)
 	return exitUsage
 }
 
 func queueLs(a *app, args []string) int {
 	fs := a.flags("queue")
 	asJSON := fs.Bool("json", false, "print a JSON array, one object per message")
+	filter := &lsFilter{now: time.Now()}
+	filter.flags(fs)
 	cfg, code := a.parseAndLoad(fs, args)
 	if cfg == nil {
 		return code
+	}
+	if err := filter.check(); err != nil {
+		fmt.Fprintln(a.stderr, "outbox queue ls:", err)
+		return exitUsage
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
@@ -58,6 +72,7 @@ func queueLs(a *app, args []string) int {
 		fmt.Fprintln(a.stderr, "outbox queue ls:", err)
 		return spoolExit(err)
 	}
+	list = slices.DeleteFunc(list, func(m adminapi.Message) bool { return !filter.match(m) })
 	if *asJSON {
 		enc := json.NewEncoder(a.stdout)
 		enc.SetIndent("", "  ")

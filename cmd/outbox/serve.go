@@ -33,7 +33,7 @@ func cmdServe(a *app, args []string) int {
 	log := newLogger(cfg, a.stderr, level)
 	ctx, stop := signalContext()
 	defer stop()
-	r, err := relay.New(cfg, log, relay.Options{Ready: notifyReady, Level: level})
+	r, err := relay.New(cfg, log, relay.Options{Ready: notifyReady, Level: level, Version: versionString()})
 	if err != nil {
 		log.Error("cannot start", "err", err)
 		return exitCodeFor(err)
@@ -90,7 +90,7 @@ func (p *program) Start(s service.Service) error {
 	}
 	level := new(slog.LevelVar)
 	log := newLogger(cfg, os.Stderr, level)
-	r, err := relay.New(cfg, log, relay.Options{Ready: notifyReady, Level: level})
+	r, err := relay.New(cfg, log, relay.Options{Ready: notifyReady, Level: level, Version: versionString()})
 	if err != nil {
 		return err
 	}

@@ -1,0 +1,130 @@
+package spool
+
+import (
+	"context"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+)
+
+func wantCounts(t *testing.T, s *Spool, pending, deferred, held int) {
+	t.Helper()
+	c, err := s.Counts()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Pending != pending || c.Deferred != deferred || c.Held != held || c.Total != pending+deferred+held {
+		t.Fatalf("counts %+v, want pending %d deferred %d held %d", c, pending, deferred, held)
+	}
+}
+
+func wantOldest(t *testing.T, s *Spool, id string, arrived time.Time) {
+	t.Helper()
+	gotID, got, err := s.Oldest()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if gotID != id || !got.Equal(arrived) {
+		t.Fatalf("oldest %q arrived %s, want %q arrived %s", gotID, got, id, arrived)
+	}
+}
+
+// TestCountsAndOldest checks that the counts by state follow every kind
+// of write, survive a reopen and are rebuilt for a spool that kept none,
+// and that Oldest names the first message still queued.
+func TestCountsAndOldest(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "spool.db")
+	s, err := Open(path, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	wantCounts(t, s, 0, 0, 0)
+	wantOldest(t, s, "", time.Time{})
+	first := time.Date(2025, 1, 1, 0, 0, 0, 0, time.UTC)
+	var ids []string
+	for i := range 4 {
+		m := newMsg("a@example.com", "b@example.com")
+		m.Arrived = first.Add(time.Duration(i) * time.Minute)
+		m.ID = NewID(m.Arrived)
+		if err := s.Enqueue(context.Background(), m, strings.NewReader("x\r\n")); err != nil {
+			t.Fatal(err)
+		}
+		ids = append(ids, m.ID)
+	}
+	wantCounts(t, s, 4, 0, 0)
+	wantOldest(t, s, ids[0], first)
+	// A round that defers, a hold, a release, a delivery and a delete.
+	upd := func(id string, fn func(m *Message)) {
+		t.Helper()
+		if _, err := s.Update(id, func(m *Message) error { fn(m); return nil }); err != nil {
+			t.Fatal(err)
+		}
+	}
+	upd(ids[1], func(m *Message) { m.Attempts++ })
+	wantCounts(t, s, 3, 1, 0)
+	upd(ids[2], func(m *Message) { m.Held = true })
+	wantCounts(t, s, 2, 1, 1)
+	upd(ids[1], func(m *Message) { m.Held = true })
+	wantCounts(t, s, 2, 0, 2)
+	upd(ids[1], func(m *Message) { m.Held = false })
+	wantCounts(t, s, 2, 1, 1)
+	upd(ids[0], func(m *Message) {
+		m.Attempts++
+		for i := range m.Recipients {
+			m.Recipients[i].Status = Sent
+		}
+	})
+	wantCounts(t, s, 1, 1, 1)
+	wantOldest(t, s, ids[1], first.Add(time.Minute))
+	if err := s.Delete(ids[3]); err != nil {
+		t.Fatal(err)
+	}
+	wantCounts(t, s, 0, 1, 1)
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	// Reopened, the counts are the same; read-only too.
+	ro, err := Open(path, Options{ReadOnly: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	wantCounts(t, ro, 0, 1, 1)
+	ro.Close()
+
+	// A spool from a release that kept no counts: they are built once.
+	db, err := bolt.Open(path, 0o600, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := db.Update(func(tx *bolt.Tx) error { return tx.Bucket(bucketMeta).Delete(keyCounts) }); err != nil {
+		t.Fatal(err)
+	}
+	db.Close()
+	ro, err = Open(path, Options{ReadOnly: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	wantCounts(t, ro, 0, 1, 1)
+	ro.Close()
+	s, err = Open(path, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if err := s.view(func(tx *bolt.Tx) error {
+		if _, ok := readCounts(tx); !ok {
+			t.Error("the counts were not built at open")
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	upd(ids[2], func(m *Message) { m.Held = false })
+	wantCounts(t, s, 1, 1, 0)
+	upd(ids[2], func(m *Message) { m.Attempts = 1 })
+	wantCounts(t, s, 0, 2, 0)
+}
