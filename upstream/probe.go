@@ -20,6 +20,12 @@ type ProbeReport struct {
 	AuthOK       bool
 	AuthError    string
 	RcptResult   string // reply to RCPT TO when a recipient was given
+	// OAuth2: the access token's expiry, scopes and (Microsoft app-only)
+	// roles; only for upstreams with an oauth2 block.
+	OAuth       bool
+	TokenExpiry time.Time
+	TokenScopes []string
+	TokenRoles  []string
 	Extensions   []string
 }
 
@@ -52,6 +58,12 @@ func (p *ProbeReport) fill(cn *conn) {
 // operator; the report holds whatever was learnt before it.
 func (s *SMTP) Probe(ctx context.Context, rcpt string) (*ProbeReport, error) {
 	p := &ProbeReport{Addr: s.addr}
+	if s.cfg.OAuth != nil {
+		defer func() {
+			p.OAuth = true
+			p.TokenExpiry, p.TokenScopes, p.TokenRoles = s.cfg.OAuth.TokenInfo()
+		}()
+	}
 	cn, _, err := s.get(ctx, p)
 	if err != nil {
 		return p, err

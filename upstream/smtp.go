@@ -32,6 +32,10 @@ type SMTPConfig struct {
 	Username           string
 	Password           SecretFunc // nil: no password authentication
 	Token              SecretFunc // bearer token for xoauth2/oauthbearer; nil if none
+	// OAuth, when set, runs the OAuth2 flow itself: it provides Token, is
+	// told when the server refuses a token, and its configuration
+	// problems pause the upstream until its stored tokens change.
+	OAuth OAuthSource
 	Auth               string     // "auto" (default), "plain", "login", "cram-md5", "xoauth2", "oauthbearer", "none"
 	MaxConnections     int        // concurrent connections to this upstream, default 2
 	RatePer            time.Duration
@@ -75,6 +79,7 @@ type SMTP struct {
 	closed      bool
 	pausedUntil time.Time
 	pauseReason string
+	pauseConfig bool // paused for a configuration problem (OAuth2 grant refused)
 	backoff     time.Duration
 	connFails   int
 }
@@ -96,6 +101,14 @@ func NewSMTP(cfg SMTPConfig) (*SMTP, error) {
 		cfg.TLS = "starttls"
 	}
 	cfg.Auth = strings.ToLower(cfg.Auth)
+	if cfg.OAuth != nil {
+		if cfg.Token == nil {
+			cfg.Token = cfg.OAuth.Token
+		}
+		if cfg.Auth == "" || cfg.Auth == "auto" {
+			cfg.Auth = "xoauth2"
+		}
+	}
 	if cfg.Auth == "" {
 		cfg.Auth = "auto"
 	}
@@ -255,6 +268,11 @@ func (s *SMTP) Close() error {
 func (s *SMTP) Paused() (until time.Time, reason string, paused bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if s.pauseConfig && s.cfg.Now().Before(s.pausedUntil) && s.cfg.OAuth != nil && s.cfg.OAuth.Changed() {
+		// `outbox oauth login` wrote new tokens: try them at once.
+		s.pausedUntil, s.pauseConfig, s.backoff = time.Time{}, false, 0
+		s.log.Info("upstream resumed: its OAuth2 tokens changed on disk")
+	}
 	if s.cfg.Now().Before(s.pausedUntil) {
 		return s.pausedUntil, s.pauseReason, true
 	}
@@ -263,7 +281,12 @@ func (s *SMTP) Paused() (until time.Time, reason string, paused bool) {
 
 // pause stops deliveries for an exponentially growing time. Concurrent
 // failures that arrive while already paused do not grow it further.
-func (s *SMTP) pause(reason string) {
+func (s *SMTP) pause(reason string) { s.pauseFor(reason, false) }
+
+// pauseFor pauses; config says the cause is a configuration problem that
+// retrying will not cure, so the upstream waits the longest pause at once
+// (or until its OAuth2 tokens change on disk).
+func (s *SMTP) pauseFor(reason string, config bool) {
 	s.mu.Lock()
 	now := s.cfg.Now()
 	if now.Before(s.pausedUntil) {
@@ -271,11 +294,14 @@ func (s *SMTP) pause(reason string) {
 		return
 	}
 	switch {
+	case config:
+		s.backoff = pauseMax
 	case s.backoff == 0:
 		s.backoff = pauseInitial
 	case s.backoff < pauseMax:
 		s.backoff = min(2*s.backoff, pauseMax)
 	}
+	s.pauseConfig = config
 	s.pausedUntil = now.Add(s.backoff)
 	s.pauseReason = reason
 	s.connFails = 0
@@ -617,6 +643,8 @@ func (s *SMTP) get(ctx context.Context, probe *ProbeReport) (cn *conn, reused bo
 		if ctx.Err() == nil {
 			if replyCode(err) == 421 {
 				s.pause(err.Error())
+			} else if isConfigProblem(err) {
+				s.pauseFor(err.Error(), true)
 			} else {
 				s.connFailed(err.Error())
 			}
