@@ -20,13 +20,14 @@ type ProbeReport struct {
 	AuthOK       bool
 	AuthError    string
 	RcptResult   string // reply to RCPT TO when a recipient was given
+	Extensions   []string
+
 	// OAuth2: the access token's expiry, scopes and (Microsoft app-only)
 	// roles; only for upstreams with an oauth2 block.
 	OAuth       bool
 	TokenExpiry time.Time
 	TokenScopes []string
 	TokenRoles  []string
-	Extensions   []string
 }
 
 // probeExtensions are the ESMTP extensions worth showing. go-smtp does not

@@ -32,10 +32,6 @@ type SMTPConfig struct {
 	Username           string
 	Password           SecretFunc // nil: no password authentication
 	Token              SecretFunc // bearer token for xoauth2/oauthbearer; nil if none
-	// OAuth, when set, runs the OAuth2 flow itself: it provides Token, is
-	// told when the server refuses a token, and its configuration
-	// problems pause the upstream until its stored tokens change.
-	OAuth OAuthSource
 	Auth               string     // "auto" (default), "plain", "login", "cram-md5", "xoauth2", "oauthbearer", "none"
 	MaxConnections     int        // concurrent connections to this upstream, default 2
 	RatePer            time.Duration
@@ -50,6 +46,11 @@ type SMTPConfig struct {
 	Dial           func(ctx context.Context, network, addr string) (net.Conn, error) // nil: net.Dialer
 	Now            func() time.Time                                                  // nil: time.Now; drives pause and rate
 	Logger         *slog.Logger                                                      // nil: slog.Default()
+
+	// OAuth, when set, runs the OAuth2 flow itself: it provides Token, is
+	// told when the server refuses a token, and its configuration
+	// problems pause the upstream until its stored tokens change.
+	OAuth OAuthSource
 }
 
 const (
