@@ -14,6 +14,56 @@ type Preset struct {
 	TLS  string // "starttls" or "tls"
 	// Note is shown in the README and by `outbox check` when useful.
 	Note string
+	// OAuth names the provider's OAuth2 endpoints and scopes; nil when
+	// Outbox knows none for it.
+	OAuth *OAuthPreset
+}
+
+// OAuthPreset is what a provider name fills in an oauth2 block.
+type OAuthPreset struct {
+	// TokenURL, AuthURL and DeviceURL may hold "{tenant}".
+	TokenURL, AuthURL, DeviceURL string
+	// Tenants gives the tenant per flow when the operator sets none;
+	// a flow missing here needs tenant to be set.
+	Tenants map[string]string
+	// Scopes per flow; a flow missing here is not offered by the
+	// provider for SMTP.
+	Scopes map[string][]string
+	// DeviceLogin says whether `outbox oauth login` may use the device
+	// code flow: Google does not allow it for the mail scope.
+	DeviceLogin bool
+}
+
+// Microsoft identity platform v2.0 endpoints:
+// https://learn.microsoft.com/entra/identity-platform/v2-oauth2-client-creds-grant-flow
+// https://learn.microsoft.com/entra/identity-platform/v2-oauth2-device-code
+// SMTP scopes and permissions:
+// https://learn.microsoft.com/exchange/client-developer/legacy-protocols/how-to-authenticate-an-imap-pop-smtp-application-by-using-oauth
+var microsoftOAuth = OAuthPreset{
+	TokenURL:  "https://login.microsoftonline.com/{tenant}/oauth2/v2.0/token",
+	AuthURL:   "https://login.microsoftonline.com/{tenant}/oauth2/v2.0/authorize",
+	DeviceURL: "https://login.microsoftonline.com/{tenant}/oauth2/v2.0/devicecode",
+	Tenants:   map[string]string{"refresh_token": "organizations"},
+	Scopes: map[string][]string{
+		"client_credentials": {"https://outlook.office365.com/.default"},
+		"refresh_token":      {"https://outlook.office.com/SMTP.Send", "offline_access"},
+	},
+	DeviceLogin: true,
+}
+
+// Google: https://developers.google.com/identity/protocols/oauth2/native-app
+// (loopback redirect), https://developers.google.com/workspace/gmail/imap/xoauth2-protocol
+// (scope), https://developers.google.com/identity/protocols/oauth2/service-account
+// (domain-wide delegation). The device flow's list of allowed scopes
+// (https://developers.google.com/identity/protocols/oauth2/limited-input-device#allowedscopes)
+// does not include https://mail.google.com/.
+var googleOAuth = OAuthPreset{
+	TokenURL: "https://oauth2.googleapis.com/token",
+	AuthURL:  "https://accounts.google.com/o/oauth2/v2/auth",
+	Scopes: map[string][]string{
+		"refresh_token":   {"https://mail.google.com/"},
+		"service_account": {"https://mail.google.com/"},
+	},
 }
 
 // presets is the provider table. Each row names the provider's own
@@ -21,11 +71,11 @@ type Preset struct {
 // the upstream's region setting.
 var presets = map[string]Preset{
 	// https://support.google.com/a/answer/176600
-	"gmail": {Host: "smtp.gmail.com", Port: 587, TLS: "starttls", Note: "use an app password or XOAUTH2; the envelope sender must be the account"},
+	"gmail": {Host: "smtp.gmail.com", Port: 587, TLS: "starttls", Note: "use an app password or XOAUTH2; the envelope sender must be the account", OAuth: &googleOAuth},
 	// https://support.microsoft.com/office/pop-imap-and-smtp-settings-8361e398-8af4-4e97-b147-6c6c4ac95353
-	"outlook": {Host: "smtp-mail.outlook.com", Port: 587, TLS: "starttls", Note: "personal Outlook.com accounts"},
+	"outlook": {Host: "smtp-mail.outlook.com", Port: 587, TLS: "starttls", Note: "personal Outlook.com accounts", OAuth: &outlookOAuth},
 	// https://learn.microsoft.com/exchange/mail-flow-best-practices/how-to-set-up-a-multifunction-device-or-application-to-send-email-using-microsoft-365-or-office-365
-	"office365": {Host: "smtp.office365.com", Port: 587, TLS: "starttls", Note: "SMTP AUTH must be enabled for the mailbox"},
+	"office365": {Host: "smtp.office365.com", Port: 587, TLS: "starttls", Note: "SMTP AUTH must be enabled for the mailbox", OAuth: &microsoftOAuth},
 	// https://help.yahoo.com/kb/SLN4724.html
 	"yahoo": {Host: "smtp.mail.yahoo.com", Port: 465, TLS: "tls", Note: "needs an app password"},
 	// https://support.apple.com/HT202304
@@ -54,6 +104,15 @@ var presets = map[string]Preset{
 	"postmark": {Host: "smtp.postmarkapp.com", Port: 587, TLS: "starttls", Note: "username and password are the server API token"},
 	// https://help.brevo.com/hc/en-us/articles/7924908994450
 	"brevo": {Host: "smtp-relay.brevo.com", Port: 587, TLS: "starttls"},
+}
+
+// outlookOAuth is Microsoft's for personal accounts: only delegated
+// access, through the "consumers" tenant.
+var outlookOAuth = OAuthPreset{
+	TokenURL: microsoftOAuth.TokenURL, AuthURL: microsoftOAuth.AuthURL, DeviceURL: microsoftOAuth.DeviceURL,
+	Tenants:     map[string]string{"refresh_token": "consumers"},
+	Scopes:      map[string][]string{"refresh_token": microsoftOAuth.Scopes["refresh_token"]},
+	DeviceLogin: true,
 }
 
 // aliases of provider names.
