@@ -106,6 +106,19 @@ func printProbe(a *app, name string, r *upstream.ProbeReport) {
 	case r.AuthError != "":
 		fmt.Fprintf(a.stdout, "  AUTH:        %s refused: %s\n", r.AuthMech, r.AuthError)
 	}
+	if r.OAuth {
+		if r.TokenExpiry.IsZero() {
+			fmt.Fprintf(a.stdout, "  OAuth2:      no token\n")
+		} else {
+			fmt.Fprintf(a.stdout, "  OAuth2:      token expires %s (in %s)\n", r.TokenExpiry.Format(time.RFC3339), time.Until(r.TokenExpiry).Round(time.Second))
+		}
+		if len(r.TokenScopes) > 0 {
+			fmt.Fprintf(a.stdout, "  scopes:      %s\n", strings.Join(r.TokenScopes, " "))
+		}
+		if len(r.TokenRoles) > 0 {
+			fmt.Fprintf(a.stdout, "  roles:       %s\n", strings.Join(r.TokenRoles, " "))
+		}
+	}
 	if r.RcptResult != "" {
 		fmt.Fprintf(a.stdout, "  RCPT:        %s\n", r.RcptResult)
 	}
