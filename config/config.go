@@ -736,6 +736,7 @@ func (v *validator) upstream(r *rawUpstream) *Upstream {
 			if u.TLS == "" {
 				u.TLS = p.TLS
 			}
+			v.presetChecks(u, r, p)
 		}
 	}
 	if r.Port != nil {

@@ -214,3 +214,32 @@ func isSharedTenant(t string) bool {
 	}
 	return false
 }
+
+// presetChecks applies what a provider preset says beyond host and port:
+// Outlook.com takes OAuth2 only, and some providers refuse or rewrite a
+// sender other than the account.
+func (v *validator) presetChecks(u *Upstream, r *rawUpstream, p upstream.Preset) {
+	if p.OAuthOnly {
+		for _, k := range []string{"password_file", "password_env", "password_command"} {
+			if sb, ok := r.Body.(*hclsyntax.Body); ok {
+				if _, set := sb.Attributes[k]; set {
+					v.errf(attrRange(r.Body, k), "OAuth2 only", "provider %q no longer accepts passwords (Basic authentication is off); replace %s with an oauth2 block (flow = \"refresh_token\", then `outbox oauth login %s`), see the README's OAuth2 section.", u.Provider, k, u.Name)
+				}
+			}
+		}
+		if u.Auth == "" {
+			u.Auth = "xoauth2"
+		}
+	}
+	if p.SenderMustMatch && u.EnvelopeFrom == "" && u.FromHeader != "rewrite" {
+		v.diags = append(v.diags, &hcl.Diagnostic{Severity: hcl.DiagWarning, Summary: "Sender must match",
+			Detail: fmt.Sprintf("upstream %q: provider %q refuses mail whose sender is not the account; set envelope_from = %q (and from_header = \"rewrite\" if the From: header must match too).", u.Name, u.Provider, senderHint(u.Username))})
+	}
+}
+
+func senderHint(user string) string {
+	if ValidAddress(user) {
+		return user
+	}
+	return "you@example.com"
+}

@@ -187,3 +187,51 @@ func TestOAuth2ServiceAccountSubjectIsTheMailbox(t *testing.T) {
 		t.Errorf("%+v", o)
 	}
 }
+
+func TestPresetChecks(t *testing.T) {
+	parse := func(body string) (*Config, error) {
+		return Parse("/x/relay.hcl", []byte("hostname = \"relay.example.com\"\nupstream \"u\" {\n"+body+"\n}\n"))
+	}
+	// Outlook.com takes no password.
+	if _, err := parse(`provider = "outlook"
+  username = "me@outlook.com"
+  password_env = "P"`); err == nil || !strings.Contains(err.Error(), "oauth2 block") {
+		t.Errorf("outlook with a password: %v", err)
+	}
+	cfg, err := parse(`provider = "outlook"
+  username = "me@outlook.com"
+  token_command = "get-token"`)
+	if err != nil || cfg.Upstreams[0].Auth != "xoauth2" {
+		t.Errorf("outlook auth default: %v %+v", err, cfg)
+	}
+	// Providers that insist on the account as sender get a warning.
+	for _, p := range []string{"qq", "163", "126", "exmail", "zoho", "office365"} {
+		cfg, err := parse(`provider = "` + p + `"
+  username = "me@example.com"
+  password_env = "P"`)
+		if err != nil || len(cfg.Warnings) == 0 || !strings.Contains(strings.Join(cfg.Warnings, "\n"), `envelope_from = "me@example.com"`) {
+			t.Errorf("%s: %v %q", p, err, cfg.Warnings)
+		}
+		cfg, err = parse(`provider = "` + p + `"
+  username = "me@example.com"
+  password_env = "P"
+  envelope_from = "me@example.com"`)
+		if err != nil || len(cfg.Warnings) != 0 {
+			t.Errorf("%s with envelope_from: %v %q", p, err, cfg.Warnings)
+		}
+	}
+	if cfg, err := parse(`provider = "gmail"
+  username = "me@gmail.com"
+  password_env = "P"`); err != nil || len(cfg.Warnings) != 0 {
+		t.Errorf("gmail rewrites, it does not refuse: %v %q", err, cfg.Warnings)
+	}
+	// outbox check refuses an SES region without SMTP.
+	if _, err := parse(`provider = "ses"
+  region = "cn-north-1"`); err == nil || !strings.Contains(err.Error(), "no SMTP endpoint") {
+		t.Errorf("ses region: %v", err)
+	}
+	if cfg, err := parse(`provider = "zoho-pro"
+  region = "eu"`); err != nil || cfg.Upstreams[0].Host != "smtppro.zoho.eu" {
+		t.Errorf("zoho-pro eu: %v", err)
+	}
+}
