@@ -391,7 +391,9 @@ func (s *SMTP) Deliver(ctx context.Context, env *Envelope) Outcome {
 	for attempt := 0; ; attempt++ {
 		cn, reused, err := s.get(ctx, nil)
 		if err != nil {
-			return all(temporary(err))
+			all(temporary(err))
+			s.logHints(out)
+			return out
 		}
 		st := s.transact(ctx, cn, env, out.Results)
 		if st.retry && reused && attempt == 0 {
@@ -410,6 +412,7 @@ func (s *SMTP) Deliver(ctx context.Context, env *Envelope) Outcome {
 		case !st.broken:
 			s.healthy()
 		}
+		s.logHints(out)
 		return out
 	}
 }

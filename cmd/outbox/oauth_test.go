@@ -15,6 +15,7 @@ import (
 	"github.com/emersion/go-smtp"
 
 	"github.com/outbox-mta/outbox/internal/oauthtest"
+	"github.com/outbox-mta/outbox/spool"
 )
 
 // bearerBackend is an SMTP server that takes XOAUTH2 with the tokens a
@@ -146,5 +147,33 @@ upstream "app" {
 	code, _, errOut := inRun(t, "oauth", "login", "app", "--config", cfgPath)
 	if code != exitUsage || !strings.Contains(errOut, "needs no sign-in") {
 		t.Errorf("%d %s", code, errOut)
+	}
+}
+
+// TestQueueListShowsHint: a known provider reply in last_error gets its
+// explanation beside it in `outbox queue ls`.
+func TestQueueListShowsHint(t *testing.T) {
+	t.Setenv("OUTBOX_CONFIG", "")
+	conf := inWriteConfig(t, inValid)
+	dir := filepath.Join(filepath.Dir(conf), "var")
+	os.MkdirAll(dir, 0o755)
+	s, err := spool.Open(filepath.Join(dir, "spool.db"), spool.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := &spool.Message{From: "a@163.com", Recipients: []spool.Recipient{{Address: "b@example.org"}}}
+	if err := s.Enqueue(t.Context(), m, strings.NewReader("Subject: x\r\n\r\nbody\r\n")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Update(m.ID, func(m *spool.Message) error {
+		m.Recipients[0].LastError = "554 DT:SPM 163 smtp3,GdxpCgD3"
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	code, out, errOut := inRun(t, "queue", "ls", "--config", conf)
+	if code != 0 || !strings.Contains(out, "DT:SPM") || !strings.Contains(out, "hint: 163/126 classed the message as spam") {
+		t.Errorf("queue ls: %d\n%s%s", code, out, errOut)
 	}
 }

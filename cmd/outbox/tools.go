@@ -84,6 +84,9 @@ func cmdTestUpstream(a *app, args []string) int {
 	}
 	if err != nil {
 		fmt.Fprintf(a.stdout, "FAIL: %v\n", err)
+		if h := upstream.Hint(err.Error()); h != "" {
+			fmt.Fprintf(a.stdout, "HINT: %s\n", h)
+		}
 		return exitUnavailable
 	}
 	fmt.Fprintf(a.stdout, "OK: upstream %s is ready to take mail\n", u.Name)
