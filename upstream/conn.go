@@ -260,8 +260,16 @@ func (s *SMTP) authenticate(ctx context.Context, cn *conn, probe *ProbeReport) e
 		secret, err = s.cfg.Password(ctx)
 	}
 	if err != nil {
-		if isConfigProblem(err) {
+		switch {
+		case isConfigProblem(err):
 			return s.authFailed(probe, mech, err)
+		case bearer && s.cfg.OAuth != nil:
+			// The token endpoint is down or unreachable: a temporary
+			// problem like a failed connection, not a wrong setting.
+			if probe != nil {
+				probe.AuthMech, probe.AuthError = mech, err.Error()
+			}
+			return err
 		}
 		return s.authFailed(probe, mech, fmt.Errorf("upstream %s: cannot read its secret: %w", s.cfg.Name, err))
 	}

@@ -192,3 +192,21 @@ func TestOAuthProbeReportsToken(t *testing.T) {
 		t.Errorf("report %+v", rep)
 	}
 }
+
+func TestOAuthTokenEndpointDownIsTemporary(t *testing.T) {
+	ts, fs, cfg, logs, _, _ := oauthSetup(t, oauth.ClientCredentials, false)
+	ts.FailNext(1)
+	s := newTarget(t, cfg)
+	out := deliver(t, s, envelope(testMessage, "b@example.net"))
+	wantClass(t, out, Deferred)
+	if !strings.Contains(out.Results[0].Message, "503") || strings.Contains(logs.String(), "configuration problem") {
+		t.Errorf("result %+v\nlogs:\n%s", out.Results[0], logs.String())
+	}
+	if _, _, paused := s.Paused(); paused {
+		t.Error("one failed token request paused the upstream")
+	}
+	wantClass(t, deliver(t, s, envelope(testMessage, "b@example.net")), Sent)
+	if len(fs.messages()) != 1 {
+		t.Errorf("messages %d", len(fs.messages()))
+	}
+}
