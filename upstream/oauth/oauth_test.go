@@ -6,6 +6,7 @@ import (
 	"crypto/rand"
 	"crypto/rsa"
 	"crypto/x509"
+	"encoding/base64"
 	"encoding/json"
 	"encoding/pem"
 	"errors"
@@ -18,6 +19,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"golang.org/x/oauth2"
 
 	"github.com/outbox-mta/outbox/internal/oauthtest"
 )
@@ -297,5 +300,21 @@ func TestLoopbackLoginWithPKCE(t *testing.T) {
 	}
 	if strings.Contains(string(b), secret) {
 		t.Error("the client secret was written to the token file")
+	}
+}
+
+func TestInfoReadsMicrosoftRoles(t *testing.T) {
+	// An app-only Exchange Online token carries its permissions as roles.
+	payload := base64.RawURLEncoding.EncodeToString([]byte(`{"aud":"https://outlook.office365.com","roles":["SMTP.SendAsApp"]}`))
+	s := &Source{}
+	s.tok = &oauth2.Token{AccessToken: "eyJhbGciOiJSUzI1NiJ9." + payload + ".c2ln", Expiry: time.Unix(2000000000, 0)}
+	in := s.Info()
+	if len(in.Roles) != 1 || in.Roles[0] != "SMTP.SendAsApp" || !in.Expiry.Equal(time.Unix(2000000000, 0)) {
+		t.Errorf("%+v", in)
+	}
+	// Google's tokens are opaque: nothing is made up.
+	s.tok = &oauth2.Token{AccessToken: "ya29.a0AfH6SM"}
+	if in := s.Info(); in.Roles != nil || in.Scopes != nil {
+		t.Errorf("%+v", in)
 	}
 }
