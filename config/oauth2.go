@@ -1,6 +1,7 @@
 package config
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -176,6 +177,20 @@ func (v *validator) oauth2(u *Upstream, r *rawUpstream) {
 		if _, err := os.Stat(f.path); errors.Is(err, fs.ErrNotExist) {
 			v.diags = append(v.diags, &hcl.Diagnostic{Severity: hcl.DiagWarning, Summary: "Missing secret file",
 				Detail: fmt.Sprintf("upstream %q: oauth2 %s %s does not exist; mail through it stays queued until it does.", u.Name, f.key, f.path)})
+		}
+	}
+	if out.KeyFile != "" {
+		if b, err := os.ReadFile(out.KeyFile); err == nil {
+			// Only what the key is is checked, never shown: it holds a
+			// private key.
+			var key struct {
+				Type        string `json:"type"`
+				ClientEmail string `json:"client_email"`
+				PrivateKey  string `json:"private_key"`
+			}
+			if json.Unmarshal(b, &key) != nil || key.Type != "service_account" || key.ClientEmail == "" || key.PrivateKey == "" {
+				bad("key_file", "Invalid key_file", "%s is not a Google service account key (a JSON file with \"type\": \"service_account\"); create one under IAM > Service accounts > Keys.", out.KeyFile)
+			}
 		}
 	}
 	if out.Flow == "refresh_token" {

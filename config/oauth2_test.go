@@ -2,6 +2,8 @@ package config
 
 import (
 	"errors"
+	"os"
+	"path/filepath"
 	"reflect"
 	"strings"
 	"testing"
@@ -233,5 +235,27 @@ func TestPresetChecks(t *testing.T) {
 	if cfg, err := parse(`provider = "zoho-pro"
   region = "eu"`); err != nil || cfg.Upstreams[0].Host != "smtppro.zoho.eu" {
 		t.Errorf("zoho-pro eu: %v", err)
+	}
+}
+
+func TestOAuth2KeyFileChecked(t *testing.T) {
+	dir := t.TempDir()
+	src := `upstream "ws" {
+  provider = "gmail"
+  username = "alice@example.com"
+  oauth2 {
+    flow = "service_account"
+    key_file = "key.json"
+  }
+}
+`
+	os.WriteFile(filepath.Join(dir, "key.json"), []byte(`{"type":"authorized_user","client_secret":"do-not-show"}`), 0o600)
+	_, err := Parse(filepath.Join(dir, "relay.hcl"), []byte(src))
+	if err == nil || !strings.Contains(err.Error(), "not a Google service account key") || strings.Contains(err.Error(), "do-not-show") {
+		t.Errorf("error %v", err)
+	}
+	os.WriteFile(filepath.Join(dir, "key.json"), []byte(`{"type":"service_account","client_email":"a@p.iam.gserviceaccount.com","private_key":"-----BEGIN PRIVATE KEY-----"}`), 0o600)
+	if _, err := Parse(filepath.Join(dir, "relay.hcl"), []byte(src)); err != nil {
+		t.Error(err)
 	}
 }
