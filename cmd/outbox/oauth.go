@@ -79,7 +79,7 @@ func cmdOAuth(a *app, args []string) int {
 	defer cancel()
 	ctx, cancelT := context.WithTimeout(ctx, *timeout)
 	defer cancelT()
-	opts := oauth.LoginOptions{Out: a.stdout, Port: *port}
+	opts := oauth.LoginOptions{Out: a.stdout, Port: *port, In: a.stdin}
 	if strings.Contains(u.OAuth2.AuthURL, "login.microsoftonline.com") {
 		// Microsoft registers loopback redirects as http://localhost.
 		opts.Host = "localhost"

@@ -1,6 +1,7 @@
 package oauth
 
 import (
+	"bufio"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -10,7 +11,9 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/url"
 	"strconv"
+	"strings"
 	"time"
 
 	"golang.org/x/oauth2"
@@ -27,6 +30,10 @@ type LoginOptions struct {
 	// Ready, when set, is called with the URL to open once the loopback
 	// listener is up (tests play the browser with it).
 	Ready func(authURL string)
+	// In, when set, is read for the address the browser was sent back
+	// to, pasted by hand: the way through when the browser runs on
+	// another machine and cannot reach the loopback listener.
+	In io.Reader
 }
 
 // DeviceLogin runs the device authorization grant (RFC 8628): it prints
@@ -146,9 +153,39 @@ func (s *Source) LoopbackLogin(ctx context.Context, o LoginOptions) error {
 	})}
 	go srv.Serve(ln)
 	defer srv.Close()
+	if o.In != nil {
+		go func() {
+			sc := bufio.NewScanner(o.In)
+			for sc.Scan() {
+				u, err := url.Parse(strings.TrimSpace(sc.Text()))
+				if err != nil || u.Query().Get("state") == "" {
+					continue
+				}
+				q := u.Query()
+				res := result{code: q.Get("code")}
+				switch {
+				case q.Get("state") != state:
+					fmt.Fprintln(o.Out, "That address carries another login's state; paste the one from this login.")
+					continue
+				case q.Get("error") != "":
+					res.err = fmt.Errorf("authorization refused: %s %s", q.Get("error"), firstLine(q.Get("error_description")))
+				case res.code == "":
+					res.err = errors.New("the pasted address carries no code")
+				}
+				select {
+				case got <- res:
+				default:
+				}
+				return
+			}
+		}()
+	}
 
 	fmt.Fprintf(o.Out, "To sign in as the mailbox of upstream %s, open this URL in a browser on this machine:\n\n    %s\n\n", s.cfg.Name, authURL)
 	fmt.Fprintf(o.Out, "Outbox waits for the browser at %s (from another machine: ssh -L %d:127.0.0.1:%d to this one first)…\n", redirect, port, port)
+	if o.In != nil {
+		fmt.Fprintln(o.Out, "If the browser cannot reach it, paste here the address it was sent to (it starts with "+redirect+"?).")
+	}
 	if o.Ready != nil {
 		o.Ready(authURL)
 	}

@@ -318,3 +318,37 @@ func TestInfoReadsMicrosoftRoles(t *testing.T) {
 		t.Errorf("%+v", in)
 	}
 }
+
+// TestLoopbackLoginPastedAddress: the browser runs elsewhere and cannot
+// reach the listener; the operator pastes the address it was sent to.
+func TestLoopbackLoginPastedAddress(t *testing.T) {
+	srv := oauthtest.New(t, oauthtest.Options{ClientID: "app", ClientSecret: secret})
+	file := filepath.Join(t.TempDir(), "t.json")
+	s := newSource(t, Config{Name: "gmail", Flow: RefreshToken, TokenURL: srv.TokenURL, AuthURL: srv.AuthURL, ClientID: "app",
+		ClientSecret: static(secret), Scopes: []string{"https://mail.google.com/"}, TokenFile: file}, nil)
+	pr, pw := io.Pipe()
+	defer pw.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	noFollow := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	var out bytes.Buffer
+	err := s.LoopbackLogin(ctx, LoginOptions{Out: &out, In: pr, Ready: func(u string) {
+		go func() {
+			resp, err := noFollow.Get(u)
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			resp.Body.Close()
+			io.WriteString(pw, "not an address\n"+resp.Header.Get("Location")+"\n")
+		}()
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := os.ReadFile(file)
+	var tf tokenFile
+	if json.Unmarshal(b, &tf); tf.RefreshToken == "" {
+		t.Fatalf("saved %s", b)
+	}
+}
