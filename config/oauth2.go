@@ -34,6 +34,8 @@ type OAuth2 struct {
 	// DeviceLogin says whether `outbox oauth login` uses the device code
 	// flow by default (Microsoft) or the loopback redirect (Google).
 	DeviceLogin bool
+	// RefreshWithScope sends the scopes with each refresh (Microsoft).
+	RefreshWithScope bool
 }
 
 type rawOAuth2 struct {
@@ -115,6 +117,7 @@ func (v *validator) oauth2(u *Upstream, r *rawUpstream) {
 			out.Scopes = scopes
 		}
 		out.DeviceLogin = preset.DeviceLogin && out.DeviceURL != ""
+		out.RefreshWithScope = preset.RefreshWithScope
 	} else {
 		out.DeviceLogin = out.DeviceURL != ""
 		if out.Tenant != "" {

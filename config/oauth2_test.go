@@ -74,6 +74,9 @@ func TestOAuth2Presets(t *testing.T) {
 			if u.Auth != "xoauth2" {
 				t.Errorf("auth %q, want xoauth2 by default", u.Auth)
 			}
+			if want := strings.Contains(tc.tokenURL, "microsoftonline"); o.RefreshWithScope != want {
+				t.Errorf("refresh with scope %v, want %v", o.RefreshWithScope, want)
+			}
 			if o.TokenFile != "/var/lib/outbox/oauth2-u.json" {
 				t.Errorf("token_file %q, want it beside the spool", o.TokenFile)
 			}

@@ -230,7 +230,8 @@ func buildTarget(cfg *config.Config, u *config.Upstream, log *slog.Logger, histo
 func NewOAuthSource(u *config.Upstream, log *slog.Logger) (*oauth.Source, error) {
 	o := u.OAuth2
 	oc := oauth.Config{Name: u.Name, Flow: o.Flow, TokenURL: o.TokenURL, AuthURL: o.AuthURL, DeviceURL: o.DeviceURL,
-		ClientID: o.ClientID, Scopes: o.Scopes, KeyFile: o.KeyFile, Subject: o.Subject, TokenFile: o.TokenFile, Logger: log}
+		ClientID: o.ClientID, Scopes: o.Scopes, KeyFile: o.KeyFile, Subject: o.Subject, TokenFile: o.TokenFile, Logger: log,
+		RefreshWithScope: o.RefreshWithScope}
 	switch {
 	case o.ClientSecretFile != "":
 		oc.ClientSecret = upstream.SecretFromFile(o.ClientSecretFile, log)

@@ -62,6 +62,9 @@ type OAuthPreset struct {
 	// DeviceLogin says whether `outbox oauth login` may use the device
 	// code flow: Google does not allow it for the mail scope.
 	DeviceLogin bool
+	// RefreshWithScope sends the scopes with each refresh request, which
+	// RFC 6749 §6 allows and Microsoft's endpoint needs in practice.
+	RefreshWithScope bool
 }
 
 // Microsoft identity platform v2.0 endpoints:
@@ -78,7 +81,8 @@ var microsoftOAuth = OAuthPreset{
 		"client_credentials": {"https://outlook.office365.com/.default"},
 		"refresh_token":      {"https://outlook.office.com/SMTP.Send", "offline_access"},
 	},
-	DeviceLogin: true,
+	DeviceLogin:      true,
+	RefreshWithScope: true,
 }
 
 // Google: https://developers.google.com/identity/protocols/oauth2/native-app
@@ -152,9 +156,10 @@ var presets = map[string]Preset{
 // access, through the "consumers" tenant.
 var outlookOAuth = OAuthPreset{
 	TokenURL: microsoftOAuth.TokenURL, AuthURL: microsoftOAuth.AuthURL, DeviceURL: microsoftOAuth.DeviceURL,
-	Tenants:     map[string]string{"refresh_token": "consumers"},
-	Scopes:      map[string][]string{"refresh_token": microsoftOAuth.Scopes["refresh_token"]},
-	DeviceLogin: true,
+	Tenants:          map[string]string{"refresh_token": "consumers"},
+	Scopes:           map[string][]string{"refresh_token": microsoftOAuth.Scopes["refresh_token"]},
+	DeviceLogin:      true,
+	RefreshWithScope: true,
 }
 
 // aliases of provider names.

@@ -18,6 +18,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"net/url"
 	"os"
 	"strings"
 	"sync"
@@ -45,9 +46,13 @@ type Config struct {
 	ClientID     string
 	ClientSecret func(ctx context.Context) (string, error) // nil: a public client
 	Scopes       []string
-	KeyFile      string // service_account: the JSON key
-	Subject      string // service_account: the mailbox to act as
-	TokenFile    string // cache of the current tokens
+	// RefreshWithScope sends Scopes with each refresh request (RFC 6749
+	// §6 allows it; Microsoft's endpoint wants it), where x/oauth2's
+	// refresher sends none.
+	RefreshWithScope bool
+	KeyFile          string // service_account: the JSON key
+	Subject          string // service_account: the mailbox to act as
+	TokenFile        string // cache of the current tokens
 	// HTTPClient makes the token requests; nil: a client with a 30 s
 	// timeout.
 	HTTPClient *http.Client
@@ -238,8 +243,17 @@ func (s *Source) refreshLocked(ctx context.Context) error {
 				Fix:         fmt.Sprintf("run `outbox oauth login %s` once", s.cfg.Name)})
 		}
 		old = s.tok.RefreshToken
-		oc := s.oauth2Config(secret, "")
-		tok, err = oc.TokenSource(ctx, &oauth2.Token{RefreshToken: old}).Token()
+		if s.cfg.RefreshWithScope {
+			// clientcredentials lets grant_type be replaced, which makes
+			// it a refresh request that carries the scopes.
+			cc := clientcredentials.Config{ClientID: s.cfg.ClientID, ClientSecret: secret, TokenURL: s.cfg.TokenURL,
+				Scopes: s.cfg.Scopes, AuthStyle: oauth2.AuthStyleInParams,
+				EndpointParams: url.Values{"grant_type": {"refresh_token"}, "refresh_token": {old}}}
+			tok, err = cc.Token(ctx)
+		} else {
+			oc := s.oauth2Config(secret, "")
+			tok, err = oc.TokenSource(ctx, &oauth2.Token{RefreshToken: old}).Token()
+		}
 	case ServiceAccount:
 		key, rerr := os.ReadFile(s.cfg.KeyFile)
 		if rerr != nil {

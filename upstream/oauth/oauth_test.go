@@ -352,3 +352,26 @@ func TestLoopbackLoginPastedAddress(t *testing.T) {
 		t.Fatalf("saved %s", b)
 	}
 }
+
+// TestRefreshWithScope: Microsoft's endpoint is sent the scopes with a
+// refresh, and a rotated refresh token is kept as with the plain refresh.
+func TestRefreshWithScope(t *testing.T) {
+	srv := oauthtest.New(t, oauthtest.Options{ClientID: "app", Rotate: true})
+	file := filepath.Join(t.TempDir(), "t.json")
+	writeTokens(t, file, "app", srv.TokenURL, "rt-0")
+	srv.AddRefreshToken("rt-0")
+	s := newSource(t, Config{Flow: RefreshToken, TokenURL: srv.TokenURL, ClientID: "app", TokenFile: file,
+		Scopes: []string{"https://outlook.office.com/SMTP.Send", "offline_access"}, RefreshWithScope: true}, nil)
+	tok, err := s.Token(context.Background())
+	if err != nil || !srv.Valid(tok) {
+		t.Fatalf("%q %v", tok, err)
+	}
+	f := srv.Forms()[0]
+	if f.Get("grant_type") != "refresh_token" || f.Get("refresh_token") != "rt-0" || f.Get("scope") != "https://outlook.office.com/SMTP.Send offline_access" {
+		t.Errorf("refresh request %v", f)
+	}
+	b, _ := os.ReadFile(file)
+	if strings.Contains(string(b), "rt-0") || !strings.Contains(string(b), srv.RefreshTokens()[0]) {
+		t.Errorf("rotated token not saved: %s", b)
+	}
+}
