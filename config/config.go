@@ -139,6 +139,7 @@ type Upstream struct {
 	Path            string // maildir
 	IdleTimeout     time.Duration
 	ConnectTimeout  time.Duration
+	OAuth2          *OAuth2 // nil without an oauth2 block
 }
 
 // Route sends matching mail to an ordered list of upstreams.
@@ -244,6 +245,8 @@ type rawUpstream struct {
 	ConnectTimeout  string    `hcl:"connect_timeout,optional"`
 	Body            hcl.Body  `hcl:",body"`
 	DefRange        hcl.Range `hcl:",def_range"`
+
+	OAuth2 *rawOAuth2 `hcl:"oauth2,block"`
 }
 
 type rawRoute struct {
@@ -387,6 +390,7 @@ type validator struct {
 	hostname string
 	diags    hcl.Diagnostics
 	skip     []hcl.Range // attributes holding a placeholder: their errors are not reported
+	spoolDir string      // the spool's folder, where oauth2 token files go by default
 }
 
 func (v *validator) errf(rng hcl.Range, summary, detail string, args ...any) {
@@ -587,6 +591,7 @@ func (v *validator) build(path string, raw *rawFile) *Config {
 	}
 
 	names := map[string]bool{}
+	v.spoolDir = filepath.Dir(cfg.Spool.Path)
 	for i := range raw.Upstreams {
 		u := v.upstream(&raw.Upstreams[i])
 		if names[u.Name] {
@@ -712,6 +717,9 @@ func (v *validator) upstream(r *rawUpstream) *Upstream {
 				}
 			}
 		}
+		if r.OAuth2 != nil {
+			v.errf(r.OAuth2.DefRange, "Not for maildir", "oauth2 has no meaning for a maildir upstream; remove it or set type = \"smtp\".")
+		}
 		return u
 	case "smtp":
 	default:
@@ -732,6 +740,7 @@ func (v *validator) upstream(r *rawUpstream) *Upstream {
 			if u.TLS == "" {
 				u.TLS = p.TLS
 			}
+			v.presetChecks(u, r, p)
 		}
 	}
 	if r.Port != nil {
@@ -799,7 +808,8 @@ func (v *validator) upstream(r *rawUpstream) *Upstream {
 	if (secrets > 0 || u.TokenFile != "" || u.TokenCommand != "") && u.Username == "" {
 		v.errf(r.DefRange, "Missing username", "upstream %q has a password or token but no username; add username = \"you@example.com\".", u.Name)
 	}
-	if (u.Auth == "xoauth2" || u.Auth == "oauthbearer") && u.TokenFile == "" && u.TokenCommand == "" {
+	v.oauth2(u, r)
+	if (u.Auth == "xoauth2" || u.Auth == "oauthbearer") && u.TokenFile == "" && u.TokenCommand == "" && u.OAuth2 == nil {
 		v.errf(attrRange(r.Body, "auth"), "Missing token", "auth = %q needs token_file or token_command.", u.Auth)
 	}
 	if r.MaxConnections != nil {

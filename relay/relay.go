@@ -22,6 +22,7 @@ import (
 	"github.com/outbox-mta/outbox/config"
 	"github.com/outbox-mta/outbox/spool"
 	"github.com/outbox-mta/outbox/upstream"
+	"github.com/outbox-mta/outbox/upstream/oauth"
 )
 
 // Options are test hooks and tuning knobs for New.
@@ -217,10 +218,36 @@ func buildTarget(cfg *config.Config, u *config.Upstream, log *slog.Logger, histo
 	case u.TokenCommand != "":
 		sc.Token = upstream.SecretFromCommand("token_command", u.TokenCommand, log.With("upstream", u.Name))
 	}
+	if u.OAuth2 != nil {
+		src, err := NewOAuthSource(u, log)
+		if err != nil {
+			return nil, err
+		}
+		sc.OAuth = src
+	}
 	if u.TLSSkipVerify {
 		log.Warn("TLS certificate verification is off for this upstream (tls_skip_verify); anyone on the path can read the mail and the password", "upstream", u.Name)
 	}
 	return upstream.NewSMTP(sc)
+}
+
+// NewOAuthSource builds the token source of an upstream with an oauth2
+// block (the daemon's targets, `outbox test-upstream`, `outbox oauth`).
+func NewOAuthSource(u *config.Upstream, log *slog.Logger) (*oauth.Source, error) {
+	o := u.OAuth2
+	oc := oauth.Config{Name: u.Name, Flow: o.Flow, TokenURL: o.TokenURL, AuthURL: o.AuthURL, DeviceURL: o.DeviceURL,
+		ClientID: o.ClientID, Scopes: o.Scopes, KeyFile: o.KeyFile, Subject: o.Subject, TokenFile: o.TokenFile, Logger: log,
+		RefreshWithScope: o.RefreshWithScope}
+	switch {
+	case o.ClientSecretFile != "":
+		oc.ClientSecret = upstream.SecretFromFile(o.ClientSecretFile, log)
+	case o.ClientSecretEnv != "":
+		oc.ClientSecret = upstream.SecretFromEnv(o.ClientSecretEnv)
+	}
+	if o.Flow == oauth.RefreshToken && o.Subject == "" {
+		oc.Subject = u.Username // the login hint
+	}
+	return oauth.New(oc)
 }
 
 // Spool exposes the open spool (tests and admin).

@@ -251,14 +251,26 @@ func (s *SMTP) authenticate(ctx context.Context, cn *conn, probe *ProbeReport) e
 		return s.authFailed(probe, mech, fmt.Errorf("AUTH %s not offered by %s (offered: %s)", mech, s.addr, mechs))
 	}
 
+	bearer := mech == "OAUTHBEARER" || mech == "XOAUTH2"
 	var secret string
 	var err error
-	if mech == "OAUTHBEARER" || mech == "XOAUTH2" {
+	if bearer {
 		secret, err = s.cfg.Token(ctx)
 	} else {
 		secret, err = s.cfg.Password(ctx)
 	}
 	if err != nil {
+		switch {
+		case isConfigProblem(err):
+			return s.authFailed(probe, mech, err)
+		case bearer && s.cfg.OAuth != nil:
+			// The token endpoint is down or unreachable: a temporary
+			// problem like a failed connection, not a wrong setting.
+			if probe != nil {
+				probe.AuthMech, probe.AuthError = mech, err.Error()
+			}
+			return err
+		}
 		return s.authFailed(probe, mech, fmt.Errorf("upstream %s: cannot read its secret: %w", s.cfg.Name, err))
 	}
 	newClient := func() sasl.Client {
@@ -274,7 +286,22 @@ func (s *SMTP) authenticate(ctx context.Context, cn *conn, probe *ProbeReport) e
 		}
 		return sasl.NewOAuthBearerClient(&sasl.OAuthBearerOptions{Username: s.cfg.Username, Host: s.cfg.Host, Port: s.cfg.Port, Token: secret})
 	}
-	if err := cn.c.Auth(newClient()); err != nil {
+	err = cn.c.Auth(newClient())
+	if err != nil && bearer && s.cfg.OAuth != nil && tokenRefused(err) {
+		// The token may have been revoked or have expired early: one
+		// fresh token is worth a second try on the same session.
+		s.log.Info("AUTH refused the OAuth2 token; fetching a new one", "mechanism", mech, "reply", replyCode(err))
+		s.cfg.OAuth.Invalidate(secret)
+		fresh, terr := s.cfg.Token(ctx)
+		if terr != nil {
+			return s.authFailed(probe, mech, terr)
+		}
+		if fresh != secret {
+			secret = fresh
+			err = cn.c.Auth(newClient())
+		}
+	}
+	if err != nil {
 		// A server may quote what it got: the base64 of the secret (LOGIN)
 		// or of the initial response, which holds it (PLAIN, XOAUTH2).
 		hidden := []string{secret, base64.StdEncoding.EncodeToString([]byte(secret))}
@@ -302,7 +329,18 @@ func (s *SMTP) authenticate(ctx context.Context, cn *conn, probe *ProbeReport) e
 // itself, the operator has to fix the configuration.
 func (s *SMTP) authFailed(probe *ProbeReport, mech string, err error) error {
 	fix := fmt.Sprintf("check username/password_file for upstream %s", s.cfg.Name)
-	if s.cfg.Token != nil {
+	switch {
+	case isConfigProblem(err):
+		// The error names its own fix (`outbox oauth login NAME` …).
+		s.log.Error("OAuth2 token for upstream unavailable: configuration problem, mail stays queued",
+			"addr", s.addr, "mechanism", mech, "username", s.cfg.Username, "error", err.Error())
+		if probe != nil {
+			probe.AuthMech, probe.AuthOK, probe.AuthError = mech, false, err.Error()
+		}
+		return &authError{err: err}
+	case s.cfg.OAuth != nil:
+		fix = fmt.Sprintf("check that username is the mailbox the OAuth2 grant is for, and the app's SMTP permission, for upstream %s", s.cfg.Name)
+	case s.cfg.Token != nil:
 		fix = fmt.Sprintf("check username and token for upstream %s", s.cfg.Name)
 	}
 	s.log.Error("authentication with upstream failed: configuration problem, mail stays queued",

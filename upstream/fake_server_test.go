@@ -37,6 +37,9 @@ type fakeOptions struct {
 	Password string
 	DSN      bool
 	UTF8     bool
+	// Bearer, when set, offers XOAUTH2 and accepts a token when it
+	// returns true.
+	Bearer func(user, token string) bool
 }
 
 // fakeServer is a go-smtp server with scripted faults.
@@ -162,7 +165,11 @@ type fakeSession struct {
 }
 
 func (s *fakeSession) AuthMechanisms() []string {
-	if s.fs.opts().User == "" {
+	o := s.fs.opts()
+	if o.Bearer != nil {
+		return []string{"XOAUTH2"}
+	}
+	if o.User == "" {
 		return nil
 	}
 	return []string{sasl.Plain, sasl.Login}
@@ -185,6 +192,14 @@ func (s *fakeSession) Auth(mech string) (sasl.Server, error) {
 		return sasl.NewPlainServer(func(_, user, pass string) error { return check(user, pass) }), nil
 	case sasl.Login:
 		return &loginServer{check: check}, nil
+	case "XOAUTH2":
+		return &xoauth2Server{check: func(user, token string) bool {
+			if o.Bearer(user, token) {
+				s.user = user
+				return true
+			}
+			return false
+		}}, nil
 	}
 	return nil, smtp.ErrAuthUnknownMechanism
 }
@@ -378,4 +393,35 @@ func waitFor(t testing.TB, what string, cond func() bool) {
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
+}
+
+// xoauth2Server is the server side of XOAUTH2 as Gmail and Exchange
+// Online run it: a refused token gets a 334 challenge with a JSON error,
+// then 535 after the client's empty answer.
+type xoauth2Server struct {
+	check  func(user, token string) bool
+	failed bool
+}
+
+func (x *xoauth2Server) Next(resp []byte) ([]byte, bool, error) {
+	if x.failed {
+		return nil, true, &smtp.SMTPError{Code: 535, EnhancedCode: smtp.EnhancedCode{5, 7, 8}, Message: "Username and Password not accepted"}
+	}
+	if resp == nil {
+		return []byte{}, false, nil
+	}
+	var user, token string
+	for _, f := range strings.Split(string(resp), "\x01") {
+		if v, ok := strings.CutPrefix(f, "user="); ok {
+			user = v
+		}
+		if v, ok := strings.CutPrefix(f, "auth=Bearer "); ok {
+			token = v
+		}
+	}
+	if x.check(user, token) {
+		return nil, true, nil
+	}
+	x.failed = true
+	return []byte(`{"status":"401","schemes":"bearer","scope":"https://mail.google.com/"}`), false, nil
 }

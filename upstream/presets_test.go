@@ -7,7 +7,11 @@ import (
 
 func TestPresets(t *testing.T) {
 	for _, name := range PresetNames() {
-		p, err := LookupPreset(name, "eu-west-1")
+		region := ""
+		if name == "ses" {
+			region = "eu-west-1"
+		}
+		p, err := LookupPreset(name, region)
 		if err != nil {
 			t.Errorf("%s: %v", name, err)
 			continue
@@ -33,5 +37,31 @@ func TestPresets(t *testing.T) {
 	}
 	if _, err := LookupPreset("nosuch", ""); err == nil || !strings.Contains(err.Error(), "gmail") {
 		t.Errorf("unknown provider: %v", err)
+	}
+}
+
+func TestPresetRegions(t *testing.T) {
+	for _, tc := range []struct{ name, region, host, err string }{
+		{"zoho", "", "smtp.zoho.com", ""},
+		{"zoho", "eu", "smtp.zoho.eu", ""},
+		{"zoho", "com.au", "smtp.zoho.com.au", ""},
+		{"zoho-pro", "in", "smtppro.zoho.in", ""},
+		{"zoho", "us", "", "com, eu, in"},
+		{"mailgun", "", "smtp.mailgun.org", ""},
+		{"mailgun", "eu", "smtp.eu.mailgun.org", ""},
+		{"mailgun", "ap", "", "eu, us"},
+		{"ses", "eu-west-1", "email-smtp.eu-west-1.amazonaws.com", ""},
+		// SES does not run in AWS China.
+		{"ses", "cn-north-1", "", "no SMTP endpoint"},
+		{"google-relay", "", "smtp-relay.gmail.com", ""},
+		{"microsoft-hve", "", "smtp.hve.mx.microsoft", ""},
+	} {
+		p, err := LookupPreset(tc.name, tc.region)
+		switch {
+		case tc.err != "" && (err == nil || !strings.Contains(err.Error(), tc.err)):
+			t.Errorf("%s/%s: error %v, want %q", tc.name, tc.region, err, tc.err)
+		case tc.err == "" && (err != nil || p.Host != tc.host):
+			t.Errorf("%s/%s: %q %v, want %s", tc.name, tc.region, p.Host, err, tc.host)
+		}
 	}
 }

@@ -21,6 +21,13 @@ type ProbeReport struct {
 	AuthError    string
 	RcptResult   string // reply to RCPT TO when a recipient was given
 	Extensions   []string
+
+	// OAuth2: the access token's expiry, scopes and (Microsoft app-only)
+	// roles; only for upstreams with an oauth2 block.
+	OAuth       bool
+	TokenExpiry time.Time
+	TokenScopes []string
+	TokenRoles  []string
 }
 
 // probeExtensions are the ESMTP extensions worth showing. go-smtp does not
@@ -52,6 +59,12 @@ func (p *ProbeReport) fill(cn *conn) {
 // operator; the report holds whatever was learnt before it.
 func (s *SMTP) Probe(ctx context.Context, rcpt string) (*ProbeReport, error) {
 	p := &ProbeReport{Addr: s.addr}
+	if s.cfg.OAuth != nil {
+		defer func() {
+			p.OAuth = true
+			p.TokenExpiry, p.TokenScopes, p.TokenRoles = s.cfg.OAuth.TokenInfo()
+		}()
+	}
 	cn, _, err := s.get(ctx, p)
 	if err != nil {
 		return p, err

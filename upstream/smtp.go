@@ -46,6 +46,11 @@ type SMTPConfig struct {
 	Dial           func(ctx context.Context, network, addr string) (net.Conn, error) // nil: net.Dialer
 	Now            func() time.Time                                                  // nil: time.Now; drives pause and rate
 	Logger         *slog.Logger                                                      // nil: slog.Default()
+
+	// OAuth, when set, runs the OAuth2 flow itself: it provides Token, is
+	// told when the server refuses a token, and its configuration
+	// problems pause the upstream until its stored tokens change.
+	OAuth OAuthSource
 }
 
 const (
@@ -76,6 +81,7 @@ type SMTP struct {
 	closed      bool
 	pausedUntil time.Time
 	pauseReason string
+	pauseConfig bool // paused for a configuration problem (OAuth2 grant refused)
 	backoff     time.Duration
 	connFails   int
 }
@@ -97,6 +103,14 @@ func NewSMTP(cfg SMTPConfig) (*SMTP, error) {
 		cfg.TLS = "starttls"
 	}
 	cfg.Auth = strings.ToLower(cfg.Auth)
+	if cfg.OAuth != nil {
+		if cfg.Token == nil {
+			cfg.Token = cfg.OAuth.Token
+		}
+		if cfg.Auth == "" || cfg.Auth == "auto" {
+			cfg.Auth = "xoauth2"
+		}
+	}
 	if cfg.Auth == "" {
 		cfg.Auth = "auto"
 	}
@@ -256,6 +270,11 @@ func (s *SMTP) Close() error {
 func (s *SMTP) Paused() (until time.Time, reason string, paused bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if s.pauseConfig && s.cfg.Now().Before(s.pausedUntil) && s.cfg.OAuth != nil && s.cfg.OAuth.Changed() {
+		// `outbox oauth login` wrote new tokens: try them at once.
+		s.pausedUntil, s.pauseConfig, s.backoff = time.Time{}, false, 0
+		s.log.Info("upstream resumed: its OAuth2 tokens changed on disk")
+	}
 	if s.cfg.Now().Before(s.pausedUntil) {
 		return s.pausedUntil, s.pauseReason, true
 	}
@@ -264,7 +283,12 @@ func (s *SMTP) Paused() (until time.Time, reason string, paused bool) {
 
 // pause stops deliveries for an exponentially growing time. Concurrent
 // failures that arrive while already paused do not grow it further.
-func (s *SMTP) pause(reason string) {
+func (s *SMTP) pause(reason string) { s.pauseFor(reason, false) }
+
+// pauseFor pauses; config says the cause is a configuration problem that
+// retrying will not cure, so the upstream waits the longest pause at once
+// (or until its OAuth2 tokens change on disk).
+func (s *SMTP) pauseFor(reason string, config bool) {
 	s.mu.Lock()
 	now := s.cfg.Now()
 	if now.Before(s.pausedUntil) {
@@ -272,11 +296,14 @@ func (s *SMTP) pause(reason string) {
 		return
 	}
 	switch {
+	case config:
+		s.backoff = pauseMax
 	case s.backoff == 0:
 		s.backoff = pauseInitial
 	case s.backoff < pauseMax:
 		s.backoff = min(2*s.backoff, pauseMax)
 	}
+	s.pauseConfig = config
 	s.pausedUntil = now.Add(s.backoff)
 	s.pauseReason = reason
 	s.connFails = 0
@@ -365,7 +392,9 @@ func (s *SMTP) Deliver(ctx context.Context, env *Envelope) Outcome {
 	for attempt := 0; ; attempt++ {
 		cn, reused, err := s.get(ctx, nil)
 		if err != nil {
-			return all(temporary(err))
+			all(temporary(err))
+			s.logHints(out)
+			return out
 		}
 		st := s.transact(ctx, cn, env, out.Results)
 		if st.retry && reused && attempt == 0 {
@@ -384,6 +413,7 @@ func (s *SMTP) Deliver(ctx context.Context, env *Envelope) Outcome {
 		case !st.broken:
 			s.healthy()
 		}
+		s.logHints(out)
 		return out
 	}
 }
@@ -619,6 +649,8 @@ func (s *SMTP) get(ctx context.Context, probe *ProbeReport) (cn *conn, reused bo
 		if ctx.Err() == nil {
 			if replyCode(err) == 421 {
 				s.pause(err.Error())
+			} else if isConfigProblem(err) {
+				s.pauseFor(err.Error(), true)
 			} else {
 				s.connFailed(err.Error())
 			}

@@ -49,6 +49,7 @@ func init() {
 		{"queue", "list and manage queued mail: ls [--json], show ID, body ID, hold ID, release ID, retry ID, bounce ID, delete ID, flush, stats, backup FILE, compact", "outbox queue SUBCOMMAND [ARGS] [--config FILE]", cmdQueue},
 		{"send", "compose a message (text, HTML, attachments) and submit it as sendmail does, or submit a whole message read from stdin", "outbox send --from A --to B [--to …] [--cc …] [--bcc …] --subject S [--text FILE|-] [--html FILE] [--attach FILE]… [--inline FILE]… [--header \"K: V\"]… [--tag k=v]…\n       outbox send [--from A] [--subject S] RCPT… < message", cmdSend},
 		{"test-upstream", "connect to an upstream, report TLS and AUTH, and with --rcpt try MAIL/RCPT without sending", "outbox test-upstream [--rcpt ADDR] NAME", cmdTestUpstream},
+		{"oauth", "sign a mailbox in once for an upstream with oauth2 flow = \"refresh_token\" and store its refresh token", "outbox oauth login [--device|--browser] [--port N] NAME", cmdOAuth},
 		{"service", "install, uninstall, start, stop or show the system service", "outbox service install|uninstall|start|stop|restart|status [--config FILE]", cmdService},
 		{"hash-password", "print a bcrypt hash of a password read from stdin, for listen { auth = {...} }", "outbox hash-password < password", cmdHashPassword},
 		{"status", "one screen: version, uptime, listeners, upstreams, queue and spool size", "outbox status [--json] [--config FILE]", cmdStatus},
@@ -283,6 +284,9 @@ func cmdCheck(a *app, args []string) int {
 			fmt.Fprintf(a.stdout, "  upstream %s: maildir %s%s\n", u.Name, u.Path, mark)
 		} else {
 			fmt.Fprintf(a.stdout, "  upstream %s: %s:%d tls=%s%s\n", u.Name, u.Host, u.Port, u.TLS, mark)
+			if o := u.OAuth2; o != nil {
+				fmt.Fprintf(a.stdout, "           oauth2 %s, token_url %s, scopes %s, tokens in %s\n", o.Flow, o.TokenURL, strings.Join(o.Scopes, " "), o.TokenFile)
+			}
 		}
 	}
 	fmt.Fprintf(a.stdout, "  spool    %s\n", cfg.Spool.Path)

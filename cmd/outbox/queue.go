@@ -16,6 +16,7 @@ import (
 	"github.com/outbox-mta/outbox/config"
 	"github.com/outbox-mta/outbox/relay"
 	"github.com/outbox-mta/outbox/spool"
+	"github.com/outbox-mta/outbox/upstream"
 )
 
 func cmdQueue(a *app, args []string) int {
@@ -111,6 +112,9 @@ func queueLs(a *app, args []string) int {
 			line := fmt.Sprintf("  → %s  %s", r.Address, r.Status)
 			if r.LastError != "" {
 				line += "  (" + r.LastError + ")"
+			}
+			if h := upstream.Hint(r.LastError); h != "" {
+				line += "\n      hint: " + h
 			}
 			fmt.Fprintln(a.stdout, line)
 		}

@@ -80,6 +80,9 @@ func cmdTestUpstream(a *app, args []string) int {
 	}
 	if err != nil {
 		fmt.Fprintf(a.stdout, "FAIL: %v\n", err)
+		if h := upstream.Hint(err.Error()); h != "" {
+			fmt.Fprintf(a.stdout, "HINT: %s\n", h)
+		}
 		return exitUnavailable
 	}
 	fmt.Fprintf(a.stdout, "OK: upstream %s is ready to take mail\n", u.Name)
@@ -101,6 +104,19 @@ func printProbe(a *app, name string, r *upstream.ProbeReport) {
 		fmt.Fprintf(a.stdout, "  AUTH:        %s accepted\n", r.AuthMech)
 	case r.AuthError != "":
 		fmt.Fprintf(a.stdout, "  AUTH:        %s refused: %s\n", r.AuthMech, r.AuthError)
+	}
+	if r.OAuth {
+		if r.TokenExpiry.IsZero() {
+			fmt.Fprintf(a.stdout, "  OAuth2:      no token\n")
+		} else {
+			fmt.Fprintf(a.stdout, "  OAuth2:      token expires %s (in %s)\n", r.TokenExpiry.Format(time.RFC3339), time.Until(r.TokenExpiry).Round(time.Second))
+		}
+		if len(r.TokenScopes) > 0 {
+			fmt.Fprintf(a.stdout, "  scopes:      %s\n", strings.Join(r.TokenScopes, " "))
+		}
+		if len(r.TokenRoles) > 0 {
+			fmt.Fprintf(a.stdout, "  roles:       %s\n", strings.Join(r.TokenRoles, " "))
+		}
 	}
 	if r.RcptResult != "" {
 		fmt.Fprintf(a.stdout, "  RCPT:        %s\n", r.RcptResult)

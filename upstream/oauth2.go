@@ -1,0 +1,44 @@
+package upstream
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	"github.com/emersion/go-sasl"
+)
+
+// OAuthSource provides the access tokens of an upstream whose OAuth2 flow
+// Outbox runs itself (package upstream/oauth implements it).
+type OAuthSource interface {
+	// Token returns a token that is not about to expire.
+	Token(ctx context.Context) (string, error)
+	// Invalidate forgets a token the server refused.
+	Invalidate(token string)
+	// Changed reports whether the stored tokens changed on disk since
+	// they were read (`outbox oauth login` ran).
+	Changed() bool
+	// TokenInfo describes the current token for test-upstream.
+	TokenInfo() (expiry time.Time, scopes, roles []string)
+}
+
+// configProblem is implemented by errors that only the operator can fix
+// (an OAuth2 invalid_grant, for instance): the upstream pauses on them
+// instead of hammering the provider.
+type configProblem interface {
+	ConfigProblem() bool
+}
+
+func isConfigProblem(err error) bool {
+	var cp configProblem
+	return errors.As(err, &cp) && cp.ConfigProblem()
+}
+
+// tokenRefused reports whether an AUTH failure says the bearer token is
+// bad, so that one fresh token is worth a try: a reply such as 535 (Gmail
+// 5.7.8, Microsoft 5.7.3) after XOAUTH2's 334 error challenge, or
+// OAUTHBEARER's error challenge. A lost connection is not one.
+func tokenRefused(err error) bool {
+	var be *sasl.OAuthBearerError
+	return isReply(err) || errors.As(err, &be)
+}
