@@ -84,7 +84,7 @@ func newMetrics(sp *spool.Spool, targets func() map[string]upstream.Target) *met
 	)
 	m.reg.MustRegister(pausedCollector{
 		desc: prometheus.NewDesc("outbox_upstream_paused",
-			"1 while the upstream is paused after a 421 or repeated connection failures.", []string{"upstream"}, nil),
+			"1 while the upstream is paused: after a 421, repeated connection failures, or an OAuth2 configuration problem (invalid_grant and the like).", []string{"upstream"}, nil),
 		targets: targets,
 	}, failureCollector{
 		auth: prometheus.NewDesc("outbox_upstream_auth_failures_total",
@@ -150,7 +150,7 @@ type failureCollector struct {
 
 // tokenCounter is what a target that fetches OAuth2 tokens reports.
 type tokenCounter interface {
-	TokenRefreshes() (ok, failed uint64)
+	TokenRefreshes() (ok, failed uint64, oauth bool)
 }
 
 func (c failureCollector) Describe(ch chan<- *prometheus.Desc) {
@@ -167,7 +167,10 @@ func (c failureCollector) Collect(ch chan<- prometheus.Metric) {
 			ch <- prometheus.MustNewConstMetric(c.tls, prometheus.CounterValue, float64(n.TLS), name)
 		}
 		if tc, ok := t.(tokenCounter); ok {
-			good, failed := tc.TokenRefreshes()
+			good, failed, oauth := tc.TokenRefreshes()
+			if !oauth {
+				continue
+			}
 			ch <- prometheus.MustNewConstMetric(c.tokens, prometheus.CounterValue, float64(good), name, "ok")
 			ch <- prometheus.MustNewConstMetric(c.tokens, prometheus.CounterValue, float64(failed), name, "failed")
 		}

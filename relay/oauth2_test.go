@@ -183,13 +183,25 @@ upstream "a" {
 	if err != nil {
 		t.Fatal(err)
 	}
-	paused := -1.0
+	paused, refreshFailed := -1.0, -1.0
 	for _, f := range mf {
 		if f.GetName() == "outbox_upstream_paused" {
 			for _, mm := range f.GetMetric() {
 				paused = mm.GetGauge().GetValue()
 			}
 		}
+		if f.GetName() == "outbox_oauth2_token_refreshes_total" {
+			for _, mm := range f.GetMetric() {
+				for _, l := range mm.GetLabel() {
+					if l.GetValue() == "failed" {
+						refreshFailed = mm.GetCounter().GetValue()
+					}
+				}
+			}
+		}
+	}
+	if refreshFailed < 1 {
+		t.Errorf("outbox_oauth2_token_refreshes_total{result=failed} = %v, want at least 1 after invalid_grant", refreshFailed)
 	}
 	if paused != 1 {
 		t.Errorf("outbox_upstream_paused = %v, want 1", paused)

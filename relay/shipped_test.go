@@ -120,6 +120,7 @@ func TestShippedQueriesUseServedMetrics(t *testing.T) {
 	}
 	port := down.Addr().(*net.TCPAddr).Port
 	down.Close() // nothing listens there now: connections are refused
+	t.Setenv("OUTBOX_TEST_SHIPPED_SECRET", "not-used")
 	cfg := dlvConfig(t, dir, `
 hostname = "relay.test"
 listen { address = "127.0.0.1:`+strconv.Itoa(inFreePort(t))+`" }
@@ -129,6 +130,21 @@ upstream "down" {
   host = "127.0.0.1"
   port = `+strconv.Itoa(port)+`
   tls  = "none"
+}
+# An OAuth2 upstream, so that its token metrics are served too (no mail
+# is routed to it: the first upstream takes all).
+upstream "m365" {
+  host     = "127.0.0.1"
+  port     = `+strconv.Itoa(port)+`
+  tls      = "none"
+  username = "relay@contoso.example"
+  oauth2 {
+    flow              = "client_credentials"
+    token_url         = "http://127.0.0.1:`+strconv.Itoa(port)+`/token"
+    scopes            = ["smtp"]
+    client_id         = "app"
+    client_secret_env = "OUTBOX_TEST_SHIPPED_SECRET"
+  }
 }
 `)
 	if err := os.MkdirAll(filepath.Join(dir, "var"), 0o750); err != nil {

@@ -20,6 +20,28 @@ type OAuthSource interface {
 	Changed() bool
 	// TokenInfo describes the current token for test-upstream.
 	TokenInfo() (expiry time.Time, scopes, roles []string)
+	// Refreshes counts the token requests that succeeded and failed.
+	Refreshes() (ok, failed uint64)
+}
+
+// TokenRefreshes reports the upstream's token requests; oauth is false
+// when the upstream has no oauth2 block (nothing to report).
+func (s *SMTP) TokenRefreshes() (ok, failed uint64, oauth bool) {
+	if s.cfg.OAuth == nil {
+		return 0, 0, false
+	}
+	ok, failed = s.cfg.OAuth.Refreshes()
+	return ok, failed, true
+}
+
+// TokenExpiry is when the current OAuth2 access token expires; zero when
+// there is none (or no oauth2 block).
+func (s *SMTP) TokenExpiry() time.Time {
+	if s.cfg.OAuth == nil {
+		return time.Time{}
+	}
+	exp, _, _ := s.cfg.OAuth.TokenInfo()
+	return exp
 }
 
 // configProblem is implemented by errors that only the operator can fix

@@ -22,6 +22,7 @@ import (
 	"os"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/oauth2"
@@ -85,6 +86,10 @@ type Source struct {
 	problem   *Error
 	problemAt time.Time
 	secretSum string // of the client secret in use when problem was set
+
+	// refreshed and failed count requests to the token endpoint, for
+	// the outbox_oauth2_token_refreshes_total metric.
+	refreshed, failed atomic.Uint64
 }
 
 // problemRetry is how often a configuration problem is tried again
@@ -123,6 +128,11 @@ func New(cfg Config) (*Source, error) {
 	s.loadLocked()
 	s.mu.Unlock()
 	return s, nil
+}
+
+// Refreshes reports how many token requests succeeded and failed.
+func (s *Source) Refreshes() (ok, failed uint64) {
+	return s.refreshed.Load(), s.failed.Load()
 }
 
 // Flow returns the configured flow.
@@ -217,7 +227,14 @@ func jwtClaims(tok string) (c struct {
 
 // refreshLocked fetches a new token with the configured flow and saves
 // it.
-func (s *Source) refreshLocked(ctx context.Context) error {
+func (s *Source) refreshLocked(ctx context.Context) (err error) {
+	defer func() {
+		if err != nil {
+			s.failed.Add(1)
+		} else {
+			s.refreshed.Add(1)
+		}
+	}()
 	ctx = context.WithValue(ctx, oauth2.HTTPClient, s.cfg.HTTPClient)
 	var secret string
 	if s.cfg.ClientSecret != nil {
@@ -228,7 +245,6 @@ func (s *Source) refreshLocked(ctx context.Context) error {
 	}
 	var (
 		tok *oauth2.Token
-		err error
 		old string // the refresh token used, to be kept out of messages
 	)
 	switch s.cfg.Flow {
