@@ -46,6 +46,9 @@ type Config struct {
 	// LocalCatchall is where mail for a local name with no alias goes
 	// (local_catchall, resolved); nil: such mail is refused.
 	LocalCatchall []string
+	// Tags are the message tags (X-Outbox-Tag-NAME header fields, lower
+	// case names) that become a label in delivery logs and metrics.
+	Tags []string
 	Upstreams     []*Upstream // in file order; the first takes all mail unless routes say otherwise
 	Routes        []Route
 	Log           Log
@@ -154,6 +157,7 @@ type rawFile struct {
 	Hostname    string         `hcl:"hostname,optional"`
 	AliasesFile string         `hcl:"aliases_file,optional"`
 	Catchall    *hcl.Attribute `hcl:"local_catchall,optional"`
+	Tags        []string       `hcl:"tags,optional"`
 	Listen      []rawListen    `hcl:"listen,block"`
 	Spool       *rawSpool      `hcl:"spool,block"`
 	Admin       *rawAdmin      `hcl:"admin,block"`
@@ -583,6 +587,7 @@ func (v *validator) build(path string, raw *rawFile) *Config {
 	}
 
 	cfg.Notify = v.notify(raw.Notify)
+	cfg.Tags = v.tags(raw)
 
 	v.hostname = cfg.Hostname
 	cfg.Aliases, cfg.AliasOrigin, cfg.LocalCatchall = v.aliases(raw)

@@ -695,3 +695,23 @@ upstream "c" {
 		t.Errorf("maildrop = %s, want %s", cfg.Spool.Maildrop, want)
 	}
 }
+
+func TestTags(t *testing.T) {
+	dir := t.TempDir()
+	parse := func(tags string) (*Config, error) {
+		src := "tags = " + tags + "\nspool { path = \"var/spool.db\" }\nupstream \"c\" {\n  type = \"maildir\"\n  path = \"md\"\n}\n"
+		return Parse(filepath.Join(dir, "relay.hcl"), []byte(src))
+	}
+	cfg, err := parse(`["Campaign", "tenant"]`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Join(cfg.Tags, ",") != "campaign,tenant" {
+		t.Errorf("tags = %v", cfg.Tags)
+	}
+	for _, bad := range []string{`["a b"]`, `["x", "X"]`, `["x.y"]`, `["1","2","3","4","5","6","7","8","9","10","11"]`} {
+		if _, err := parse(bad); err == nil || !strings.Contains(err.Error(), "relay.hcl:1") {
+			t.Errorf("tags = %s: %v, want an error at line 1", bad, err)
+		}
+	}
+}

@@ -200,6 +200,7 @@ func (in *Inbound) accept(ctx context.Context, conf *snapshot, env *envelope, bo
 		return nil, err
 	}
 	hdr = conf.policy.Header(hdr, m.ID, now, env.local)
+	m.Tags = readTags(hdr, cfg.Tags)
 	received := env.who.received(cfg.Hostname, m, now)
 	if len(received)+len(hdr) > maxHeaderSection {
 		// What we add must not push the section past what delivery (From:

@@ -261,7 +261,7 @@ func (s *session) Data(r io.Reader) error {
 		}
 		return errSpool
 	}
-	s.in.log.Info("accepted", "id", m.ID, "from", m.From, "rcpts", len(m.Recipients), "size", m.Size, "client", m.Submitter)
+	s.in.log.Info("accepted", append([]any{"id", m.ID, "from", m.From, "rcpts", len(m.Recipients), "size", m.Size, "client", m.Submitter}, tagAttrs(m.Tags)...)...)
 	s.in.metrics.accept("smtp")
 	if s.in.kick != nil {
 		s.in.kick()

@@ -30,6 +30,10 @@ type metrics struct {
 	// bounced counts recipients that failed for good, by reason: bounced
 	// (a 5yz reply) or expired (the lifetime ran out).
 	bounced *prometheus.CounterVec
+	// tagged counts per-recipient delivery lines by message tag (the
+	// names relay.hcl lists), value (bounded: see maxTagValues) and status.
+	tagged    *prometheus.CounterVec
+	tagValues tagValues
 }
 
 // newMetrics builds the metrics; targets returns the upstream targets in
@@ -61,7 +65,10 @@ func newMetrics(sp *spool.Spool, targets func() map[string]upstream.Target) *met
 	for _, a := range []string{"failed", "delayed", "delivered"} {
 		m.notices.WithLabelValues(a)
 	}
-	m.reg.MustRegister(m.accepted, m.results, m.duration, m.notices, m.bounced)
+	m.tagged = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "outbox_tagged_deliveries_total", Help: "Per-recipient delivery lines of tagged messages (X-Outbox-Tag-NAME, for the names in relay.hcl's tags), by tag, value (the first 50 values of a tag, then \"other\") and status (sent, deferred, bounced, expired).",
+	}, []string{"tag", "value", "status"})
+	m.reg.MustRegister(m.accepted, m.results, m.duration, m.notices, m.bounced, m.tagged)
 	m.reg.MustRegister(
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
@@ -227,6 +234,16 @@ func (m *metrics) attempt(name string, took time.Duration, out upstream.Outcome)
 func (m *metrics) final(reason string) {
 	if m != nil {
 		m.bounced.WithLabelValues(reason).Inc()
+	}
+}
+
+// tagDelivery counts one delivery line of a tagged message.
+func (m *metrics) tagDelivery(tags map[string]string, status string) {
+	if m == nil {
+		return
+	}
+	for name, v := range tags {
+		m.tagged.WithLabelValues(name, m.tagValues.label(name, v), status).Inc()
 	}
 }
 

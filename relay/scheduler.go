@@ -537,6 +537,8 @@ func (s *Scheduler) logResult(m, stored *spool.Message, i int, results map[int]a
 		"attempt", r.Attempts, "dsn", dsnCode(a.res, tried, status, r.Code),
 		"status", status, "reply", reply,
 	}
+	attrs = append(attrs, tagAttrs(m.Tags)...)
+	s.metrics.tagDelivery(m.Tags, status)
 	switch status {
 	case "deferred":
 		attrs = append(attrs, "next_attempt", stored.NextAttempt.Format(time.RFC3339))

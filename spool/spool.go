@@ -123,6 +123,9 @@ type Message struct {
 	// local user": only root and the daemon's user may read such a
 	// message's content, so the zero value of older records is safe.
 	UID         uint32    `json:"uid,omitempty"`
+	// Tags are the message's tags (X-Outbox-Tag-NAME fields) for the
+	// names relay.hcl lists, name → value, for delivery logs and metrics.
+	Tags map[string]string `json:"tags,omitempty"`
 	Arrived     time.Time `json:"arrived"`
 	Attempts    int       `json:"attempts"`
 	NextAttempt time.Time `json:"next_attempt"`
