@@ -48,11 +48,11 @@ type Config struct {
 	LocalCatchall []string
 	// Tags are the message tags (X-Outbox-Tag-NAME header fields, lower
 	// case names) that become a label in delivery logs and metrics.
-	Tags []string
-	Upstreams     []*Upstream // in file order; the first takes all mail unless routes say otherwise
-	Routes        []Route
-	Log           Log
-	Notify        Notify
+	Tags      []string
+	Upstreams []*Upstream // in file order; the first takes all mail unless routes say otherwise
+	Routes    []Route
+	Log       Log
+	Notify    Notify
 
 	// Warnings are problems that do not stop start-up (an aliases_file
 	// target Outbox refuses, for instance), each naming its file and line.
