@@ -34,9 +34,11 @@ import (
 )
 
 // SchemaVersion is the layout version this code writes. Version 2 added
-// chunks kept in a bucket of their own (see putChunk); this code also
-// reads version 1 and upgrades it when it opens the file for writing.
-const SchemaVersion = 2
+// chunks kept in a bucket of their own (see putChunk); version 3 the
+// counts by state that every write keeps (see counts.go), which a release
+// that does not know them would leave wrong. This code also reads versions
+// 1 and 2 and upgrades them when it opens the file for writing.
+const SchemaVersion = 3
 
 // oldestSchema is the oldest layout this code reads.
 const oldestSchema = 1
@@ -349,7 +351,7 @@ func (s *Spool) checkSchema(readOnly bool) error {
 					return err
 				}
 			}
-			return nil
+			return writeCounts(tx, counts{})
 		}
 		if !bytes.Equal(meta.Get(keyApp), appName) {
 			return fmt.Errorf("open spool %s: %w (meta bucket without the Outbox marker)", s.path, ErrNotSpool)
@@ -369,6 +371,9 @@ func (s *Spool) checkSchema(readOnly bool) error {
 		}
 		if readOnly {
 			return nil
+		}
+		if err := ensureCounts(tx); err != nil {
+			return err
 		}
 		if n < SchemaVersion {
 			var v [4]byte
@@ -677,7 +682,15 @@ func (s *Spool) commitMessage(m *Message, now time.Time, last []byte, chunk int,
 	id := m.ID
 	due := !m.Held && !m.Done()
 	next := m.NextAttempt
+	st := &Message{Held: m.Held, Attempts: m.Attempts}
 	return s.write(func(tx *bolt.Tx) error {
+		old, err := getMsg(tx, id)
+		if err != nil && err != ErrNotFound {
+			return err
+		}
+		if err := adjustCounts(tx, old, st); err != nil {
+			return err
+		}
 		if err := tx.Bucket(bucketMsg).Put([]byte(id), rec); err != nil {
 			return err
 		}
@@ -819,30 +832,156 @@ func (s *Spool) Get(id string) (*Message, error) {
 	return m, err
 }
 
-// List returns every queued message, oldest first.
+// List returns every queued message in ID order. It holds the whole queue
+// in memory: for small queues and tests; Range walks any queue.
 func (s *Spool) List() ([]*Message, error) {
 	var out []*Message
-	err := s.view(func(tx *bolt.Tx) error {
-		return tx.Bucket(bucketMsg).ForEach(func(k, v []byte) error {
-			m := new(Message)
-			if err := json.Unmarshal(v, m); err != nil {
-				return fmt.Errorf("message %s: %w (%v)", k, ErrCorrupt, err)
-			}
-			out = append(out, m)
-			return nil
-		})
-	})
+	err := s.Range("", func(m *Message) error { out = append(out, m); return nil })
 	return out, err
 }
 
-// Count returns the number of queued messages.
+// rangeBatch is how many envelopes Range reads per read transaction.
+const rangeBatch = 256
+
+// Range calls fn for each queued message in ID order, which is the order
+// of arrival, starting after the ID after ("" starts at the first). It
+// reads rangeBatch envelopes per read transaction and calls fn outside
+// it, so the memory it holds is one batch whatever the queue's length,
+// and a slow fn (a listing sent to a slow client) never keeps a read
+// transaction open: a long one would stop bbolt from reusing freed pages
+// and make a writer that grows the file wait for it. Messages that arrive
+// or leave while it runs may or may not be seen. An error from fn stops
+// the walk and is returned.
+func (s *Spool) Range(after string, fn func(m *Message) error) error {
+	var last []byte
+	if after != "" {
+		last = []byte(after)
+	}
+	batch := make([]*Message, 0, rangeBatch)
+	for {
+		batch = batch[:0]
+		err := s.view(func(tx *bolt.Tx) error {
+			c := tx.Bucket(bucketMsg).Cursor()
+			k, v := c.First()
+			if last != nil {
+				k, v = c.Seek(last)
+				if k != nil && bytes.Equal(k, last) {
+					k, v = c.Next()
+				}
+			}
+			for ; k != nil && len(batch) < rangeBatch; k, v = c.Next() {
+				m := new(Message)
+				if err := json.Unmarshal(v, m); err != nil {
+					return fmt.Errorf("message %s: %w (%v)", k, ErrCorrupt, err)
+				}
+				batch = append(batch, m)
+			}
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+		for _, m := range batch {
+			if err := fn(m); err != nil {
+				return err
+			}
+		}
+		if len(batch) < rangeBatch {
+			return nil
+		}
+		last = []byte(batch[len(batch)-1].ID)
+	}
+}
+
+// flushBatch is how many envelopes Flush looks at per commit: enough to
+// amortise the fsync, few enough that a commit stays short for the
+// writers that share it.
+const flushBatch = 1000
+
+// Flush makes every message that waits for a later retry due at now, and
+// returns how many it changed. It walks the queue in ID order in commits
+// of flushBatch envelopes, so its memory is one batch, the messages
+// already changed can be delivered while it goes on, and a message whose
+// retry fails during the flush is not made due again. progress, if not
+// nil, is called after each commit with the running total (to wake the
+// scheduler). Held messages stay held.
+func (s *Spool) Flush(now time.Time, progress func(n int)) (int, error) {
+	total := 0
+	var last []byte
+	for {
+		var changed int
+		var next []byte
+		var end bool
+		err := s.write(func(tx *bolt.Tx) error {
+			changed, next, end = 0, nil, false
+			msgs, due := tx.Bucket(bucketMsg), tx.Bucket(bucketDue)
+			type upd struct {
+				id  []byte
+				m   *Message
+				old time.Time
+			}
+			var todo []upd
+			c := msgs.Cursor()
+			k, v := c.First()
+			if last != nil {
+				k, v = c.Seek(last)
+				if k != nil && bytes.Equal(k, last) {
+					k, v = c.Next()
+				}
+			}
+			seen := 0
+			for ; k != nil && seen < flushBatch; k, v = c.Next() {
+				seen++
+				next = bytes.Clone(k)
+				m := new(Message)
+				if err := json.Unmarshal(v, m); err != nil {
+					return fmt.Errorf("message %s: %w (%v)", k, ErrCorrupt, err)
+				}
+				if m.Held || !m.NextAttempt.After(now) || m.Done() {
+					continue
+				}
+				todo = append(todo, upd{next, m, m.NextAttempt})
+			}
+			end = k == nil
+			// Changed after the walk: a cursor must not see the bucket
+			// change under it.
+			for _, u := range todo {
+				u.m.NextAttempt = now
+				rec, err := json.Marshal(u.m)
+				if err != nil {
+					return err
+				}
+				if err := msgs.Put(u.id, rec); err != nil {
+					return err
+				}
+				if err := due.Delete(dueKey(u.old, u.m.ID)); err != nil {
+					return err
+				}
+				if err := due.Put(dueKey(now, u.m.ID), nil); err != nil {
+					return err
+				}
+			}
+			changed = len(todo)
+			return nil
+		})
+		if err != nil {
+			return total, err
+		}
+		total += changed
+		if progress != nil && changed > 0 {
+			progress(total)
+		}
+		if end || next == nil {
+			return total, nil
+		}
+		last = next
+	}
+}
+
+// Count returns the number of queued messages in O(1) (see Counts).
 func (s *Spool) Count() (int, error) {
-	var n int
-	err := s.view(func(tx *bolt.Tx) error {
-		n = tx.Bucket(bucketMsg).Stats().KeyN
-		return nil
-	})
-	return n, err
+	c, err := s.Counts()
+	return c.Total, err
 }
 
 // Due returns up to limit messages whose next attempt is at or before now,
@@ -911,6 +1050,7 @@ func (s *Spool) Update(id string, fn func(m *Message) error) (*Message, error) {
 			return err
 		}
 		oldKey := dueKey(m.NextAttempt, id)
+		old := &Message{Held: m.Held, Attempts: m.Attempts}
 		if err := fn(m); err != nil {
 			return err
 		}
@@ -920,7 +1060,13 @@ func (s *Spool) Update(id string, fn func(m *Message) error) (*Message, error) {
 		}
 		result = m
 		if m.Done() {
+			if err := adjustCounts(tx, old, nil); err != nil {
+				return err
+			}
 			return dropMsg(tx, id) // its due entry went above
+		}
+		if err := adjustCounts(tx, old, m); err != nil {
+			return err
 		}
 		rec, err := json.Marshal(m)
 		if err != nil {
@@ -946,6 +1092,9 @@ func deleteMsg(tx *bolt.Tx, id string) error {
 		return err
 	}
 	if err := tx.Bucket(bucketDue).Delete(dueKey(m.NextAttempt, id)); err != nil {
+		return err
+	}
+	if err := adjustCounts(tx, m, nil); err != nil {
 		return err
 	}
 	return dropMsg(tx, id)
