@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bufio"
 	"context"
 	"encoding/json"
 	"errors"
@@ -47,61 +48,100 @@ func cmdQueue(a *app, args []string) int {
 func queueLs(a *app, args []string) int {
 	fs := a.flags("queue")
 	asJSON := fs.Bool("json", false, "print a JSON array, one object per message")
+	limit := fs.Int("limit", 0, "list only the first `N` messages (oldest first); 0 lists all")
 	cfg, code := a.parseAndLoad(fs, args)
 	if cfg == nil {
 		return code
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	if *limit < 0 {
+		fmt.Fprintln(a.stderr, "outbox queue ls: --limit wants a count of messages")
+		return exitUsage
+	}
+	// The listing streams from the daemon and is printed as it comes, so
+	// memory stays one message whatever the queue's length; the client
+	// gives up only when the daemon stays silent (adminapi's idle timeout).
+	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	list, err := adminapi.ListQueue(ctx, cfg)
+	out := bufio.NewWriterSize(a.stdout, 64<<10)
+	defer out.Flush()
+	var (
+		n     int
+		total int64
+		err   error
+	)
+	if *asJSON {
+		err = adminapi.EachQueued(ctx, cfg, *limit, func(m adminapi.Message) error {
+			b, err := json.MarshalIndent(m, "  ", "  ")
+			if err != nil {
+				return err
+			}
+			sep := ",\n  "
+			if n == 0 {
+				sep = "[\n  "
+			}
+			n++
+			out.WriteString(sep)
+			_, err = out.Write(b)
+			return err
+		})
+		if err == nil {
+			if n == 0 {
+				out.WriteString("[]\n")
+			} else {
+				out.WriteString("\n]\n")
+			}
+		}
+	} else {
+		// Fixed-width columns for the message lines, sized for the IDs
+		// the spool makes (a longer one widens its own line only); the
+		// recipient lines under each are free-form, so a long address or
+		// error does not widen the table.
+		row := fmt.Sprintf("%%-%ds  %%8s  %%-19s  %%8s  %%-19s  %%s\n", len(spool.NewID(time.Now())))
+		err = adminapi.EachQueued(ctx, cfg, *limit, func(m adminapi.Message) error {
+			if n == 0 {
+				fmt.Fprintf(out, row, "ID", "SIZE", "ARRIVED", "ATTEMPTS", "NEXT ATTEMPT", "FROM")
+			}
+			n++
+			next := m.NextAttempt.Local().Format("2006-01-02 15:04:05")
+			if m.Held {
+				next = "held"
+			}
+			from := m.From
+			if from == "" {
+				from = "<>"
+			}
+			fmt.Fprintf(out, row, m.ID, strconv.FormatInt(m.Size, 10), m.Arrived.Local().Format("2006-01-02 15:04:05"),
+				strconv.Itoa(m.Attempts), next, from)
+			for _, r := range m.Recipients {
+				line := "  → " + r.Address + "  " + r.Status
+				if r.LastError != "" {
+					line += "  (" + r.LastError + ")"
+				}
+				out.WriteString(line + "\n")
+			}
+			total += m.Size
+			return nil
+		})
+		if err == nil {
+			switch {
+			case n == 0:
+				fmt.Fprintln(out, "The queue is empty.")
+			case *limit > 0 && n == *limit:
+				fmt.Fprintf(out, "%d message(s), %d bytes (the first %d: --limit; outbox queue stats counts them all)\n", n, total, *limit)
+			default:
+				fmt.Fprintf(out, "%d message(s), %d bytes\n", n, total)
+			}
+		}
+	}
 	if err != nil {
+		out.Flush()
 		fmt.Fprintln(a.stderr, "outbox queue ls:", err)
 		return spoolExit(err)
 	}
-	if *asJSON {
-		enc := json.NewEncoder(a.stdout)
-		enc.SetIndent("", "  ")
-		if list == nil {
-			list = []adminapi.Message{}
-		}
-		enc.Encode(list)
-		return exitOK
+	if err := out.Flush(); err != nil {
+		fmt.Fprintln(a.stderr, "outbox queue ls:", err)
+		return exitTempFail
 	}
-	if len(list) == 0 {
-		fmt.Fprintln(a.stdout, "The queue is empty.")
-		return exitOK
-	}
-	// Fixed-width columns for the message lines; the recipient lines under
-	// each are free-form, so a long address or error does not widen the
-	// table.
-	idw := len("ID")
-	for _, m := range list {
-		idw = max(idw, len(m.ID))
-	}
-	row := fmt.Sprintf("%%-%ds  %%8s  %%-19s  %%8s  %%-19s  %%s\n", idw)
-	fmt.Fprintf(a.stdout, row, "ID", "SIZE", "ARRIVED", "ATTEMPTS", "NEXT ATTEMPT", "FROM")
-	var total int64
-	for _, m := range list {
-		next := m.NextAttempt.Local().Format("2006-01-02 15:04:05")
-		if m.Held {
-			next = "held"
-		}
-		from := m.From
-		if from == "" {
-			from = "<>"
-		}
-		fmt.Fprintf(a.stdout, row, m.ID, strconv.FormatInt(m.Size, 10), m.Arrived.Local().Format("2006-01-02 15:04:05"),
-			strconv.Itoa(m.Attempts), next, from)
-		for _, r := range m.Recipients {
-			line := fmt.Sprintf("  → %s  %s", r.Address, r.Status)
-			if r.LastError != "" {
-				line += "  (" + r.LastError + ")"
-			}
-			fmt.Fprintln(a.stdout, line)
-		}
-		total += m.Size
-	}
-	fmt.Fprintf(a.stdout, "%d message(s), %d bytes\n", len(list), total)
 	return exitOK
 }
 
@@ -196,7 +236,11 @@ func queueFlush(a *app, args []string) int {
 	if cfg == nil {
 		return code
 	}
-	n, err := adminapi.NewClient(cfg.Admin.Socket).Flush(context.Background())
+	// The daemon answers when every waiting message is due; delivery
+	// starts meanwhile. A bound, so a wedged daemon does not hang scripts.
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer cancel()
+	n, err := adminapi.NewClient(cfg.Admin.Socket).Flush(ctx)
 	if err != nil {
 		fmt.Fprintln(a.stderr, "outbox queue flush:", err)
 		return exitUnavailable
