@@ -12,6 +12,7 @@
 package spool
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"crypto/rand"
@@ -19,6 +20,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"hash/fnv"
 	"io"
 	"os"
 	"path/filepath"
@@ -215,37 +217,57 @@ func Open(path string, o Options) (*Spool, error) {
 // openDB opens the bbolt file, turning a panic on a damaged file into
 // ErrCorrupt.
 func openDB(path string, timeout time.Duration, readOnly bool) (db *bolt.DB, err error) {
+	// A panic inside bolt.Open (a damaged freelist page) leaves no DB to
+	// close: the file, and the lock on it, are closed here instead.
+	var file *os.File
 	err = guard(path, func() error {
 		var err error
 		db, err = bolt.Open(path, 0o600, &bolt.Options{
-			Timeout:        timeout,
-			ReadOnly:       readOnly,
-			NoFreelistSync: true,
+			OpenFile: func(name string, flag int, mode os.FileMode) (*os.File, error) {
+				f, err := os.OpenFile(name, flag, mode)
+				file = f
+				return f, err
+			},
+			Timeout:  timeout,
+			ReadOnly: readOnly,
+			// The freelist is stored at each commit, so an open reads it
+			// from its pages instead of walking the whole file to rebuild
+			// it: start-up costs the same at ten messages and at a
+			// million, and does not fault the file into memory.
+			NoFreelistSync: false,
 			FreelistType:   bolt.FreelistMapType,
 		})
 		return err
 	})
 	if err != nil {
+		if db == nil && file != nil {
+			file.Close()
+		}
 		return nil, openError(path, err)
 	}
 	return db, nil
 }
 
 // precheck walks the tree of an existing file in a read-only open before
-// it is opened for writing. A writable open without a stored freelist
-// (NoFreelistSync) rebuilds the freelist by walking every page, and bbolt
-// reports a damaged page found there by panicking in a goroutine of its
-// own, which no recover can catch: the daemon would die with a stack trace
-// instead of an error. The walk here reads the same pages (every branch
-// and leaf page, no value beyond its first page) in this goroutine, under
-// guard, so a damaged file gives ErrCorrupt; bbolt's own walk then reads
-// pages the kernel has just cached. Measured on a spool of 100,000
-// messages of 4 KiB (694 MiB, TestPrecheckCost): 1.3 to 1.8 s, next to 1.8
-// to 2.3 s for bbolt's writable open; start-up takes some 70% longer.
+// it is opened for writing, when the file has no stored freelist (a spool
+// written by a release that did not store it: NoFreelistSync). A writable
+// open of such a file rebuilds the freelist by walking every page, and
+// bbolt reports a damaged page found there by panicking in a goroutine of
+// its own, which no recover can catch: the daemon would die with a stack
+// trace instead of an error. The walk here reads the same pages (every
+// branch and leaf page, no value beyond its first page) in this
+// goroutine, under guard, so a damaged file gives ErrCorrupt; bbolt's own
+// walk then reads pages the kernel has just cached, and stores the
+// freelist, so this happens once per spool. Measured on a spool of
+// 100,000 messages of 4 KiB (694 MiB, TestPrecheckCost): 1.3 to 1.8 s,
+// next to 1.8 to 2.3 s for bbolt's writable open.
 func precheck(path string, timeout time.Duration) error {
 	fi, err := os.Stat(path)
 	if err != nil || fi.Size() == 0 {
 		return nil // a new spool
+	}
+	if stored, err := checkFreelist(path); err != nil || stored {
+		return err // bbolt reads the stored freelist and walks nothing
 	}
 	db, err := openDB(path, timeout, true)
 	if err != nil {
@@ -257,6 +279,100 @@ func precheck(path string, timeout time.Duration) error {
 			return tx.ForEach(func(_ []byte, b *bolt.Bucket) error { return walk(b) })
 		})
 	})
+}
+
+// checkFreelist reports whether the bbolt file at path has its freelist
+// stored, as its current meta page says, and checks that stored freelist.
+// bbolt reads it during a writable open and panics on a damaged one; the
+// panic is caught (guard), but the file's mapping, which holds its lock,
+// stays. So the freelist is read here first, with plain reads: a damaged
+// one is ErrCorrupt before bbolt maps anything.
+//
+// The layout, in the byte order of the machines Outbox runs on
+// (little-endian; on others the checksum fails and the walk runs): a page
+// starts with a 16-byte header (page number 8, flags 2, count 2, overflow
+// pages 4). A meta page's body is magic, version, page size and flags (4
+// bytes each), the root bucket (16), the freelist's page number (8), the
+// high-water page (8), the transaction ID (8) and an FNV-64a checksum of
+// what precedes it. The valid meta with the higher transaction ID is the
+// current one, as for bbolt. A freelist page holds its count page numbers
+// after the header (a count of 0xFFFF means the first of them is the
+// count). A meta that does not read as this layout gives false: the walk
+// in precheck runs and reports what it finds.
+func checkFreelist(path string) (stored bool, err error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return false, nil
+	}
+	defer f.Close()
+	le := binary.LittleEndian
+	type meta struct {
+		ok                   bool
+		pageSize             uint32
+		freelist, high, txid uint64
+	}
+	read := func(off int64) (m meta) {
+		var b [80]byte
+		if _, err := f.ReadAt(b[:], off); err != nil {
+			return m
+		}
+		body := b[16:]
+		if le.Uint32(body[0:]) != 0xED0CDAED || le.Uint32(body[4:]) != 2 {
+			return m
+		}
+		h := fnv.New64a()
+		h.Write(body[:56])
+		if h.Sum64() != le.Uint64(body[56:]) {
+			return m
+		}
+		return meta{ok: true, pageSize: le.Uint32(body[8:]), freelist: le.Uint64(body[32:]), high: le.Uint64(body[40:]), txid: le.Uint64(body[48:])}
+	}
+	m0 := read(0)
+	ps := int64(m0.pageSize)
+	if !m0.ok {
+		ps = int64(os.Getpagesize())
+	}
+	m1 := read(ps)
+	cur := m0
+	if !m0.ok || (m1.ok && m1.txid > m0.txid) {
+		cur = m1
+	}
+	if !cur.ok || cur.freelist == ^uint64(0) {
+		return false, nil
+	}
+	ps = int64(cur.pageSize)
+	bad := func(why string, args ...any) (bool, error) {
+		return false, fmt.Errorf("spool %s: %w (freelist page %d: %s; restore a backup or move the file aside)", path, ErrCorrupt, cur.freelist, fmt.Sprintf(why, args...))
+	}
+	if cur.freelist < 2 || cur.freelist >= cur.high {
+		return bad("beyond the file's %d pages", cur.high)
+	}
+	var hdr [24]byte
+	if _, err := f.ReadAt(hdr[:], int64(cur.freelist)*ps); err != nil {
+		return bad("%v", err)
+	}
+	if le.Uint64(hdr[0:]) != cur.freelist || le.Uint16(hdr[8:])&0x10 == 0 {
+		return bad("not a freelist page")
+	}
+	count, first := uint64(le.Uint16(hdr[10:])), int64(16)
+	if count == 0xFFFF {
+		count, first = le.Uint64(hdr[16:]), 24
+	}
+	overflow := uint64(le.Uint32(hdr[12:]))
+	if cur.freelist+overflow >= cur.high || uint64(first)+8*count > (overflow+1)*uint64(ps) {
+		return bad("%d entries do not fit its %d pages", count, overflow+1)
+	}
+	r := bufio.NewReaderSize(io.NewSectionReader(f, int64(cur.freelist)*ps+first, int64(8*count)), 64<<10)
+	var e [8]byte
+	for i := uint64(0); i < count; i++ {
+		if _, err := io.ReadFull(r, e[:]); err != nil {
+			return bad("%v", err)
+		}
+		if id := le.Uint64(e[:]); id < 2 || id >= cur.high {
+			return bad("lists page %d, beyond the file's %d pages", id, cur.high)
+		}
+	}
+	return true, nil
 }
 
 // walk visits every key of b and of its nested buckets.
@@ -724,9 +840,10 @@ const minFree = 256 << 10
 
 // room returns ErrNoSpace when the spool's file system has less than n
 // bytes and minFree to spare, before any commit is tried. A commit that
-// fails for want of space costs more than a refusal: with the freelist
-// not stored (NoFreelistSync), bbolt's rollback rebuilds it by walking
-// every page of the file, in the committer that every writer waits for.
+// fails for want of space costs more than a refusal: bbolt's rollback
+// reloads the freelist (and, in a spool not yet upgraded to a stored
+// freelist, rebuilds it by walking every page of the file), in the
+// committer that every writer waits for.
 // Deletes and updates are never refused here: they are what frees room.
 func (s *Spool) room(n int) error {
 	var st syscall.Statfs_t
