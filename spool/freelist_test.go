@@ -58,12 +58,35 @@ func churn(t *testing.T, path string) {
 	}
 }
 
-func TestFreelistIsStored(t *testing.T) {
-	path := filepath.Join(t.TempDir(), "spool.db")
+// TestFreelistStoredAtEveryCommit: the file as of any commit (what a
+// crash leaves) has its freelist stored, so an open never walks it.
+func TestFreelistStoredAtEveryCommit(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "spool.db")
 	churn(t, path)
-	if stored, err := checkFreelist(path); !stored || err != nil {
-		t.Fatalf("checkFreelist: stored %v, %v; want a stored, valid freelist", stored, err)
+	s, err := Open(path, Options{})
+	if err != nil {
+		t.Fatal(err)
 	}
+	defer s.Close()
+	fillSpool(t, s, 3, nil)
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	crashed := filepath.Join(dir, "crashed.db")
+	if err := os.WriteFile(crashed, b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if stored, err := checkFreelist(crashed); !stored || err != nil {
+		t.Fatalf("as of the last commit: stored %v, %v; want a stored, valid freelist", stored, err)
+	}
+	c, err := Open(crashed, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	wantCounts(t, c, Counts{Pending: 103, Total: 103})
 }
 
 // TestSpoolWithoutFreelistUpgrades: a spool an older release wrote

@@ -233,7 +233,14 @@ func openDB(path string, timeout time.Duration, readOnly bool) (db *bolt.DB, err
 			// The freelist is stored at each commit, so an open reads it
 			// from its pages instead of walking the whole file to rebuild
 			// it: start-up costs the same at ten messages and at a
-			// million, and does not fault the file into memory.
+			// million, and does not fault the file into memory. A commit
+			// that fails (a full disk) or panics (a damaged page) rolls
+			// back by rereading those pages too, where without them
+			// bbolt walked the file again, in a goroutine whose panic
+			// on a damaged page nothing could catch. The
+			// cost is writing the list at each commit: nothing to speak
+			// of while the queue grows; after 90,000 of 100,000 messages
+			// are deleted, a lone commit takes about 3 ms more.
 			NoFreelistSync: false,
 			FreelistType:   bolt.FreelistMapType,
 		})
@@ -603,8 +610,7 @@ func (s *Spool) run(batch []*op) {
 	s.commits.Add(1)
 	err = noSpace(err)
 	// A full disk fails every write of the batch alike: running them one
-	// by one would only repeat the failure (each failed commit costs bbolt
-	// a scan of the file to rebuild its freelist).
+	// by one would only repeat the failure.
 	if err == nil || len(batch) == 1 || errors.Is(err, ErrNoSpace) {
 		s.writes.Add(uint64(len(batch)))
 		for _, o := range batch {

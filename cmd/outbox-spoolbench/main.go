@@ -5,10 +5,14 @@
 //
 //	outbox-spoolbench fill -spool /var/tmp/big/spool.db -n 1000000
 //	outbox-spoolbench open -spool /var/tmp/big/spool.db -cold
+//	outbox-spoolbench drain -spool /var/tmp/big/spool.db -n 90000 -serial 300
 //
 // fill stores N deferred messages of -size bytes (one recipient each, due
 // in a day) through the spool's own Enqueue, from many goroutines so that
 // group commit batches them. -cold drops the page cache first (root only).
+// drain deletes the N oldest messages (leaving free pages behind, as a
+// queue that drained does), then times -serial commits of one message
+// each: what a commit costs with that much free space in the file.
 package main
 
 import (
@@ -37,8 +41,10 @@ func main() {
 		err = fill(os.Args[2:])
 	case "open":
 		err = open(os.Args[2:])
+	case "drain":
+		err = drain(os.Args[2:])
 	default:
-		err = fmt.Errorf("unknown subcommand %q (fill, open)", os.Args[1])
+		err = fmt.Errorf("unknown subcommand %q (fill, open, drain)", os.Args[1])
 	}
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "outbox-spoolbench:", err)
@@ -123,9 +129,16 @@ func open(args []string) error {
 		return err
 	}
 	counted := time.Since(start)
+	// A write that fails rolls its transaction back: what that costs.
+	var rolled time.Duration
+	if !*ro {
+		start = time.Now()
+		s.Update("no-such-message", func(*spool.Message) error { return nil })
+		rolled = time.Since(start)
+	}
 	s.Close()
-	fmt.Printf("open %.3f s (cold=%v), VmRSS after open %s; count %d in %.3f s; VmHWM %s\n",
-		opened.Seconds(), *cold, rssOpen, n, counted.Seconds(), status("VmHWM"))
+	fmt.Printf("open %.3f s (cold=%v), VmRSS after open %s; count %d in %.3f s; failed write %.3f s; VmHWM %s\n",
+		opened.Seconds(), *cold, rssOpen, n, counted.Seconds(), rolled.Seconds(), status("VmHWM"))
 	return nil
 }
 
@@ -144,4 +157,59 @@ func status(field string) string {
 		}
 	}
 	return "?"
+}
+
+func drain(args []string) error {
+	fs := flag.NewFlagSet("drain", flag.ExitOnError)
+	path := fs.String("spool", "", "spool file")
+	n := fs.Int("n", 0, "messages to delete, oldest first")
+	serial := fs.Int("serial", 300, "single-message commits to time afterwards")
+	fs.Parse(args)
+	s, err := spool.Open(*path, spool.Options{MaxBatch: 4096, Timeout: 5 * time.Second})
+	if err != nil {
+		return err
+	}
+	defer s.Close()
+	list, err := s.List()
+	if err != nil {
+		return err
+	}
+	if *n > len(list) {
+		*n = len(list)
+	}
+	ids := make(chan string)
+	start := time.Now()
+	var wg sync.WaitGroup
+	var failed atomic.Value
+	for w := 0; w < 256; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for id := range ids {
+				if err := s.Delete(id); err != nil {
+					failed.Store(err)
+				}
+			}
+		}()
+	}
+	for _, m := range list[:*n] {
+		ids <- m.ID
+	}
+	close(ids)
+	wg.Wait()
+	if err, _ := failed.Load().(error); err != nil {
+		return err
+	}
+	fmt.Printf("deleted %d messages in %.1f s\n", *n, time.Since(start).Seconds())
+	body := bytes.Repeat([]byte("x"), 1024)
+	start = time.Now()
+	for i := 0; i < *serial; i++ {
+		m := &spool.Message{From: "bench@example.org", Recipients: []spool.Recipient{{Address: "sink@example.net"}}}
+		if err := s.Enqueue(context.Background(), m, bytes.NewReader(body)); err != nil {
+			return err
+		}
+	}
+	el := time.Since(start)
+	fmt.Printf("%d serial commits: %.2f ms each\n", *serial, el.Seconds()*1000/float64(*serial))
+	return nil
 }
