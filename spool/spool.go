@@ -166,6 +166,9 @@ type Spool struct {
 	closeMu  sync.RWMutex
 	maxBatch int
 
+	damaged    chan error // see Damaged
+	damageOnce sync.Once
+
 	orphanMu sync.Mutex
 	orphans  map[string]bool // unfinished bodies whose removal failed
 
@@ -200,7 +203,7 @@ func Open(path string, o Options) (*Spool, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &Spool{db: db, path: path, maxBatch: o.MaxBatch, orphans: map[string]bool{}}
+	s := &Spool{db: db, path: path, maxBatch: o.MaxBatch, orphans: map[string]bool{}, damaged: make(chan error, 1)}
 	if err := s.checkSchema(o.ReadOnly); err != nil {
 		db.Close()
 		return nil, err
@@ -401,19 +404,40 @@ func walk(b *bolt.Bucket) error {
 // damaged pages (an invalid page type, a page number out of range), and a
 // page number past the end of a truncated file faults; SetPanicOnFault
 // makes that fault a panic too, for this goroutine while fn runs.
-func guard(path string, fn func() error) (err error) {
+func guard(path string, fn func() error) error {
+	_, err := guardPanic(path, fn)
+	return err
+}
+
+// guardPanic is guard that also says whether fn panicked.
+func guardPanic(path string, fn func() error) (panicked bool, err error) {
 	old := debug.SetPanicOnFault(true)
 	defer debug.SetPanicOnFault(old)
 	defer func() {
 		if p := recover(); p != nil {
 			err = fmt.Errorf("spool %s: %w (%v; restore a backup or move the file aside)", path, ErrCorrupt, p)
+			panicked = true
 		}
 	}()
-	return fn()
+	return false, fn()
 }
 
-// guard is the package guard for this spool's file.
-func (s *Spool) guard(fn func() error) error { return guard(s.path, fn) }
+// guard is the package guard for this spool's file. A damaged page met
+// here is also reported on Damaged.
+func (s *Spool) guard(fn func() error) error {
+	panicked, err := guardPanic(s.path, fn)
+	if panicked {
+		s.damageOnce.Do(func() { s.damaged <- err })
+	}
+	return err
+}
+
+// Damaged delivers the first damaged page an operation met, as an
+// ErrCorrupt error. Open reads only what bbolt needs to open (the meta
+// pages and the stored freelist), so damage elsewhere in the file shows
+// only when an operation reads it; a daemon stops on this rather than go
+// on writing to a damaged file.
+func (s *Spool) Damaged() <-chan error { return s.damaged }
 
 // view runs a read transaction under guard.
 func (s *Spool) view(fn func(tx *bolt.Tx) error) error {

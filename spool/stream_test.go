@@ -258,6 +258,14 @@ func TestDamagedPages(t *testing.T) {
 		if _, err := w.List(); !errors.Is(err, ErrCorrupt) {
 			t.Errorf("List after a writable open: %v, want ErrCorrupt", err)
 		}
+		select {
+		case err := <-w.Damaged():
+			if !errors.Is(err, ErrCorrupt) {
+				t.Errorf("Damaged: %v, want ErrCorrupt", err)
+			}
+		default:
+			t.Error("Damaged reported nothing after a read met a damaged page")
+		}
 		// A write that meets a damaged page fails and rolls back.
 		for i := 0; i < 20; i++ {
 			err := w.Enqueue(context.Background(), newMsg("b@example.org"), bytes.NewReader(make([]byte, 2000)))
