@@ -59,6 +59,9 @@ func FromSpool(m *spool.Message) Message {
 // Stats is the daemon's view of itself.
 type Stats struct {
 	Queued        int     `json:"queued"`
+	Pending       int     `json:"pending"`  // not tried yet
+	Deferred      int     `json:"deferred"` // tried, waiting for a retry
+	Held          int     `json:"held"`
 	Commits       uint64  `json:"commits"`
 	Writes        uint64  `json:"writes"`
 	BatchingRatio float64 `json:"batching_ratio"`

@@ -261,9 +261,9 @@ func (a *adminServer) queue(w http.ResponseWriter, r *http.Request) {
 var errListLimit = errors.New("limit reached")
 
 func (a *adminServer) stats(w http.ResponseWriter, _ *http.Request) {
-	n, _ := a.r.spool.Count()
+	c, _ := a.r.spool.Counts()
 	st := a.r.spool.Stats()
-	out := adminapi.Stats{Queued: n, Commits: st.Commits, Writes: st.Writes}
+	out := adminapi.Stats{Queued: c.Total, Pending: c.Pending, Deferred: c.Deferred, Held: c.Held, Commits: st.Commits, Writes: st.Writes}
 	if st.Commits > 0 {
 		out.BatchingRatio = float64(st.Writes) / float64(st.Commits)
 	}

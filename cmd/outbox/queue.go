@@ -260,7 +260,8 @@ func queueStats(a *app, args []string) int {
 		fmt.Fprintln(a.stderr, "outbox queue stats:", err)
 		return exitUnavailable
 	}
-	fmt.Fprintf(a.stdout, "queued: %d\ncommits: %d\nwrites: %d\nwrites per commit: %.2f\n", st.Queued, st.Commits, st.Writes, st.BatchingRatio)
+	fmt.Fprintf(a.stdout, "queued: %d (pending %d, deferred %d, held %d)\ncommits: %d\nwrites: %d\nwrites per commit: %.2f\n",
+		st.Queued, st.Pending, st.Deferred, st.Held, st.Commits, st.Writes, st.BatchingRatio)
 	return exitOK
 }
 

@@ -67,4 +67,8 @@ func TestQueueLsStreamsAndLimits(t *testing.T) {
 	if c, err := e.r.Spool().Counts(); err != nil || c.Total != n || c.Held != 1 {
 		t.Fatalf("counts %+v, %v", c, err)
 	}
+	code, out, errs = e.run(uidNobody, "queue", "stats")
+	if code != 0 || !strings.Contains(out, "queued: 600 (pending 0, deferred 599, held 1)") {
+		t.Fatalf("queue stats: exit %d\n%s%s", code, out, errs)
+	}
 }
