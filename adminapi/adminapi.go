@@ -15,7 +15,6 @@ import (
 	"net/textproto"
 	"net/url"
 	"os"
-	"sort"
 	"strconv"
 	"strings"
 	"syscall"
@@ -60,6 +59,9 @@ func FromSpool(m *spool.Message) Message {
 // Stats is the daemon's view of itself.
 type Stats struct {
 	Queued        int     `json:"queued"`
+	Pending       int     `json:"pending"`  // not tried yet
+	Deferred      int     `json:"deferred"` // tried, waiting for a retry
+	Held          int     `json:"held"`
 	Commits       uint64  `json:"commits"`
 	Writes        uint64  `json:"writes"`
 	BatchingRatio float64 `json:"batching_ratio"`
@@ -96,7 +98,43 @@ func (e *Error) Error() string { return e.Message }
 // Is makes a 403 match ErrForbidden.
 func (e *Error) Is(target error) bool { return target == ErrForbidden && e.Status == 403 }
 
+// idleTimeout bounds each wait for the daemon while a reply streams in:
+// a long listing may take minutes, but never this long without a byte.
+const idleTimeout = 30 * time.Second
+
 func (c *Client) do(ctx context.Context, method, path string, q url.Values, out any) error {
+	return c.stream(ctx, method, path, q, func(body io.Reader) error {
+		b, err := io.ReadAll(io.LimitReader(body, 1<<20))
+		if err != nil {
+			return fmt.Errorf("admin socket %s: %w", c.socket, err)
+		}
+		if out == nil {
+			return nil
+		}
+		return json.Unmarshal(b, out)
+	})
+}
+
+// deadlineReader bounds each read: by the context's deadline if it has
+// one, else idleTimeout from the read's start, so a context without a
+// deadline lets a long listing run as long as bytes keep coming.
+type deadlineReader struct {
+	conn net.Conn
+	ctx  context.Context
+}
+
+func (r deadlineReader) Read(p []byte) (int, error) {
+	dl, ok := r.ctx.Deadline()
+	if !ok {
+		dl = time.Now().Add(idleTimeout)
+	}
+	r.conn.SetReadDeadline(dl)
+	return r.conn.Read(p)
+}
+
+// stream sends one request and hands a 200 reply's body to read as it
+// arrives; any other status is an *Error.
+func (c *Client) stream(ctx context.Context, method, path string, q url.Values, read func(body io.Reader) error) error {
 	var d net.Dialer
 	conn, err := d.DialContext(ctx, "unix", c.socket)
 	if err != nil {
@@ -109,7 +147,7 @@ func (c *Client) do(ctx context.Context, method, path string, q url.Values, out 
 	stop := context.AfterFunc(ctx, func() { conn.Close() })
 	defer stop()
 	if dl, ok := ctx.Deadline(); ok {
-		conn.SetDeadline(dl)
+		conn.SetWriteDeadline(dl)
 	}
 	target := path
 	if len(q) > 0 {
@@ -118,7 +156,7 @@ func (c *Client) do(ctx context.Context, method, path string, q url.Values, out 
 	if _, err := fmt.Fprintf(conn, "%s %s HTTP/1.0\r\nHost: outbox\r\nContent-Length: 0\r\n\r\n", method, target); err != nil {
 		return fmt.Errorf("admin socket %s: %w", c.socket, err)
 	}
-	tp := textproto.NewReader(bufio.NewReader(conn))
+	tp := textproto.NewReader(bufio.NewReaderSize(deadlineReader{conn, ctx}, 64<<10))
 	status, err := tp.ReadLine()
 	if err != nil {
 		return fmt.Errorf("admin socket %s: %w", c.socket, err)
@@ -132,25 +170,68 @@ func (c *Client) do(ctx context.Context, method, path string, q url.Values, out 
 		return fmt.Errorf("admin socket %s: %w", c.socket, err)
 	}
 	// HTTP/1.0: the body runs to the end of the connection.
-	body, err := io.ReadAll(io.LimitReader(tp.R, 256<<20))
-	if err != nil {
-		return fmt.Errorf("admin socket %s: %w", c.socket, err)
-	}
 	if code != "200" {
+		body, err := io.ReadAll(io.LimitReader(tp.R, 64<<10))
+		if err != nil {
+			return fmt.Errorf("admin socket %s: %w", c.socket, err)
+		}
 		n, _ := strconv.Atoi(code)
 		return &Error{Status: n, Message: strings.TrimSpace(string(body))}
 	}
-	if out == nil {
-		return nil
+	err = read(tp.R)
+	if err != nil && ctx.Err() != nil {
+		return fmt.Errorf("admin socket %s: %w", c.socket, ctx.Err())
 	}
-	return json.Unmarshal(body, out)
+	return err
 }
 
-// Queue lists the queue.
+// Queue lists the whole queue in memory; QueueEach streams it.
 func (c *Client) Queue(ctx context.Context) ([]Message, error) {
-	var out []Message
-	err := c.do(ctx, "GET", "/queue", nil, &out)
+	out := []Message{}
+	err := c.QueueEach(ctx, 0, func(m Message) error { out = append(out, m); return nil })
 	return out, err
+}
+
+// QueueEach calls fn for each queued message as the daemon streams the
+// listing, oldest first; limit > 0 asks for the first limit messages only.
+// Memory stays one message whatever the queue's length. An error from fn
+// stops the listing and is returned.
+func (c *Client) QueueEach(ctx context.Context, limit int, fn func(Message) error) error {
+	var q url.Values
+	if limit > 0 {
+		q = url.Values{"limit": {strconv.Itoa(limit)}}
+	}
+	return c.stream(ctx, "GET", "/queue", q, func(body io.Reader) error {
+		if err := DecodeList(body, fn); err != nil {
+			return fmt.Errorf("admin socket %s: listing: %w", c.socket, err)
+		}
+		return nil
+	})
+}
+
+// DecodeList reads a JSON array of messages one element at a time. A
+// listing cut short (the daemon failed while writing it) is an error.
+func DecodeList(r io.Reader, fn func(Message) error) error {
+	dec := json.NewDecoder(r)
+	if t, err := dec.Token(); err != nil {
+		return err
+	} else if t != json.Delim('[') {
+		return fmt.Errorf("not a JSON array (starts with %v)", t)
+	}
+	for dec.More() {
+		var m Message
+		if err := dec.Decode(&m); err != nil {
+			return err
+		}
+		if err := fn(m); err != nil {
+			return err
+		}
+	}
+	_, err := dec.Token()
+	if err == io.EOF {
+		err = io.ErrUnexpectedEOF
+	}
+	return err
 }
 
 // Show returns a readable dump of one message: envelope and headers.
@@ -183,31 +264,54 @@ func (c *Client) Stats(ctx context.Context) (Stats, error) {
 	return out, err
 }
 
-// ListQueue lists the queue through the daemon if it runs, else from the
-// spool file. A missing spool file is an empty queue.
+// ListQueue lists the queue in memory; EachQueued streams it.
 func ListQueue(ctx context.Context, cfg *config.Config) ([]Message, error) {
-	msgs, err := NewClient(cfg.Admin.Socket).Queue(ctx)
+	out := []Message{}
+	err := EachQueued(ctx, cfg, 0, func(m Message) error { out = append(out, m); return nil })
+	return out, err
+}
+
+// errLimit stops a walk at its limit.
+var errLimit = errors.New("limit reached")
+
+// EachQueued calls fn for each queued message, oldest first, through the
+// daemon if it runs, else from the spool file; limit > 0 stops after that
+// many. A missing spool file is an empty queue. fn is called as the
+// listing arrives: whatever fn has printed stays printed if the listing
+// then fails.
+func EachQueued(ctx context.Context, cfg *config.Config, limit int, fn func(Message) error) error {
+	err := NewClient(cfg.Admin.Socket).QueueEach(ctx, limit, fn)
 	if !errors.Is(err, ErrNotRunning) {
-		return msgs, err
+		return err
 	}
 	if _, serr := os.Stat(cfg.Spool.Path); errors.Is(serr, os.ErrNotExist) {
-		return []Message{}, nil
+		return nil
 	} else if errors.Is(serr, os.ErrPermission) {
-		return nil, SpoolDenied(cfg.Spool.Path)
+		return SpoolDenied(cfg.Spool.Path)
 	}
 	s, err := spool.Open(cfg.Spool.Path, spool.Options{ReadOnly: true, Timeout: 2 * time.Second})
 	if errors.Is(err, os.ErrPermission) {
-		return nil, SpoolDenied(cfg.Spool.Path)
+		return SpoolDenied(cfg.Spool.Path)
 	}
 	if err != nil {
-		return nil, err
+		return err
 	}
 	defer s.Close()
-	list, err := s.List()
-	if err != nil {
-		return nil, err
+	n := 0
+	err = s.Range("", func(m *spool.Message) error {
+		if limit > 0 && n >= limit {
+			return errLimit
+		}
+		n++
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		return fn(FromSpool(m))
+	})
+	if err == errLimit {
+		err = nil
 	}
-	return Convert(list), nil
+	return err
 }
 
 // SpoolDenied is the error for a spool file the caller may not read: the
@@ -217,12 +321,27 @@ func SpoolDenied(path string) error {
 	return fmt.Errorf("%w: the daemon is not running, and its spool %s is readable only by root and the outbox user; start the daemon (systemctl start outbox) or run this as root", ErrForbidden, path)
 }
 
-// Convert turns spool envelopes into the listing, oldest first.
-func Convert(list []*spool.Message) []Message {
-	out := make([]Message, 0, len(list))
-	for _, m := range list {
-		out = append(out, FromSpool(m))
+// WriteList streams a listing as a JSON array to w, one element encoded
+// at a time: each calls its argument once per message, in order. It is
+// the daemon's side of QueueEach.
+func WriteList(w io.Writer, each func(fn func(Message) error) error) error {
+	if _, err := io.WriteString(w, "["); err != nil {
+		return err
 	}
-	sort.SliceStable(out, func(i, j int) bool { return out[i].Arrived.Before(out[j].Arrived) })
-	return out
+	enc := json.NewEncoder(w)
+	first := true
+	err := each(func(m Message) error {
+		if !first {
+			if _, err := io.WriteString(w, ","); err != nil {
+				return err
+			}
+		}
+		first = false
+		return enc.Encode(m)
+	})
+	if err != nil {
+		return err
+	}
+	_, err = io.WriteString(w, "]\n")
+	return err
 }

@@ -107,3 +107,43 @@ func TestClientHonoursContext(t *testing.T) {
 		t.Fatalf("took %v despite the context's deadline", time.Since(start))
 	}
 }
+
+// TestQueueEachStreamsAndReportsCutListing: elements reach fn as they
+// are decoded, and a listing that ends before
+// its closing bracket is an error, not a shorter queue.
+func TestQueueEachStreamsAndReportsCutListing(t *testing.T) {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /queue", func(w http.ResponseWriter, r *http.Request) {
+		err := WriteList(w, func(fn func(Message) error) error {
+			for i := 0; i < 3; i++ {
+				if err := fn(Message{ID: string(rune('A' + i)), Recipients: []Recipient{}}); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			t.Error(err)
+		}
+	})
+	c := NewClient(serve(t, mux))
+	var got []string
+	if err := c.QueueEach(context.Background(), 0, func(m Message) error { got = append(got, m.ID); return nil }); err != nil {
+		t.Fatal(err)
+	}
+	if strings.Join(got, "") != "ABC" {
+		t.Fatalf("listing %v", got)
+	}
+	var buf strings.Builder
+	if err := WriteList(&buf, func(fn func(Message) error) error { return fn(Message{ID: "A"}) }); err != nil {
+		t.Fatal(err)
+	}
+	cut := buf.String()[:strings.LastIndex(buf.String(), "]")]
+	n := 0
+	if err := DecodeList(strings.NewReader(cut), func(Message) error { n++; return nil }); err == nil {
+		t.Fatalf("a listing without its closing bracket decoded without error (%d messages)", n)
+	}
+	if err := DecodeList(strings.NewReader("[]\n"), func(Message) error { n++; return nil }); err != nil || n != 1 {
+		t.Fatalf("empty listing: %v", err)
+	}
+}

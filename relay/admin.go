@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -218,18 +219,54 @@ func (a *adminServer) queue(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "permission denied: only root and the outbox user may list the queue here (admin.queue_list = \"privileged\")", http.StatusForbidden)
 		return
 	}
-	list, err := a.r.spool.List()
-	if err != nil {
-		http.Error(w, err.Error(), http.StatusInternalServerError)
-		return
+	limit := 0
+	if v := r.URL.Query().Get("limit"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 0 {
+			http.Error(w, "limit: want a count of messages", http.StatusBadRequest)
+			return
+		}
+		limit = n
 	}
-	writeJSON(w, adminapi.Convert(list))
+	// The listing streams: one batch of envelopes in memory, each encoded
+	// and written as it is read, whatever the queue's length. The write
+	// deadline moves on with each batch, so a long listing is not cut by
+	// the server's WriteTimeout while a stalled client still is.
+	rc := http.NewResponseController(w)
+	rc.SetWriteDeadline(time.Now().Add(adminLimits.write))
+	w.Header().Set("Content-Type", "application/json")
+	n := 0
+	err := adminapi.WriteList(w, func(fn func(adminapi.Message) error) error {
+		err := a.r.spool.Range("", func(m *spool.Message) error {
+			if limit > 0 && n >= limit {
+				return errListLimit
+			}
+			n++
+			if n%256 == 0 {
+				rc.SetWriteDeadline(time.Now().Add(adminLimits.write))
+			}
+			return fn(adminapi.FromSpool(m))
+		})
+		if err == errListLimit {
+			return nil
+		}
+		return err
+	})
+	if err != nil {
+		// The status line is sent: only an unfinished array can tell
+		// the client, which reports a listing cut short.
+		a.r.log.Warn("admin: queue listing cut short", "err", err)
+		panic(http.ErrAbortHandler)
+	}
 }
 
+// errListLimit stops a listing at the limit the client asked for.
+var errListLimit = errors.New("limit reached")
+
 func (a *adminServer) stats(w http.ResponseWriter, _ *http.Request) {
-	n, _ := a.r.spool.Count()
+	c, _ := a.r.spool.Counts()
 	st := a.r.spool.Stats()
-	out := adminapi.Stats{Queued: n, Commits: st.Commits, Writes: st.Writes}
+	out := adminapi.Stats{Queued: c.Total, Pending: c.Pending, Deferred: c.Deferred, Held: c.Held, Commits: st.Commits, Writes: st.Writes}
 	if st.Commits > 0 {
 		out.BatchingRatio = float64(st.Writes) / float64(st.Commits)
 	}
@@ -258,13 +295,23 @@ func (a *adminServer) show(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, map[string]string{"text": text})
 }
 
+// flush makes the waiting messages due now, in batched commits that wake
+// the scheduler as they land: delivery starts with the first batch, and
+// memory stays one batch whatever the queue's length. It finishes even if
+// the client goes away: a flush asked for is a flush done.
 func (a *adminServer) flush(w http.ResponseWriter, _ *http.Request) {
-	list, err := a.r.spool.List()
+	rc := http.NewResponseController(w)
+	n, err := a.r.spool.Flush(a.r.now(), func(int) {
+		a.r.sched.Kick()
+		rc.SetWriteDeadline(time.Now().Add(adminLimits.write))
+	})
+	a.r.sched.Kick()
 	if err != nil {
 		http.Error(w, err.Error(), http.StatusInternalServerError)
 		return
 	}
-	writeJSON(w, map[string]int{"scheduled": a.r.sched.Flush(list)})
+	rc.SetWriteDeadline(time.Now().Add(adminLimits.write))
+	writeJSON(w, map[string]int{"scheduled": n})
 }
 
 type peerKey struct{}

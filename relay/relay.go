@@ -294,6 +294,8 @@ func (r *Relay) Run(ctx context.Context) error {
 	case <-ctx.Done():
 	case runErr = <-errc:
 		r.log.Error("stopping", "err", runErr)
+	case runErr = <-r.spool.Damaged():
+		r.log.Error("stopping: the spool file is damaged", "err", runErr)
 	}
 	r.log.Info("shutting down")
 	r.reloadMu.Lock()

@@ -41,9 +41,10 @@ type queuedRecipient struct {
 // the admin socket.
 var errDaemonDown = errors.New("daemon not running")
 
-// queueAdmin is what mailq and -q need from the daemon.
+// queueAdmin is what mailq and -q need from the daemon. List calls fn
+// for each queued message, oldest first, as the listing streams in.
 type queueAdmin interface {
-	List(ctx context.Context, cfg *config.Config) ([]queuedMessage, error)
+	List(ctx context.Context, cfg *config.Config, fn func(queuedMessage) error) error
 	Flush(ctx context.Context, cfg *config.Config) error
 }
 
@@ -55,21 +56,32 @@ func (s *shim) admin() queueAdmin {
 }
 
 // mailq is -bp: the queue in the format of Postfix's mailq.
+//
+// The listing is printed as it streams in, so memory stays one message
+// whatever the queue's length; without a deadline, the client gives up
+// only when the daemon stays silent (adminapi's idle timeout).
 func (s *shim) mailq() error {
-	ctx, cancel := s.context()
+	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	msgs, err := s.admin().List(ctx, s.cfg)
+	w := bufio.NewWriterSize(s.stdout, 64<<10)
+	q := &queueWriter{w: w, loc: time.Local}
+	err := s.admin().List(ctx, s.cfg, func(m queuedMessage) error {
+		q.add(m)
+		return nil
+	})
 	if errors.Is(err, adminapi.ErrForbidden) {
 		// admin.queue_list = "privileged", or the spool file is closed to
 		// this user while the daemon is down: as outbox queue ls, 77.
 		return fail(ExitNoPerm, "cannot read the queue: %v", err)
 	}
 	if err != nil {
+		w.Flush()
 		return fail(ExitUnavailable, "cannot read the queue: %v", err)
 	}
-	msgs = append(msgs, maildropEntries(s.cfg.Spool.Maildrop)...)
-	w := bufio.NewWriter(s.stdout)
-	writeQueue(w, msgs, time.Local)
+	for _, m := range maildropEntries(s.cfg.Spool.Maildrop) {
+		q.add(m)
+	}
+	q.end()
 	if err := w.Flush(); err != nil {
 		return fail(ExitTempFail, "writing the listing: %v", err)
 	}
@@ -107,60 +119,80 @@ func maildropEntries(dir string) []queuedMessage {
 // failed recipients are not listed: Postfix's queue no longer holds them
 // either.
 func writeQueue(w io.Writer, msgs []queuedMessage, loc *time.Location) {
-	if len(msgs) == 0 {
-		fmt.Fprintln(w, "Mail queue is empty")
+	q := &queueWriter{w: w, loc: loc}
+	for _, m := range msgs {
+		q.add(m)
+	}
+	q.end()
+}
+
+// queueWriter prints a listing one message at a time (see writeQueue).
+type queueWriter struct {
+	w     io.Writer
+	loc   *time.Location
+	n     int
+	total int64
+}
+
+const (
+	queueStringFormat = "%-11s %7s %-20s %s\n"
+	queueSenderFormat = "%-11s %7d %-20.20s %s\n"
+)
+
+func (q *queueWriter) add(m queuedMessage) {
+	w := q.w
+	if q.n == 0 {
+		fmt.Fprintf(w, queueStringFormat, "-Queue ID-", "--Size--", "----Arrival Time----", "-Sender/Recipient-------")
+	} else {
+		fmt.Fprintln(w)
+	}
+	q.n++
+	q.total += m.Size
+	id := m.ID
+	if m.Held {
+		id += "!"
+	}
+	from := m.From
+	switch {
+	case m.maildrop:
+		from = fmt.Sprintf("(maildrop queue, sender UID %d)", m.dropUID)
+	case from == "":
+		from = "MAILER-DAEMON"
+	}
+	// asctime's first 20 characters: the date and a space.
+	arrival := m.Arrived.In(q.loc).Format("Mon Jan _2 15:04:05")
+	fmt.Fprintf(w, queueSenderFormat, id, m.Size, arrival, printable(from))
+	saved := ""
+	for _, r := range m.Recipients {
+		if r.Status == "sent" || r.Status == "failed" {
+			continue
+		}
+		if why := printable(r.LastError); why != saved {
+			saved = why
+			if why == "" {
+				why = "reason unavailable"
+			}
+			pad := 76 - len(why)
+			if pad < 0 {
+				pad = 0
+			}
+			fmt.Fprintf(w, "%*s(%s)\n", pad, "", why)
+		}
+		fmt.Fprintf(w, queueStringFormat, "", "", "", printable(r.Address))
+	}
+}
+
+// end prints the total, or that the queue is empty.
+func (q *queueWriter) end() {
+	if q.n == 0 {
+		fmt.Fprintln(q.w, "Mail queue is empty")
 		return
 	}
-	const (
-		stringFormat = "%-11s %7s %-20s %s\n"
-		senderFormat = "%-11s %7d %-20.20s %s\n"
-	)
-	var total int64
-	for i, m := range msgs {
-		if i == 0 {
-			fmt.Fprintf(w, stringFormat, "-Queue ID-", "--Size--", "----Arrival Time----", "-Sender/Recipient-------")
-		} else {
-			fmt.Fprintln(w)
-		}
-		total += m.Size
-		id := m.ID
-		if m.Held {
-			id += "!"
-		}
-		from := m.From
-		switch {
-		case m.maildrop:
-			from = fmt.Sprintf("(maildrop queue, sender UID %d)", m.dropUID)
-		case from == "":
-			from = "MAILER-DAEMON"
-		}
-		// asctime's first 20 characters: the date and a space.
-		arrival := m.Arrived.In(loc).Format("Mon Jan _2 15:04:05")
-		fmt.Fprintf(w, senderFormat, id, m.Size, arrival, printable(from))
-		saved := ""
-		for _, r := range m.Recipients {
-			if r.Status == "sent" || r.Status == "failed" {
-				continue
-			}
-			if why := printable(r.LastError); why != saved {
-				saved = why
-				if why == "" {
-					why = "reason unavailable"
-				}
-				pad := 76 - len(why)
-				if pad < 0 {
-					pad = 0
-				}
-				fmt.Fprintf(w, "%*s(%s)\n", pad, "", why)
-			}
-			fmt.Fprintf(w, stringFormat, "", "", "", printable(r.Address))
-		}
-	}
 	requests := "Requests"
-	if len(msgs) == 1 {
+	if q.n == 1 {
 		requests = "Request"
 	}
-	fmt.Fprintf(w, "\n-- %d Kbytes in %d %s.\n", total/1024, len(msgs), requests)
+	fmt.Fprintf(q.w, "\n-- %d Kbytes in %d %s.\n", q.total/1024, q.n, requests)
 }
 
 // printable replaces control characters and line breaks, which would

@@ -12,20 +12,14 @@ import (
 // adminAPI reaches the daemon through package adminapi.
 type adminAPI struct{}
 
-func (adminAPI) List(ctx context.Context, cfg *config.Config) ([]queuedMessage, error) {
-	list, err := adminapi.ListQueue(ctx, cfg)
-	if err != nil {
-		return nil, err
-	}
-	out := make([]queuedMessage, 0, len(list))
-	for _, m := range list {
+func (adminAPI) List(ctx context.Context, cfg *config.Config, fn func(queuedMessage) error) error {
+	return adminapi.EachQueued(ctx, cfg, 0, func(m adminapi.Message) error {
 		q := queuedMessage{ID: m.ID, From: m.From, Size: m.Size, Arrived: m.Arrived, Held: m.Held}
 		for _, r := range m.Recipients {
 			q.Recipients = append(q.Recipients, queuedRecipient{Address: r.Address, Status: r.Status, LastError: r.LastError})
 		}
-		out = append(out, q)
-	}
-	return out, nil
+		return fn(q)
+	})
 }
 
 func (adminAPI) Flush(ctx context.Context, cfg *config.Config) error {

@@ -68,8 +68,16 @@ type fakeQueue struct {
 	err     error
 }
 
-func (q *fakeQueue) List(context.Context, *config.Config) ([]queuedMessage, error) {
-	return q.msgs, q.err
+func (q *fakeQueue) List(_ context.Context, _ *config.Config, fn func(queuedMessage) error) error {
+	if q.err != nil {
+		return q.err
+	}
+	for _, m := range q.msgs {
+		if err := fn(m); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 func (q *fakeQueue) Flush(context.Context, *config.Config) error {

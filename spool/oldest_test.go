@@ -10,7 +10,7 @@ import (
 	bolt "go.etcd.io/bbolt"
 )
 
-func wantCounts(t *testing.T, s *Spool, pending, deferred, held int) {
+func wantStateCounts(t *testing.T, s *Spool, pending, deferred, held int) {
 	t.Helper()
 	c, err := s.Counts()
 	if err != nil {
@@ -41,7 +41,7 @@ func TestCountsAndOldest(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	wantCounts(t, s, 0, 0, 0)
+	wantStateCounts(t, s, 0, 0, 0)
 	wantOldest(t, s, "", time.Time{})
 	first := time.Date(2025, 1, 1, 0, 0, 0, 0, time.UTC)
 	var ids []string
@@ -54,7 +54,7 @@ func TestCountsAndOldest(t *testing.T) {
 		}
 		ids = append(ids, m.ID)
 	}
-	wantCounts(t, s, 4, 0, 0)
+	wantStateCounts(t, s, 4, 0, 0)
 	wantOldest(t, s, ids[0], first)
 	// A round that defers, a hold, a release, a delivery and a delete.
 	upd := func(id string, fn func(m *Message)) {
@@ -64,25 +64,25 @@ func TestCountsAndOldest(t *testing.T) {
 		}
 	}
 	upd(ids[1], func(m *Message) { m.Attempts++ })
-	wantCounts(t, s, 3, 1, 0)
+	wantStateCounts(t, s, 3, 1, 0)
 	upd(ids[2], func(m *Message) { m.Held = true })
-	wantCounts(t, s, 2, 1, 1)
+	wantStateCounts(t, s, 2, 1, 1)
 	upd(ids[1], func(m *Message) { m.Held = true })
-	wantCounts(t, s, 2, 0, 2)
+	wantStateCounts(t, s, 2, 0, 2)
 	upd(ids[1], func(m *Message) { m.Held = false })
-	wantCounts(t, s, 2, 1, 1)
+	wantStateCounts(t, s, 2, 1, 1)
 	upd(ids[0], func(m *Message) {
 		m.Attempts++
 		for i := range m.Recipients {
 			m.Recipients[i].Status = Sent
 		}
 	})
-	wantCounts(t, s, 1, 1, 1)
+	wantStateCounts(t, s, 1, 1, 1)
 	wantOldest(t, s, ids[1], first.Add(time.Minute))
 	if err := s.Delete(ids[3]); err != nil {
 		t.Fatal(err)
 	}
-	wantCounts(t, s, 0, 1, 1)
+	wantStateCounts(t, s, 0, 1, 1)
 	if err := s.Close(); err != nil {
 		t.Fatal(err)
 	}
@@ -92,7 +92,7 @@ func TestCountsAndOldest(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	wantCounts(t, ro, 0, 1, 1)
+	wantStateCounts(t, ro, 0, 1, 1)
 	ro.Close()
 
 	// A spool from a release that kept no counts: they are built once.
@@ -108,7 +108,7 @@ func TestCountsAndOldest(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	wantCounts(t, ro, 0, 1, 1)
+	wantStateCounts(t, ro, 0, 1, 1)
 	ro.Close()
 	s, err = Open(path, Options{})
 	if err != nil {
@@ -124,7 +124,7 @@ func TestCountsAndOldest(t *testing.T) {
 		t.Fatal(err)
 	}
 	upd(ids[2], func(m *Message) { m.Held = false })
-	wantCounts(t, s, 1, 1, 0)
+	wantStateCounts(t, s, 1, 1, 0)
 	upd(ids[2], func(m *Message) { m.Attempts = 1 })
-	wantCounts(t, s, 0, 2, 0)
+	wantStateCounts(t, s, 0, 2, 0)
 }

@@ -12,6 +12,7 @@
 package spool
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"crypto/rand"
@@ -19,6 +20,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"hash/fnv"
 	"io"
 	"os"
 	"path/filepath"
@@ -34,9 +36,11 @@ import (
 )
 
 // SchemaVersion is the layout version this code writes. Version 2 added
-// chunks kept in a bucket of their own (see putChunk); this code also
-// reads version 1 and upgrades it when it opens the file for writing.
-const SchemaVersion = 2
+// chunks kept in a bucket of their own (see putChunk); version 3 the
+// counts by state that every write keeps (see counts.go), which a release
+// that does not know them would leave wrong. This code also reads versions
+// 1 and 2 and upgrades them when it opens the file for writing.
+const SchemaVersion = 3
 
 // oldestSchema is the oldest layout this code reads.
 const oldestSchema = 1
@@ -122,16 +126,16 @@ type Message struct {
 	// credentials, or the owner of a maildrop file). 0 also means "not a
 	// local user": only root and the daemon's user may read such a
 	// message's content, so the zero value of older records is safe.
-	UID         uint32    `json:"uid,omitempty"`
+	UID uint32 `json:"uid,omitempty"`
 	// Tags are the message's tags (X-Outbox-Tag-NAME fields) for the
 	// names relay.hcl lists, name → value, for delivery logs and metrics.
-	Tags map[string]string `json:"tags,omitempty"`
-	Arrived     time.Time `json:"arrived"`
-	Attempts    int       `json:"attempts"`
-	NextAttempt time.Time `json:"next_attempt"`
-	Held        bool      `json:"held"`
-	Size        int64     `json:"size"`
-	DelayWarned bool      `json:"delay_warned,omitempty"`
+	Tags        map[string]string `json:"tags,omitempty"`
+	Arrived     time.Time         `json:"arrived"`
+	Attempts    int               `json:"attempts"`
+	NextAttempt time.Time         `json:"next_attempt"`
+	Held        bool              `json:"held"`
+	Size        int64             `json:"size"`
+	DelayWarned bool              `json:"delay_warned,omitempty"`
 }
 
 // Done reports whether every recipient is sent or failed.
@@ -164,6 +168,9 @@ type Spool struct {
 	closed   atomic.Bool
 	closeMu  sync.RWMutex
 	maxBatch int
+
+	damaged    chan error // see Damaged
+	damageOnce sync.Once
 
 	orphanMu sync.Mutex
 	orphans  map[string]bool // unfinished bodies whose removal failed
@@ -199,7 +206,7 @@ func Open(path string, o Options) (*Spool, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &Spool{db: db, path: path, maxBatch: o.MaxBatch, orphans: map[string]bool{}}
+	s := &Spool{db: db, path: path, maxBatch: o.MaxBatch, orphans: map[string]bool{}, damaged: make(chan error, 1)}
 	if err := s.checkSchema(o.ReadOnly); err != nil {
 		db.Close()
 		return nil, err
@@ -216,37 +223,64 @@ func Open(path string, o Options) (*Spool, error) {
 // openDB opens the bbolt file, turning a panic on a damaged file into
 // ErrCorrupt.
 func openDB(path string, timeout time.Duration, readOnly bool) (db *bolt.DB, err error) {
+	// A panic inside bolt.Open (a damaged freelist page) leaves no DB to
+	// close: the file, and the lock on it, are closed here instead.
+	var file *os.File
 	err = guard(path, func() error {
 		var err error
 		db, err = bolt.Open(path, 0o600, &bolt.Options{
-			Timeout:        timeout,
-			ReadOnly:       readOnly,
-			NoFreelistSync: true,
+			OpenFile: func(name string, flag int, mode os.FileMode) (*os.File, error) {
+				f, err := os.OpenFile(name, flag, mode)
+				file = f
+				return f, err
+			},
+			Timeout:  timeout,
+			ReadOnly: readOnly,
+			// The freelist is stored at each commit, so an open reads it
+			// from its pages instead of walking the whole file to rebuild
+			// it: start-up costs the same at ten messages and at a
+			// million, and does not fault the file into memory. A commit
+			// that fails (a full disk) or panics (a damaged page) rolls
+			// back by rereading those pages too, where without them
+			// bbolt walked the file again, in a goroutine whose panic
+			// on a damaged page nothing could catch. The
+			// cost is writing the list at each commit: nothing to speak
+			// of while the queue grows; after 90,000 of 100,000 messages
+			// are deleted, a lone commit takes about 3 ms more.
+			NoFreelistSync: false,
 			FreelistType:   bolt.FreelistMapType,
 		})
 		return err
 	})
 	if err != nil {
+		if db == nil && file != nil {
+			file.Close()
+		}
 		return nil, openError(path, err)
 	}
 	return db, nil
 }
 
 // precheck walks the tree of an existing file in a read-only open before
-// it is opened for writing. A writable open without a stored freelist
-// (NoFreelistSync) rebuilds the freelist by walking every page, and bbolt
-// reports a damaged page found there by panicking in a goroutine of its
-// own, which no recover can catch: the daemon would die with a stack trace
-// instead of an error. The walk here reads the same pages (every branch
-// and leaf page, no value beyond its first page) in this goroutine, under
-// guard, so a damaged file gives ErrCorrupt; bbolt's own walk then reads
-// pages the kernel has just cached. Measured on a spool of 100,000
-// messages of 4 KiB (694 MiB, TestPrecheckCost): 1.3 to 1.8 s, next to 1.8
-// to 2.3 s for bbolt's writable open; start-up takes some 70% longer.
+// it is opened for writing, when the file has no stored freelist (a spool
+// written by a release that did not store it: NoFreelistSync). A writable
+// open of such a file rebuilds the freelist by walking every page, and
+// bbolt reports a damaged page found there by panicking in a goroutine of
+// its own, which no recover can catch: the daemon would die with a stack
+// trace instead of an error. The walk here reads the same pages (every
+// branch and leaf page, no value beyond its first page) in this
+// goroutine, under guard, so a damaged file gives ErrCorrupt; bbolt's own
+// walk then reads pages the kernel has just cached, and stores the
+// freelist, so this happens once per spool. Measured on a spool of
+// 100,000 messages of 4 KiB (694 MiB, TestPrecheckCost): 1.3 to 1.8 s,
+// next to 1.8 to 2.3 s for bbolt's writable open.
 func precheck(path string, timeout time.Duration) error {
 	fi, err := os.Stat(path)
 	if err != nil || fi.Size() == 0 {
 		return nil // a new spool
+	}
+	if stored, err := checkFreelist(path); err != nil || stored {
+		return err // bbolt reads the stored freelist and walks nothing
 	}
 	db, err := openDB(path, timeout, true)
 	if err != nil {
@@ -258,6 +292,100 @@ func precheck(path string, timeout time.Duration) error {
 			return tx.ForEach(func(_ []byte, b *bolt.Bucket) error { return walk(b) })
 		})
 	})
+}
+
+// checkFreelist reports whether the bbolt file at path has its freelist
+// stored, as its current meta page says, and checks that stored freelist.
+// bbolt reads it during a writable open and panics on a damaged one; the
+// panic is caught (guard), but the file's mapping, which holds its lock,
+// stays. So the freelist is read here first, with plain reads: a damaged
+// one is ErrCorrupt before bbolt maps anything.
+//
+// The layout, in the byte order of the machines Outbox runs on
+// (little-endian; on others the checksum fails and the walk runs): a page
+// starts with a 16-byte header (page number 8, flags 2, count 2, overflow
+// pages 4). A meta page's body is magic, version, page size and flags (4
+// bytes each), the root bucket (16), the freelist's page number (8), the
+// high-water page (8), the transaction ID (8) and an FNV-64a checksum of
+// what precedes it. The valid meta with the higher transaction ID is the
+// current one, as for bbolt. A freelist page holds its count page numbers
+// after the header (a count of 0xFFFF means the first of them is the
+// count). A meta that does not read as this layout gives false: the walk
+// in precheck runs and reports what it finds.
+func checkFreelist(path string) (stored bool, err error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return false, nil
+	}
+	defer f.Close()
+	le := binary.LittleEndian
+	type meta struct {
+		ok                   bool
+		pageSize             uint32
+		freelist, high, txid uint64
+	}
+	read := func(off int64) (m meta) {
+		var b [80]byte
+		if _, err := f.ReadAt(b[:], off); err != nil {
+			return m
+		}
+		body := b[16:]
+		if le.Uint32(body[0:]) != 0xED0CDAED || le.Uint32(body[4:]) != 2 {
+			return m
+		}
+		h := fnv.New64a()
+		h.Write(body[:56])
+		if h.Sum64() != le.Uint64(body[56:]) {
+			return m
+		}
+		return meta{ok: true, pageSize: le.Uint32(body[8:]), freelist: le.Uint64(body[32:]), high: le.Uint64(body[40:]), txid: le.Uint64(body[48:])}
+	}
+	m0 := read(0)
+	ps := int64(m0.pageSize)
+	if !m0.ok {
+		ps = int64(os.Getpagesize())
+	}
+	m1 := read(ps)
+	cur := m0
+	if !m0.ok || (m1.ok && m1.txid > m0.txid) {
+		cur = m1
+	}
+	if !cur.ok || cur.freelist == ^uint64(0) {
+		return false, nil
+	}
+	ps = int64(cur.pageSize)
+	bad := func(why string, args ...any) (bool, error) {
+		return false, fmt.Errorf("spool %s: %w (freelist page %d: %s; restore a backup or move the file aside)", path, ErrCorrupt, cur.freelist, fmt.Sprintf(why, args...))
+	}
+	if cur.freelist < 2 || cur.freelist >= cur.high {
+		return bad("beyond the file's %d pages", cur.high)
+	}
+	var hdr [24]byte
+	if _, err := f.ReadAt(hdr[:], int64(cur.freelist)*ps); err != nil {
+		return bad("%v", err)
+	}
+	if le.Uint64(hdr[0:]) != cur.freelist || le.Uint16(hdr[8:])&0x10 == 0 {
+		return bad("not a freelist page")
+	}
+	count, first := uint64(le.Uint16(hdr[10:])), int64(16)
+	if count == 0xFFFF {
+		count, first = le.Uint64(hdr[16:]), 24
+	}
+	overflow := uint64(le.Uint32(hdr[12:]))
+	if cur.freelist+overflow >= cur.high || uint64(first)+8*count > (overflow+1)*uint64(ps) {
+		return bad("%d entries do not fit its %d pages", count, overflow+1)
+	}
+	r := bufio.NewReaderSize(io.NewSectionReader(f, int64(cur.freelist)*ps+first, int64(8*count)), 64<<10)
+	var e [8]byte
+	for i := uint64(0); i < count; i++ {
+		if _, err := io.ReadFull(r, e[:]); err != nil {
+			return bad("%v", err)
+		}
+		if id := le.Uint64(e[:]); id < 2 || id >= cur.high {
+			return bad("lists page %d, beyond the file's %d pages", id, cur.high)
+		}
+	}
+	return true, nil
 }
 
 // walk visits every key of b and of its nested buckets.
@@ -279,19 +407,40 @@ func walk(b *bolt.Bucket) error {
 // damaged pages (an invalid page type, a page number out of range), and a
 // page number past the end of a truncated file faults; SetPanicOnFault
 // makes that fault a panic too, for this goroutine while fn runs.
-func guard(path string, fn func() error) (err error) {
+func guard(path string, fn func() error) error {
+	_, err := guardPanic(path, fn)
+	return err
+}
+
+// guardPanic is guard that also says whether fn panicked.
+func guardPanic(path string, fn func() error) (panicked bool, err error) {
 	old := debug.SetPanicOnFault(true)
 	defer debug.SetPanicOnFault(old)
 	defer func() {
 		if p := recover(); p != nil {
 			err = fmt.Errorf("spool %s: %w (%v; restore a backup or move the file aside)", path, ErrCorrupt, p)
+			panicked = true
 		}
 	}()
-	return fn()
+	return false, fn()
 }
 
-// guard is the package guard for this spool's file.
-func (s *Spool) guard(fn func() error) error { return guard(s.path, fn) }
+// guard is the package guard for this spool's file. A damaged page met
+// here is also reported on Damaged.
+func (s *Spool) guard(fn func() error) error {
+	panicked, err := guardPanic(s.path, fn)
+	if panicked {
+		s.damageOnce.Do(func() { s.damaged <- err })
+	}
+	return err
+}
+
+// Damaged delivers the first damaged page an operation met, as an
+// ErrCorrupt error. Open reads only what bbolt needs to open (the meta
+// pages and the stored freelist), so damage elsewhere in the file shows
+// only when an operation reads it; a daemon stops on this rather than go
+// on writing to a damaged file.
+func (s *Spool) Damaged() <-chan error { return s.damaged }
 
 // view runs a read transaction under guard.
 func (s *Spool) view(fn func(tx *bolt.Tx) error) error {
@@ -488,8 +637,7 @@ func (s *Spool) run(batch []*op) {
 	s.commits.Add(1)
 	err = noSpace(err)
 	// A full disk fails every write of the batch alike: running them one
-	// by one would only repeat the failure (each failed commit costs bbolt
-	// a scan of the file to rebuild its freelist).
+	// by one would only repeat the failure.
 	if err == nil || len(batch) == 1 || errors.Is(err, ErrNoSpace) {
 		s.writes.Add(uint64(len(batch)))
 		for _, o := range batch {
@@ -725,9 +873,10 @@ const minFree = 256 << 10
 
 // room returns ErrNoSpace when the spool's file system has less than n
 // bytes and minFree to spare, before any commit is tried. A commit that
-// fails for want of space costs more than a refusal: with the freelist
-// not stored (NoFreelistSync), bbolt's rollback rebuilds it by walking
-// every page of the file, in the committer that every writer waits for.
+// fails for want of space costs more than a refusal: bbolt's rollback
+// reloads the freelist (and, in a spool not yet upgraded to a stored
+// freelist, rebuilds it by walking every page of the file), in the
+// committer that every writer waits for.
 // Deletes and updates are never refused here: they are what frees room.
 func (s *Spool) room(n int) error {
 	var st syscall.Statfs_t
@@ -833,20 +982,150 @@ func (s *Spool) Get(id string) (*Message, error) {
 	return m, err
 }
 
-// List returns every queued message, oldest first.
+// List returns every queued message in ID order. It holds the whole queue
+// in memory: for small queues and tests; Range walks any queue.
 func (s *Spool) List() ([]*Message, error) {
 	var out []*Message
-	err := s.view(func(tx *bolt.Tx) error {
-		return tx.Bucket(bucketMsg).ForEach(func(k, v []byte) error {
-			m := new(Message)
-			if err := json.Unmarshal(v, m); err != nil {
-				return fmt.Errorf("message %s: %w (%v)", k, ErrCorrupt, err)
+	err := s.Range("", func(m *Message) error { out = append(out, m); return nil })
+	return out, err
+}
+
+// rangeBatch is how many envelopes Range reads per read transaction.
+const rangeBatch = 256
+
+// Range calls fn for each queued message in ID order, which is the order
+// of arrival, starting after the ID after ("" starts at the first). It
+// reads rangeBatch envelopes per read transaction and calls fn outside
+// it, so the memory it holds is one batch whatever the queue's length,
+// and a slow fn (a listing sent to a slow client) never keeps a read
+// transaction open: a long one would stop bbolt from reusing freed pages
+// and make a writer that grows the file wait for it. Messages that arrive
+// or leave while it runs may or may not be seen. An error from fn stops
+// the walk and is returned.
+func (s *Spool) Range(after string, fn func(m *Message) error) error {
+	var last []byte
+	if after != "" {
+		last = []byte(after)
+	}
+	batch := make([]*Message, 0, rangeBatch)
+	for {
+		batch = batch[:0]
+		err := s.view(func(tx *bolt.Tx) error {
+			c := tx.Bucket(bucketMsg).Cursor()
+			k, v := c.First()
+			if last != nil {
+				k, v = c.Seek(last)
+				if k != nil && bytes.Equal(k, last) {
+					k, v = c.Next()
+				}
 			}
-			out = append(out, m)
+			for ; k != nil && len(batch) < rangeBatch; k, v = c.Next() {
+				m := new(Message)
+				if err := json.Unmarshal(v, m); err != nil {
+					return fmt.Errorf("message %s: %w (%v)", k, ErrCorrupt, err)
+				}
+				batch = append(batch, m)
+			}
 			return nil
 		})
-	})
-	return out, err
+		if err != nil {
+			return err
+		}
+		for _, m := range batch {
+			if err := fn(m); err != nil {
+				return err
+			}
+		}
+		if len(batch) < rangeBatch {
+			return nil
+		}
+		last = []byte(batch[len(batch)-1].ID)
+	}
+}
+
+// flushBatch is how many envelopes Flush looks at per commit: enough to
+// amortise the fsync, few enough that a commit stays short for the
+// writers that share it.
+const flushBatch = 1000
+
+// Flush makes every message that waits for a later retry due at now, and
+// returns how many it changed. It walks the queue in ID order in commits
+// of flushBatch envelopes, so its memory is one batch, the messages
+// already changed can be delivered while it goes on, and a message whose
+// retry fails during the flush is not made due again. progress, if not
+// nil, is called after each commit with the running total (to wake the
+// scheduler). Held messages stay held.
+func (s *Spool) Flush(now time.Time, progress func(n int)) (int, error) {
+	total := 0
+	var last []byte
+	for {
+		var changed int
+		var next []byte
+		var end bool
+		err := s.write(func(tx *bolt.Tx) error {
+			changed, next, end = 0, nil, false
+			msgs, due := tx.Bucket(bucketMsg), tx.Bucket(bucketDue)
+			type upd struct {
+				id  []byte
+				m   *Message
+				old time.Time
+			}
+			var todo []upd
+			c := msgs.Cursor()
+			k, v := c.First()
+			if last != nil {
+				k, v = c.Seek(last)
+				if k != nil && bytes.Equal(k, last) {
+					k, v = c.Next()
+				}
+			}
+			seen := 0
+			for ; k != nil && seen < flushBatch; k, v = c.Next() {
+				seen++
+				next = bytes.Clone(k)
+				m := new(Message)
+				if err := json.Unmarshal(v, m); err != nil {
+					return fmt.Errorf("message %s: %w (%v)", k, ErrCorrupt, err)
+				}
+				if m.Held || !m.NextAttempt.After(now) || m.Done() {
+					continue
+				}
+				todo = append(todo, upd{next, m, m.NextAttempt})
+			}
+			end = k == nil
+			// Changed after the walk: a cursor must not see the bucket
+			// change under it.
+			for _, u := range todo {
+				u.m.NextAttempt = now
+				rec, err := json.Marshal(u.m)
+				if err != nil {
+					return err
+				}
+				if err := msgs.Put(u.id, rec); err != nil {
+					return err
+				}
+				if err := due.Delete(dueKey(u.old, u.m.ID)); err != nil {
+					return err
+				}
+				if err := due.Put(dueKey(now, u.m.ID), nil); err != nil {
+					return err
+				}
+			}
+			changed = len(todo)
+			return nil
+		})
+		if err != nil {
+			return total, err
+		}
+		total += changed
+		if progress != nil && changed > 0 {
+			progress(total)
+		}
+		if end || next == nil {
+			return total, nil
+		}
+		last = next
+	}
 }
 
 // Count returns the number of queued messages in O(1) (see Counts).

@@ -1,13 +1,13 @@
 package main
 
 import (
+	"bufio"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
-	"slices"
 	"strconv"
 	"syscall"
 	"time"
@@ -56,6 +56,7 @@ func cmdQueue(a *app, args []string) int {
 func queueLs(a *app, args []string) int {
 	fs := a.flags("queue")
 	asJSON := fs.Bool("json", false, "print a JSON array, one object per message")
+	limit := fs.Int("limit", 0, "list only the first `N` messages (oldest first; after the filters); 0 lists all")
 	filter := &lsFilter{now: time.Now()}
 	filter.flags(fs)
 	cfg, code := a.parseAndLoad(fs, args)
@@ -66,38 +67,57 @@ func queueLs(a *app, args []string) int {
 		fmt.Fprintln(a.stderr, "outbox queue ls:", err)
 		return exitUsage
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	if *limit < 0 {
+		fmt.Fprintln(a.stderr, "outbox queue ls: --limit wants a count of messages")
+		return exitUsage
+	}
+	// The listing streams from the daemon and is printed as it comes, so
+	// memory stays one message whatever the queue's length; the client
+	// gives up only when the daemon stays silent (adminapi's idle timeout).
+	// With filters the daemon sends everything and the limit counts what
+	// is printed.
+	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	list, err := adminapi.ListQueue(ctx, cfg)
-	if err != nil {
-		fmt.Fprintln(a.stderr, "outbox queue ls:", err)
-		return spoolExit(err)
+	serverLimit := *limit
+	if filter.active() {
+		serverLimit = 0
 	}
-	list = slices.DeleteFunc(list, func(m adminapi.Message) bool { return !filter.match(m) })
-	if *asJSON {
-		enc := json.NewEncoder(a.stdout)
-		enc.SetIndent("", "  ")
-		if list == nil {
-			list = []adminapi.Message{}
+	out := bufio.NewWriterSize(a.stdout, 64<<10)
+	defer out.Flush()
+	var (
+		n     int
+		total int64
+	)
+	// Fixed-width columns for the message lines, sized for the IDs the
+	// spool makes (a longer one widens its own line only); the recipient
+	// lines under each are free-form, so a long address or error does not
+	// widen the table.
+	row := fmt.Sprintf("%%-%ds  %%8s  %%-19s  %%8s  %%-19s  %%s\n", len(spool.NewID(time.Now())))
+	err := adminapi.EachQueued(ctx, cfg, serverLimit, func(m adminapi.Message) error {
+		if !filter.match(m) {
+			return nil
 		}
-		enc.Encode(list)
-		return exitOK
-	}
-	if len(list) == 0 {
-		fmt.Fprintln(a.stdout, "The queue is empty.")
-		return exitOK
-	}
-	// Fixed-width columns for the message lines; the recipient lines under
-	// each are free-form, so a long address or error does not widen the
-	// table.
-	idw := len("ID")
-	for _, m := range list {
-		idw = max(idw, len(m.ID))
-	}
-	row := fmt.Sprintf("%%-%ds  %%8s  %%-19s  %%8s  %%-19s  %%s\n", idw)
-	fmt.Fprintf(a.stdout, row, "ID", "SIZE", "ARRIVED", "ATTEMPTS", "NEXT ATTEMPT", "FROM")
-	var total int64
-	for _, m := range list {
+		if *limit > 0 && n == *limit {
+			return errEnough
+		}
+		if *asJSON {
+			b, err := json.MarshalIndent(withHints(m), "  ", "  ")
+			if err != nil {
+				return err
+			}
+			sep := ",\n  "
+			if n == 0 {
+				sep = "[\n  "
+			}
+			n++
+			out.WriteString(sep)
+			_, err = out.Write(b)
+			return err
+		}
+		if n == 0 {
+			fmt.Fprintf(out, row, "ID", "SIZE", "ARRIVED", "ATTEMPTS", "NEXT ATTEMPT", "FROM")
+		}
+		n++
 		next := m.NextAttempt.Local().Format("2006-01-02 15:04:05")
 		if m.Held {
 			next = "held"
@@ -106,22 +126,65 @@ func queueLs(a *app, args []string) int {
 		if from == "" {
 			from = "<>"
 		}
-		fmt.Fprintf(a.stdout, row, m.ID, strconv.FormatInt(m.Size, 10), m.Arrived.Local().Format("2006-01-02 15:04:05"),
+		fmt.Fprintf(out, row, m.ID, strconv.FormatInt(m.Size, 10), m.Arrived.Local().Format("2006-01-02 15:04:05"),
 			strconv.Itoa(m.Attempts), next, from)
 		for _, r := range m.Recipients {
-			line := fmt.Sprintf("  → %s  %s", r.Address, r.Status)
+			line := "  → " + r.Address + "  " + r.Status
 			if r.LastError != "" {
 				line += "  (" + r.LastError + ")"
 			}
 			if h := upstream.Hint(r.LastError); h != "" {
 				line += "\n      hint: " + h
 			}
-			fmt.Fprintln(a.stdout, line)
+			out.WriteString(line + "\n")
 		}
 		total += m.Size
+		return nil
+	})
+	if errors.Is(err, errEnough) {
+		err = nil
 	}
-	fmt.Fprintf(a.stdout, "%d message(s), %d bytes\n", len(list), total)
+	if err != nil {
+		out.Flush()
+		fmt.Fprintln(a.stderr, "outbox queue ls:", err)
+		return spoolExit(err)
+	}
+	switch {
+	case *asJSON && n == 0:
+		out.WriteString("[]\n")
+	case *asJSON:
+		out.WriteString("\n]\n")
+	case n == 0:
+		fmt.Fprintln(out, "The queue is empty.")
+	case *limit > 0 && n == *limit:
+		fmt.Fprintf(out, "%d message(s), %d bytes (the first %d: --limit; outbox queue stats counts them all)\n", n, total, *limit)
+	default:
+		fmt.Fprintf(out, "%d message(s), %d bytes\n", n, total)
+	}
 	return exitOK
+}
+
+// errEnough stops a listing once --limit messages are printed.
+var errEnough = errors.New("enough")
+
+// lsJSON is a listed message with, beside each recipient's last_error,
+// the explanation of a known provider reply (hint, omitted when none).
+type lsJSON struct {
+	adminapi.Message
+	Recipients []lsRecipient `json:"recipients"`
+}
+
+type lsRecipient struct {
+	adminapi.Recipient
+	Hint string `json:"hint,omitempty"`
+}
+
+func withHints(m adminapi.Message) lsJSON {
+	out := lsJSON{Message: m, Recipients: make([]lsRecipient, 0, len(m.Recipients))}
+	for _, r := range m.Recipients {
+		out.Recipients = append(out.Recipients, lsRecipient{Recipient: r, Hint: upstream.Hint(r.LastError)})
+	}
+	return out
 }
 
 // withSpool runs fn on the spool file directly; for use while the daemon
@@ -215,7 +278,11 @@ func queueFlush(a *app, args []string) int {
 	if cfg == nil {
 		return code
 	}
-	n, err := adminapi.NewClient(cfg.Admin.Socket).Flush(context.Background())
+	// The daemon answers when every waiting message is due; delivery
+	// starts meanwhile. A bound, so a wedged daemon does not hang scripts.
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer cancel()
+	n, err := adminapi.NewClient(cfg.Admin.Socket).Flush(ctx)
 	if err != nil {
 		fmt.Fprintln(a.stderr, "outbox queue flush:", err)
 		return exitUnavailable
@@ -235,7 +302,8 @@ func queueStats(a *app, args []string) int {
 		fmt.Fprintln(a.stderr, "outbox queue stats:", err)
 		return exitUnavailable
 	}
-	fmt.Fprintf(a.stdout, "queued: %d\ncommits: %d\nwrites: %d\nwrites per commit: %.2f\n", st.Queued, st.Commits, st.Writes, st.BatchingRatio)
+	fmt.Fprintf(a.stdout, "queued: %d (pending %d, deferred %d, held %d)\ncommits: %d\nwrites: %d\nwrites per commit: %.2f\n",
+		st.Queued, st.Pending, st.Deferred, st.Held, st.Commits, st.Writes, st.BatchingRatio)
 	return exitOK
 }
 

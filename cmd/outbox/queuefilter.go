@@ -84,3 +84,8 @@ func (f *lsFilter) match(m adminapi.Message) bool {
 	}
 	return true
 }
+
+// active reports whether any filter is given.
+func (f *lsFilter) active() bool {
+	return f.from != "" || f.to != "" || f.olderThan > 0 || f.state != ""
+}

@@ -43,6 +43,9 @@ func cmdServe(a *app, args []string) int {
 	for {
 		select {
 		case err := <-done:
+			if errors.Is(err, spool.ErrCorrupt) {
+				return exitUnavailable // as at start-up
+			}
 			if err != nil {
 				return exitSoftware
 			}
