@@ -131,7 +131,7 @@ func dedupe(list []string) []string {
 // the daemon cannot be reached. It returns nil only once one of them has
 // the message durably.
 func (s *shim) submit(env *envelope, msg *content) error {
-	c, err := s.dialDaemon()
+	c, err := s.dialSubmit()
 	if err != nil {
 		if fallback(err) {
 			s.verbosef("daemon unavailable (%v); writing to the maildrop folder", err)
@@ -141,7 +141,7 @@ func (s *shim) submit(env *envelope, msg *content) error {
 	}
 	defer c.Close()
 	r := msg.reader(s.cfg.Limits.MaxMessageSize)
-	err = s.transact(c, env, r)
+	err = s.transactPipelined(c, env, r)
 	if err != nil && r.n == 0 && fallback(err) {
 		// The daemon went away before taking any of the message.
 		s.verbosef("daemon unavailable (%v); writing to the maildrop folder", err)
@@ -150,70 +150,8 @@ func (s *shim) submit(env *envelope, msg *content) error {
 	return err
 }
 
-// transact runs one mail transaction on c.
-func (s *shim) transact(c *smtp.Client, env *envelope, r *limitReader) error {
-	utf8 := env.needsUTF8()
-	if ok, _ := c.Extension("SMTPUTF8"); utf8 && !ok {
-		return fail(ExitUnavailable, "the daemon does not take non-ASCII addresses (no SMTPUTF8); nothing was sent")
-	}
-	opts := &smtp.MailOptions{
-		Body:       smtp.BodyType(env.body),
-		UTF8:       utf8,
-		Return:     smtp.DSNReturn(strings.ToUpper(env.ret)),
-		EnvelopeID: env.envID,
-	}
-	if err := c.Mail(env.from, opts); err != nil {
-		return stageError("MAIL", env.from, err)
-	}
-	var ropts *smtp.RcptOptions
-	if env.notify != "" {
-		ropts = &smtp.RcptOptions{}
-		for _, n := range strings.Split(env.notify, ",") {
-			ropts.Notify = append(ropts.Notify, smtp.DSNNotify(strings.ToUpper(n)))
-		}
-	}
-	for _, rcpt := range env.rcpts {
-		if err := c.Rcpt(rcpt, ropts); err != nil {
-			return stageError("RCPT", rcpt, err)
-		}
-	}
-	w, err := c.Data()
-	if err != nil {
-		var se *smtp.SMTPError
-		if !errors.As(err, &se) {
-			return err // nothing of the message is gone yet
-		}
-		return stageError("DATA", "", err)
-	}
-	if _, err := io.Copy(w, r); err != nil {
-		if errors.Is(err, errTooBig) {
-			// Closing without the final dot makes the daemon drop
-			// what it got: it stores a message only once the dot
-			// (or the LAST BDAT chunk) has arrived whole.
-			c.Close()
-			return fail(ExitUnavailable, "message too big: more than %d bytes (limits.max_message_size); nothing was sent", s.cfg.Limits.MaxMessageSize)
-		}
-		var se *smtp.SMTPError
-		if errors.As(err, &se) {
-			return stageError("DATA", "", err)
-		}
-		if r.n > 0 && !isNetError(err) {
-			c.Close()
-			return fail(ExitTempFail, "cannot read the message: %v; nothing was sent", err)
-		}
-		return stageError("DATA", "", err)
-	}
-	if err := w.Close(); err != nil {
-		return stageError("DATA", "", err)
-	}
-	s.verbosef("message stored by the daemon for %s", strings.Join(env.rcpts, ", "))
-	// The message is stored; closing without waiting for QUIT's reply saves
-	// a round trip on every call.
-	c.Close()
-	return nil
-}
-
-// dialDaemon connects to the daemon's submission socket and says EHLO.
+// dialDaemon connects to the daemon's submission socket and says EHLO,
+// for -bs, which relays its client's commands one by one.
 func (s *shim) dialDaemon() (*smtp.Client, error) {
 	sock := s.cfg.SubmitSocket()
 	if sock == "" {

@@ -1,0 +1,285 @@
+package sendmailshim
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/textproto"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/emersion/go-smtp"
+)
+
+// submitConn is the shim's own SMTP client for one transaction with the
+// daemon over its unix socket. Where the daemon advertises PIPELINING it
+// sends MAIL, every RCPT and DATA in one write and reads their replies
+// together (RFC 2920): a message takes four round trips (greeting, EHLO,
+// the envelope, the body's final reply) instead of five plus one per
+// recipient, and each round trip wakes both processes. Measured on a
+// loaded 2-core VM with two recipients and a 4 KiB message, connect to
+// "stored" took a median 3.6 ms instead of 4.0 ms with the go-smtp client,
+// which does not pipeline; most of what is left is the daemon's commit.
+type submitConn struct {
+	conn net.Conn
+	tp   *textproto.Conn
+	ext  map[string]string
+}
+
+// debugConn copies both directions of the dialogue to w, for -v.
+type debugConn struct {
+	net.Conn
+	w io.Writer
+}
+
+func (d debugConn) Read(p []byte) (int, error) {
+	n, err := d.Conn.Read(p)
+	d.w.Write(p[:n])
+	return n, err
+}
+
+func (d debugConn) Write(p []byte) (int, error) {
+	d.w.Write(p)
+	return d.Conn.Write(p)
+}
+
+// dialSubmit connects to the daemon's submission socket, reads its
+// greeting and says EHLO. Its errors are those fallback understands: net
+// errors and *smtp.SMTPError.
+func (s *shim) dialSubmit() (*submitConn, error) {
+	sock := s.cfg.SubmitSocket()
+	if sock == "" {
+		return nil, &net.OpError{Op: "dial", Net: "unix", Err: errors.New("no unix listener in the configuration")}
+	}
+	conn, err := net.DialTimeout("unix", sock, dialTimeout)
+	if err != nil {
+		return nil, err
+	}
+	c := &submitConn{conn: conn}
+	var rw io.ReadWriteCloser = conn
+	if s.opts.Verbose {
+		rw = debugConn{conn, s.stderr}
+	}
+	c.tp = textproto.NewConn(rw)
+	conn.SetDeadline(time.Now().Add(commandTimeout))
+	if _, err := c.reply(220); err != nil {
+		conn.Close()
+		return nil, err
+	}
+	if err := c.tp.PrintfLine("EHLO localhost"); err != nil {
+		conn.Close()
+		return nil, err
+	}
+	msg, err := c.reply(250)
+	if err != nil {
+		conn.Close()
+		return nil, err
+	}
+	c.ext = map[string]string{}
+	lines := strings.Split(msg, "\n")
+	for _, l := range lines[1:] {
+		k, v, _ := strings.Cut(l, " ")
+		c.ext[strings.ToUpper(k)] = v
+	}
+	return c, nil
+}
+
+func (c *submitConn) has(ext string) bool {
+	_, ok := c.ext[ext]
+	return ok
+}
+
+func (c *submitConn) Close() error { return c.conn.Close() }
+
+// reply reads one reply and returns its text, or an *smtp.SMTPError
+// when its code is not the one expected (a net error when none came).
+func (c *submitConn) reply(want int) (string, error) {
+	code, msg, err := c.tp.ReadResponse(want)
+	if err != nil {
+		var pe *textproto.Error
+		if errors.As(err, &pe) {
+			return "", toSMTPError(code, msg)
+		}
+		return "", err
+	}
+	return msg, nil
+}
+
+// toSMTPError parses the enhanced status code at the start of a reply, as
+// the go-smtp client does, so that stageError reads both the same way.
+func toSMTPError(code int, msg string) *smtp.SMTPError {
+	se := &smtp.SMTPError{Code: code, Message: msg}
+	first, rest, ok := strings.Cut(msg, " ")
+	if !ok {
+		return se
+	}
+	parts := strings.Split(first, ".")
+	if len(parts) != 3 {
+		return se
+	}
+	var enh smtp.EnhancedCode
+	for i, p := range parts {
+		n, err := strconv.Atoi(p)
+		if err != nil {
+			return se
+		}
+		enh[i] = n
+	}
+	se.EnhancedCode = enh
+	se.Message = strings.ReplaceAll(rest, "\n"+first+" ", "\n")
+	return se
+}
+
+// xtext encodes an ENVID value (RFC 3461).
+func xtext(raw string) string {
+	var sb strings.Builder
+	for _, ch := range raw {
+		if ch >= '!' && ch <= '~' && ch != '+' && ch != '=' {
+			sb.WriteRune(ch)
+		} else {
+			fmt.Fprintf(&sb, "+%X", ch)
+		}
+	}
+	return sb.String()
+}
+
+// transactPipelined runs one mail transaction on c: the same commands and
+// parameters the go-smtp client sends, pipelined when c allows it.
+func (s *shim) transactPipelined(c *submitConn, env *envelope, r *limitReader) error {
+	utf8 := env.needsUTF8()
+	if utf8 && !c.has("SMTPUTF8") {
+		return fail(ExitUnavailable, "the daemon does not take non-ASCII addresses (no SMTPUTF8); nothing was sent")
+	}
+	lines := []string{env.from}
+	lines = append(lines, env.rcpts...)
+	for _, l := range lines {
+		if strings.ContainsAny(l, "\r\n") {
+			return fail(ExitDataErr, "line break in an address; nothing was sent")
+		}
+	}
+	var mail strings.Builder
+	fmt.Fprintf(&mail, "MAIL FROM:<%s>", env.from)
+	if c.has("8BITMIME") {
+		mail.WriteString(" BODY=8BITMIME")
+	}
+	if utf8 {
+		mail.WriteString(" SMTPUTF8")
+	}
+	dsn := c.has("DSN")
+	if dsn {
+		if env.ret != "" {
+			mail.WriteString(" RET=" + strings.ToUpper(env.ret))
+		}
+		if env.envID != "" {
+			mail.WriteString(" ENVID=" + xtext(env.envID))
+		}
+	}
+	rcptParams := ""
+	if dsn && env.notify != "" {
+		rcptParams = " NOTIFY=" + strings.ToUpper(env.notify)
+	}
+	pipe := c.has("PIPELINING")
+	w := c.tp.Writer.W
+	send := func(format string, args ...any) error {
+		fmt.Fprintf(w, format+"\r\n", args...)
+		if pipe {
+			return nil
+		}
+		return w.Flush()
+	}
+	// Without pipelining each reply is read right after its command;
+	// with it, every command goes out first and the replies are read in
+	// order after one flush.
+	type step struct {
+		stage, addr string
+		want        int
+	}
+	steps := []step{{"MAIL", env.from, 250}}
+	for _, rcpt := range env.rcpts {
+		steps = append(steps, step{"RCPT", rcpt, 250})
+	}
+	steps = append(steps, step{"DATA", "", 354})
+	var first error
+	readStep := func(st step) {
+		_, err := c.reply(st.want)
+		if err != nil && first == nil {
+			if st.stage == "DATA" {
+				var se *smtp.SMTPError
+				if !errors.As(err, &se) {
+					first = err // nothing of the message is gone yet
+					return
+				}
+			}
+			first = stageError(st.stage, st.addr, err)
+		}
+	}
+	if err := send("%s", mail.String()); err != nil {
+		return err
+	}
+	if !pipe {
+		readStep(steps[0])
+		if first != nil {
+			return first
+		}
+	}
+	for i, rcpt := range env.rcpts {
+		if err := send("RCPT TO:<%s>%s", rcpt, rcptParams); err != nil {
+			return err
+		}
+		if !pipe {
+			readStep(steps[1+i])
+			if first != nil {
+				return first
+			}
+		}
+	}
+	if err := send("DATA"); err != nil {
+		return err
+	}
+	if pipe {
+		if err := w.Flush(); err != nil {
+			return err
+		}
+		for _, st := range steps {
+			readStep(st)
+		}
+	} else {
+		readStep(steps[len(steps)-1])
+	}
+	if first != nil {
+		// A refused recipient ends the call though the daemon may have
+		// said 354 for the others: hanging up before the final dot
+		// makes it store nothing.
+		c.Close()
+		return first
+	}
+	c.conn.SetDeadline(time.Now().Add(dataTimeout))
+	dw := c.tp.DotWriter()
+	if _, err := io.Copy(dw, r); err != nil {
+		if errors.Is(err, errTooBig) {
+			// Closing without the final dot makes the daemon drop
+			// what it got: it stores a message only once the dot
+			// has arrived whole.
+			c.Close()
+			return fail(ExitUnavailable, "message too big: more than %d bytes (limits.max_message_size); nothing was sent", s.cfg.Limits.MaxMessageSize)
+		}
+		if r.n > 0 && !isNetError(err) {
+			c.Close()
+			return fail(ExitTempFail, "cannot read the message: %v; nothing was sent", err)
+		}
+		return stageError("DATA", "", err)
+	}
+	if err := dw.Close(); err != nil {
+		return stageError("DATA", "", err)
+	}
+	if _, err := c.reply(250); err != nil {
+		return stageError("DATA", "", err)
+	}
+	s.verbosef("message stored by the daemon for %s", strings.Join(env.rcpts, ", "))
+	// The message is stored; closing without waiting for QUIT's reply saves
+	// a round trip on every call.
+	c.Close()
+	return nil
+}

@@ -1,0 +1,116 @@
+package sendmailshim
+
+import (
+	"bufio"
+	"net"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+// scriptedDaemon answers on sock as a daemon advertising PIPELINING
+// would, but reads the whole envelope (MAIL, each RCPT, DATA) before it
+// replies to any of it, so a client that waits for each reply before
+// the next command hangs there until the deadline. rcptReply gives the
+// reply to each RCPT. It sends what happened on the returned channel:
+// "stored" after the final dot, "hangup" when the client closed before it.
+func scriptedDaemon(t *testing.T, sock string, rcptReply func(rcpt string) string) <-chan string {
+	t.Helper()
+	l, err := net.Listen("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { l.Close() })
+	done := make(chan string, 1)
+	go func() {
+		c, err := l.Accept()
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		c.SetDeadline(time.Now().Add(10 * time.Second))
+		r := bufio.NewReader(c)
+		c.Write([]byte("220 scripted ESMTP\r\n"))
+		if line, _ := r.ReadString('\n'); !strings.HasPrefix(line, "EHLO") {
+			done <- "no EHLO: " + line
+			return
+		}
+		c.Write([]byte("250-scripted\r\n250-PIPELINING\r\n250-8BITMIME\r\n250 DSN\r\n"))
+		var replies []string
+		for {
+			line, err := r.ReadString('\n')
+			if err != nil {
+				done <- "envelope cut: " + err.Error()
+				return
+			}
+			line = strings.TrimRight(line, "\r\n")
+			switch {
+			case strings.HasPrefix(line, "MAIL FROM:"):
+				replies = append(replies, "250 2.1.0 ok")
+			case strings.HasPrefix(line, "RCPT TO:<"):
+				rcpt := strings.TrimPrefix(line, "RCPT TO:<")
+				rcpt = rcpt[:strings.IndexByte(rcpt, '>')]
+				replies = append(replies, rcptReply(rcpt))
+			case line == "DATA":
+				replies = append(replies, "354 go ahead")
+			default:
+				done <- "unexpected " + line
+				return
+			}
+			if line == "DATA" {
+				break
+			}
+		}
+		c.Write([]byte(strings.Join(replies, "\r\n") + "\r\n"))
+		for {
+			line, err := r.ReadString('\n')
+			if err != nil {
+				done <- "hangup"
+				return
+			}
+			if line == ".\r\n" {
+				c.Write([]byte("250 2.0.0 queued\r\n"))
+				done <- "stored"
+				return
+			}
+		}
+	}()
+	return done
+}
+
+func TestSubmitPipelines(t *testing.T) {
+	dir := testDir(t)
+	cfg := writeConfig(t, dir, "")
+	done := scriptedDaemon(t, filepath.Join(dir, "var", "submit.sock"), func(string) string { return "250 2.1.5 ok" })
+	code, _, stderr := run(t, cfg, "To: a@example.com, b@example.com\nSubject: s\n\nbody\n", "-t", "-i")
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, stderr)
+	}
+	if got := <-done; got != "stored" {
+		t.Errorf("daemon saw %q, want the pipelined envelope and a stored message", got)
+	}
+}
+
+// A recipient refused inside a pipelined envelope must end the call with
+// nothing stored, though DATA was accepted for the other recipient.
+func TestSubmitPipelinedRcptRefused(t *testing.T) {
+	dir := testDir(t)
+	cfg := writeConfig(t, dir, "")
+	done := scriptedDaemon(t, filepath.Join(dir, "var", "submit.sock"), func(rcpt string) string {
+		if rcpt == "bad@example.com" {
+			return "550 5.1.1 no such user"
+		}
+		return "250 2.1.5 ok"
+	})
+	code, _, stderr := run(t, cfg, "To: good@example.com, bad@example.com\nSubject: s\n\nbody\n", "-t", "-i")
+	if code != ExitNoUser {
+		t.Errorf("exit %d, want %d: %s", code, ExitNoUser, stderr)
+	}
+	if !strings.Contains(stderr, "bad@example.com") {
+		t.Errorf("stderr %q does not name the refused recipient", stderr)
+	}
+	if got := <-done; got != "hangup" {
+		t.Errorf("daemon saw %q, want a hang-up before the final dot", got)
+	}
+}
