@@ -85,7 +85,7 @@ func (d *DSN) Build() ([]byte, error) {
 	h.SetContentType("multipart/report", map[string]string{"report-type": "delivery-status"})
 	// go-message writes the fields added last first, hence the reverse order.
 	h.Add("Auto-Submitted", "auto-replied")
-	h.Add("Message-ID", "<"+randomID()+"@"+host+">")
+	h.Add("Message-ID", messageID("", host))
 	h.Add("Subject", d.subject())
 	h.Add("To", to)
 	h.Add("From", from)
@@ -494,8 +494,14 @@ func oneLine(s string) string {
 	}, s))
 }
 
-func randomID() string {
+// messageID makes the value of a Message-ID field we add: the spool ID of
+// the message where there is one (it leads from a copy back to the queue
+// and the logs), 96 random bits, and our host name.
+func messageID(spoolID, host string) string {
 	var b [12]byte
 	rand.Read(b[:])
-	return hex.EncodeToString(b[:])
+	if spoolID == "" {
+		return "<" + hex.EncodeToString(b[:]) + "@" + host + ">"
+	}
+	return "<" + spoolID + "." + hex.EncodeToString(b[:]) + "@" + host + ">"
 }
