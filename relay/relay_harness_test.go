@@ -5,6 +5,7 @@ package relay
 import (
 	"context"
 	"io"
+	"log/slog"
 	"testing"
 	"time"
 
@@ -26,13 +27,21 @@ type dlvRelay struct {
 // until the test ends.
 func dlvStartRelay(t testing.TB, cfg *config.Config, opts Options) *dlvRelay {
 	t.Helper()
+	return dlvRunRelay(t, cfg, opts, dlvLogger(t))
+}
+
+// dlvRunRelay is dlvStartRelay with the relay's logger given: the relay runs
+// on the harness's clock unless opts.Now says otherwise, and stops when the
+// test ends.
+func dlvRunRelay(t testing.TB, cfg *config.Config, opts Options, log *slog.Logger) *dlvRelay {
+	t.Helper()
 	clock := newDlvClock()
 	if opts.Now == nil {
 		opts.Now = clock.Now
 	}
 	ready := make(chan struct{})
 	opts.Ready = func() { close(ready) }
-	r, err := New(cfg, dlvLogger(t), opts)
+	r, err := New(cfg, log, opts)
 	if err != nil {
 		t.Fatal(err)
 	}
