@@ -19,6 +19,7 @@ import (
 	"github.com/hashicorp/hcl/v2/hclsyntax"
 	"github.com/zclconf/go-cty/cty"
 
+	"github.com/outbox-mta/outbox/mailhdr"
 	"github.com/outbox-mta/outbox/upstream"
 )
 
@@ -1084,19 +1085,8 @@ func isLoopbackHost(host string) bool {
 	return err == nil && a.IsLoopback()
 }
 
+// validHostname reports whether h can be our EHLO name: a domain as
+// validDomain takes it, but in ASCII and without an address literal.
 func validHostname(h string) bool {
-	if len(h) > 253 || h == "" {
-		return false
-	}
-	for _, label := range strings.Split(h, ".") {
-		if label == "" || len(label) > 63 || label[0] == '-' || label[len(label)-1] == '-' {
-			return false
-		}
-		for _, c := range label {
-			if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_') {
-				return false
-			}
-		}
-	}
-	return true
+	return !strings.HasPrefix(h, "[") && mailhdr.IsASCII(h) && validDomain(h)
 }

@@ -24,7 +24,7 @@ func TestMaildropUnprivileged(t *testing.T) {
 		t.Skip("needs root to run the shim and the daemon as other users")
 	}
 	const nobody, mail = 65534, 8
-	shim := qaShim(t)
+	shim := buildShim(t)
 	// The binaries, relay.hcl (0644) and the folders on the way must be
 	// reachable by both users.
 	if err := os.Chmod(filepath.Dir(outboxBin), 0o755); err != nil {

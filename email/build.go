@@ -14,6 +14,8 @@ import (
 	"github.com/emersion/go-message"
 	gomail "github.com/emersion/go-message/mail"
 	gotextproto "github.com/emersion/go-message/textproto"
+
+	"github.com/outbox-mta/outbox/mailhdr"
 )
 
 // TagPrefix starts the name of the header field that carries each
@@ -123,7 +125,7 @@ func (m *Message) header() (gomail.Header, error) {
 	}
 	if !h.Has("Message-Id") {
 		domain := from.Address[strings.LastIndexByte(from.Address, '@')+1:]
-		if !isASCII(domain) {
+		if !mailhdr.IsASCII(domain) {
 			domain = "localhost"
 		}
 		if err := h.GenerateMessageIDWithHostname(domain); err != nil {
@@ -272,7 +274,7 @@ func disposition(disp, filename string) string {
 	if filename == "" {
 		return disp
 	}
-	if isASCII(filename) && len(filename) <= rfc2231Chunk {
+	if mailhdr.IsASCII(filename) && len(filename) <= rfc2231Chunk {
 		if v := mime.FormatMediaType(disp, map[string]string{"filename": filename}); v != "" {
 			return v
 		}
@@ -332,7 +334,7 @@ const maxWord = 60
 // words of at most maxWord characters, cut between characters and
 // separated by spaces, which decoders drop between encoded words.
 func encodeText(s string) string {
-	if isASCII(s) {
+	if mailhdr.IsASCII(s) {
 		return s
 	}
 	const prefix, suffix = "=?utf-8?q?", "?="

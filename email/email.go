@@ -27,6 +27,8 @@ import (
 	"sort"
 	"strings"
 	"unicode/utf8"
+
+	"github.com/outbox-mta/outbox/mailhdr"
 )
 
 // Message is one mail to compose. Addresses are RFC 5322 mailboxes, with
@@ -174,7 +176,7 @@ func (m *Message) Validate() error {
 		}
 		if a.ContentID != "" {
 			v.text(f+".ContentID", a.ContentID)
-			if strings.ContainsAny(a.ContentID, "<> \t\"") || !isASCII(a.ContentID) {
+			if strings.ContainsAny(a.ContentID, "<> \t\"") || !mailhdr.IsASCII(a.ContentID) {
 				v.add(f+".ContentID", "may not contain <, >, spaces, quotes or non-ASCII characters")
 			}
 			if cids[a.ContentID] {
@@ -247,7 +249,7 @@ func (v *validator) text(field, s string) {
 		v.add(field, "contains a NUL byte")
 	case !utf8.ValidString(s):
 		v.add(field, "not valid UTF-8")
-	case isASCII(s):
+	case mailhdr.IsASCII(s):
 		// Non-ASCII text becomes encoded words of at most 75 bytes;
 		// ASCII text is written as it is, folded only at spaces.
 		for _, w := range strings.Fields(s) {
@@ -340,13 +342,4 @@ func sortedKeys(m map[string]string) []string {
 	}
 	sort.Strings(keys)
 	return keys
-}
-
-func isASCII(s string) bool {
-	for i := 0; i < len(s); i++ {
-		if s[i] >= 0x80 {
-			return false
-		}
-	}
-	return true
 }

@@ -9,6 +9,7 @@ import (
 	"strings"
 
 	"github.com/outbox-mta/outbox/config"
+	"github.com/outbox-mta/outbox/mailhdr"
 	"github.com/outbox-mta/outbox/sendmailshim"
 	"github.com/outbox-mta/outbox/upstream"
 )
@@ -170,8 +171,8 @@ func (s *SMTP) Send(ctx context.Context, m *Message) error {
 	env := &upstream.Envelope{
 		From:     from,
 		Size:     int64(len(raw)),
-		UTF8:     !isASCII(from) || !isASCII(strings.Join(rcpts, "")),
-		EightBit: !isASCII(string(raw)),
+		UTF8:     !mailhdr.IsASCII(from) || !mailhdr.IsASCII(strings.Join(rcpts, "")),
+		EightBit: !mailhdr.IsASCII(string(raw)),
 		Body: func() (io.ReadCloser, error) {
 			return io.NopCloser(bytes.NewReader(raw)), nil
 		},

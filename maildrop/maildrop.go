@@ -63,6 +63,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/outbox-mta/outbox/internal/durable"
 )
 
 // Envelope is what the shim knows about a message besides its content.
@@ -193,7 +195,7 @@ func Write(dir string, env *Envelope, body io.Reader) (name string, err error) {
 // (on ext4 in a VM shared with other builds: folder fsync 1.5 ms,
 // syncfs 2.0 ms per new file).
 func commitName(dir string, f *os.File) error {
-	err := syncDir(dir)
+	err := durable.SyncDir(dir)
 	if !errors.Is(err, fs.ErrPermission) {
 		return err
 	}
@@ -354,7 +356,7 @@ func Discard(path string) error {
 	if err != nil {
 		return err
 	}
-	return syncDir(filepath.Dir(path))
+	return durable.SyncDir(filepath.Dir(path))
 }
 
 type body struct {
@@ -419,19 +421,7 @@ func Remove(path string) error {
 	if err := os.Remove(path); err != nil {
 		return err
 	}
-	return syncDir(filepath.Dir(path))
-}
-
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	err = d.Sync()
-	if cerr := d.Close(); err == nil {
-		err = cerr
-	}
-	return err
+	return durable.SyncDir(filepath.Dir(path))
 }
 
 func randomHex(n int) (string, error) {
@@ -470,7 +460,7 @@ func PrivateDir(dir string) (moved string, err error) {
 	if err := os.Chmod(dir, 0o700); err != nil {
 		return moved, err
 	}
-	return moved, syncDir(filepath.Dir(dir))
+	return moved, durable.SyncDir(filepath.Dir(dir))
 }
 
 func privateDir(st os.FileInfo) bool {
@@ -494,10 +484,10 @@ func Reject(path, dir string) error {
 	if err != nil {
 		return err
 	}
-	if err := syncDir(dir); err != nil {
+	if err := durable.SyncDir(dir); err != nil {
 		return err
 	}
-	return syncDir(filepath.Dir(path))
+	return durable.SyncDir(filepath.Dir(path))
 }
 
 func copyFile(src, dst string) error {

@@ -12,6 +12,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/outbox-mta/outbox/internal/durable"
 )
 
 func testEnvelope() *Envelope {
@@ -242,7 +244,7 @@ func BenchmarkCommit(b *testing.B) {
 		name string
 		fn   func() error
 	}{
-		{"dir-fsync", func() error { return syncDir(dir) }},
+		{"dir-fsync", func() error { return durable.SyncDir(dir) }},
 		{"syncfs", func() error { return syncFS(f) }},
 	} {
 		b.Run(c.name, func(b *testing.B) {

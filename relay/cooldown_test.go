@@ -1,6 +1,7 @@
 package relay
 
 import (
+	"context"
 	"errors"
 	"sync"
 	"testing"
@@ -63,4 +64,25 @@ func TestCoolDownWhenResultsCannotBeRecorded(t *testing.T) {
 	h.advance(10 * time.Minute)
 	dlvWait(t, "retry after the backoff", func() bool { return len(a.callsTo("stuck@example.com")) == 2 })
 	dlvWait(t, "queue empty", func() bool { return h.queued() == 0 })
+}
+
+// TestCoolingEntryOfGoneMessageExpires: a message that cooled down
+// (its results could not be written) and then left the due index (deleted
+// or held by the operator) must not keep the scheduler waking every 10 ms
+// once its cooling time has passed.
+func TestCoolingEntryOfGoneMessageExpires(t *testing.T) {
+	h := schedStart(t, "", "")
+	id := h.enqueue("app@example.org", dlvRcpt("bob@example.com"))
+	m := h.get(id)
+	h.s.coolDown(m, h.clock.Now())
+	if _, err := h.sp.Update(id, func(m *spool.Message) error { m.Held = true; return nil }); err != nil {
+		t.Fatal(err)
+	}
+	h.clock.Advance(time.Hour)
+	ctx := context.Background()
+	for i := 0; i < 3; i++ {
+		if wait := h.s.dispatch(ctx, ctx); wait < time.Minute {
+			t.Fatalf("round %d: scheduler sleeps only %v with nothing due", i, wait)
+		}
+	}
 }

@@ -8,11 +8,14 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"strings"
 	"time"
 	"unicode/utf8"
 
 	"github.com/emersion/go-message"
+
+	"github.com/outbox-mta/outbox/mailhdr"
 )
 
 // maxReturnedOriginal caps the copy of the original message a report
@@ -82,7 +85,7 @@ func (d *DSN) Build() ([]byte, error) {
 	h.SetContentType("multipart/report", map[string]string{"report-type": "delivery-status"})
 	// go-message writes the fields added last first, hence the reverse order.
 	h.Add("Auto-Submitted", "auto-replied")
-	h.Add("Message-ID", "<"+randomID()+"@"+host+">")
+	h.Add("Message-ID", messageID("", host))
 	h.Add("Subject", d.subject())
 	h.Add("To", to)
 	h.Add("From", from)
@@ -181,31 +184,26 @@ func (d *DSN) original() (b []byte, full bool, err error) {
 }
 
 // headerSection reads the header section from r, without the blank line
-// that ends it and without reading the body.
+// that ends it and without reading the body; an unterminated last line gets
+// its CRLF. The caller bounds r, so mailhdr.ReadHeader runs without a limit.
 func headerSection(r *bufio.Reader) ([]byte, error) {
-	b := []byte{} // not nil: an empty header section is still returned
-	var line []byte
-	for {
-		chunk, err := r.ReadSlice('\n')
-		line = append(line, chunk...)
-		if err == bufio.ErrBufferFull {
-			continue
-		}
-		if string(line) == "\n" || string(line) == "\r\n" {
-			return b, nil
-		}
-		b = append(b, line...)
-		line = line[:0]
-		if err == io.EOF {
-			if len(b) > 0 && b[len(b)-1] != '\n' {
-				b = append(b, '\r', '\n')
-			}
-			return b, nil
-		}
-		if err != nil {
-			return nil, err
-		}
+	b, err := mailhdr.ReadHeader(r, math.MaxInt)
+	if err != nil {
+		return nil, err
 	}
+	if b == nil {
+		return []byte{}, nil // not nil: an empty header section is still returned
+	}
+	// ReadHeader stops after the first blank line, so a blank last line is
+	// the one that ends the section.
+	last := bytes.LastIndexByte(b[:len(b)-1], '\n') + 1
+	switch tail := string(b[last:]); {
+	case tail == "\n" || tail == "\r\n":
+		b = b[:last]
+	case b[len(b)-1] != '\n':
+		b = append(b, '\r', '\n')
+	}
+	return b, nil
 }
 
 // kind is the overall outcome a report is about, the first that applies:
@@ -496,8 +494,14 @@ func oneLine(s string) string {
 	}, s))
 }
 
-func randomID() string {
+// messageID makes the value of a Message-ID field we add: the spool ID of
+// the message where there is one (it leads from a copy back to the queue
+// and the logs), 96 random bits, and our host name.
+func messageID(spoolID, host string) string {
 	var b [12]byte
 	rand.Read(b[:])
-	return hex.EncodeToString(b[:])
+	if spoolID == "" {
+		return "<" + hex.EncodeToString(b[:]) + "@" + host + ">"
+	}
+	return "<" + spoolID + "." + hex.EncodeToString(b[:]) + "@" + host + ">"
 }

@@ -17,6 +17,7 @@ import (
 	"golang.org/x/crypto/bcrypt"
 
 	"github.com/outbox-mta/outbox/config"
+	"github.com/outbox-mta/outbox/mailhdr"
 	"github.com/outbox-mta/outbox/spool"
 )
 
@@ -164,7 +165,7 @@ func (s *session) Mail(from string, opts *smtp.MailOptions) error {
 	if opts != nil && opts.Size > conf.cfg.Limits.MaxMessageSize {
 		return &smtp.SMTPError{Code: 552, EnhancedCode: smtp.EnhancedCode{5, 3, 4}, Message: fmt.Sprintf("Message too large (max_message_size is %d bytes)", conf.cfg.Limits.MaxMessageSize)}
 	}
-	if !isASCII(from) && (opts == nil || !opts.UTF8) {
+	if !mailhdr.IsASCII(from) && (opts == nil || !opts.UTF8) {
 		return errNeedsUTF8
 	}
 	addr, err := conf.policy.Sender(from, s.local())
@@ -189,7 +190,7 @@ func (s *session) Rcpt(to string, opts *smtp.RcptOptions) error {
 	if s.from == nil {
 		return errNoSender
 	}
-	if !isASCII(to) && !s.mailOpts.UTF8 {
+	if !mailhdr.IsASCII(to) && !s.mailOpts.UTF8 {
 		return errNeedsUTF8
 	}
 	addrs, err := s.snap().policy.Recipient(to)

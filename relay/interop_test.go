@@ -31,7 +31,7 @@ type ioRelay struct {
 
 func ioConfig(t *testing.T, dir string) (string, string) {
 	t.Helper()
-	tcp := net.JoinHostPort("127.0.0.1", strconv.Itoa(inFreePort(t)))
+	tcp := net.JoinHostPort("127.0.0.1", strconv.Itoa(dlvFreePort(t)))
 	src := fmt.Sprintf(`
 hostname = "relay.test"
 listen { address = %q }

@@ -15,6 +15,7 @@ import (
 	"github.com/emersion/go-smtp"
 
 	"github.com/outbox-mta/outbox/maildrop"
+	"github.com/outbox-mta/outbox/mailhdr"
 	"github.com/outbox-mta/outbox/spool"
 	"github.com/outbox-mta/outbox/upstream"
 )
@@ -163,7 +164,7 @@ func (r *Relay) importFile(path string) (string, error) {
 		body:  strings.ToUpper(env.BodyType),
 		// A file written before the shim recorded SMTPUTF8 still needs it
 		// for a non-ASCII address.
-		utf8:  env.SMTPUTF8 || !isASCII(env.From),
+		utf8:  env.SMTPUTF8 || !mailhdr.IsASCII(env.From),
 		who:   submitter{maildrop: true, uid: env.UID, user: userName(env.UID)},
 		local: true,
 	}
@@ -172,7 +173,7 @@ func (r *Relay) importFile(path string) (string, error) {
 	refused := map[int]*smtp.SMTPError{}
 	accepted := 0
 	for _, rc := range env.Recipients {
-		md.utf8 = md.utf8 || !isASCII(rc)
+		md.utf8 = md.utf8 || !mailhdr.IsASCII(rc)
 		addrs, err := pol.Recipient(rc)
 		var se *smtp.SMTPError
 		if err != nil && !errors.As(err, &se) {

@@ -41,7 +41,7 @@ func metricValue(text, series string) float64 {
 }
 
 func TestMetrics(t *testing.T) {
-	port := inFreePort(t)
+	port := dlvFreePort(t)
 	ir := inStartRelay(t, inSetup{metrics: fmt.Sprintf("127.0.0.1:%d", port)})
 	c := inGreeted(t, "tcp", ir.tcp)
 	c.ok("EHLO client.test")

@@ -1,8 +1,6 @@
 package relay
 
 import (
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"strings"
@@ -82,9 +80,7 @@ func (p *Policy) Header(hdr []byte, id string, now time.Time, local bool) []byte
 	}
 	hdr, _ = mailhdr.Qualify(hdr, p.hostname)
 	if !mailhdr.Has(hdr, "Message-ID") {
-		var b [8]byte
-		rand.Read(b[:])
-		hdr = mailhdr.Prepend(hdr, fmt.Sprintf("Message-ID: <%s.%s@%s>\r\n", id, hex.EncodeToString(b[:]), p.hostname))
+		hdr = mailhdr.Prepend(hdr, "Message-ID: "+messageID(id, p.hostname)+"\r\n")
 	}
 	if !mailhdr.Has(hdr, "Date") {
 		hdr = mailhdr.Prepend(hdr, "Date: "+now.Format(time.RFC1123Z)+"\r\n")

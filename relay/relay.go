@@ -328,13 +328,17 @@ func (r *Relay) Run(ctx context.Context) error {
 	stopSched()
 	<-schedDone
 	r.saveRateHistory()
-	r.admin.close()
 	r.closeAll()
 	r.log.Info("stopped")
 	return runErr
 }
 
 func (r *Relay) closeAll() {
+	// The admin socket closes first, so that no command reaches a target
+	// or the spool while they close.
+	if r.admin != nil {
+		r.admin.close()
+	}
 	if r.live != nil {
 		// Targets of earlier snapshots were closed once their last
 		// delivery ended; the scheduler has stopped by now.
@@ -344,9 +348,6 @@ func (r *Relay) closeAll() {
 	}
 	for _, l := range r.listeners {
 		l.Close()
-	}
-	if r.admin != nil {
-		r.admin.close()
 	}
 	if r.spool != nil {
 		r.spool.Close()

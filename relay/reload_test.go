@@ -2,7 +2,6 @@ package relay
 
 import (
 	"bytes"
-	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -83,32 +82,8 @@ func rlStart(t *testing.T, dir string, s rlSettings, opts Options) (*dlvRelay, *
 	t.Helper()
 	cfg := dlvConfig(t, dir, rlHCL(s))
 	lg := &rlLog{t: t}
-	clock := newDlvClock()
-	opts.Now = clock.Now
-	ready := make(chan struct{})
-	opts.Ready = func() { close(ready) }
-	r, err := New(cfg, slog.New(slog.NewTextHandler(lg, &slog.HandlerOptions{Level: slog.LevelDebug})), opts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	d := &dlvRelay{r: r, addr: cfg.Listen[0].Addr, clock: clock, cancel: cancel, done: make(chan error, 1)}
-	go func() { d.done <- r.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		select {
-		case <-d.done:
-		case <-time.After(30 * time.Second):
-			t.Error("relay did not stop")
-		}
-	})
-	select {
-	case <-ready:
-	case err := <-d.done:
-		t.Fatalf("relay stopped at start: %v", err)
-	case <-time.After(15 * time.Second):
-		t.Fatal("relay not ready")
-	}
+	opts.Now = nil // the relay runs on the harness's clock
+	d := dlvRunRelay(t, cfg, opts, slog.New(slog.NewTextHandler(lg, &slog.HandlerOptions{Level: slog.LevelDebug})))
 	return d, lg
 }
 

@@ -222,7 +222,7 @@ func (s *Scheduler) dispatch(ctx, deliverCtx context.Context) time.Duration {
 	wait := idle
 	next, ok, err := s.nextDue()
 	if err == nil && ok {
-		// Messages that became due since the Due call above: look again soon.
+		// Messages that became due since the DueExcept call above: look again soon.
 		wait = max(next.Sub(s.now()), 10*time.Millisecond)
 	}
 	if d, ok := s.retryOwed(); ok {

@@ -123,7 +123,7 @@ func TestShippedQueriesUseServedMetrics(t *testing.T) {
 	t.Setenv("OUTBOX_TEST_SHIPPED_SECRET", "not-used")
 	cfg := dlvConfig(t, dir, `
 hostname = "relay.test"
-listen { address = "127.0.0.1:`+strconv.Itoa(inFreePort(t))+`" }
+listen { address = "127.0.0.1:`+strconv.Itoa(dlvFreePort(t))+`" }
 spool { path = "var/spool.db" }
 admin { socket = "var/admin.sock" }
 upstream "down" {

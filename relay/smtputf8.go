@@ -7,12 +7,3 @@ import "github.com/emersion/go-smtp"
 // from mail that an upstream without SMTPUTF8 may take.
 var errNeedsUTF8 = &smtp.SMTPError{Code: 553, EnhancedCode: smtp.EnhancedCode{5, 6, 7},
 	Message: "Non-ASCII address without SMTPUTF8 in MAIL FROM"}
-
-func isASCII(s string) bool {
-	for i := 0; i < len(s); i++ {
-		if s[i] >= 0x80 {
-			return false
-		}
-	}
-	return true
-}

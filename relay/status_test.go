@@ -24,7 +24,7 @@ func TestStatus(t *testing.T) {
 	}
 	port := strconv.Itoa(down.Addr().(*net.TCPAddr).Port)
 	down.Close()
-	listen := "127.0.0.1:" + strconv.Itoa(inFreePort(t))
+	listen := "127.0.0.1:" + strconv.Itoa(dlvFreePort(t))
 	cfg := dlvConfig(t, dir, `
 hostname = "relay.test"
 listen { address = "`+listen+`" }

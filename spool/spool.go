@@ -1134,14 +1134,10 @@ func (s *Spool) Count() (int, error) {
 	return c.Total, err
 }
 
-// Due returns up to limit messages whose next attempt is at or before now,
-// earliest first. It costs O(log n + k): a seek in the due index.
-func (s *Spool) Due(now time.Time, limit int) ([]*Message, error) {
-	return s.DueExcept(now, limit, nil)
-}
-
-// DueExcept is Due skipping the IDs for which skip returns true (messages
-// already being delivered), before their envelopes are even decoded.
+// DueExcept returns up to limit messages whose next attempt is at or
+// before now, earliest first, skipping the IDs for which skip returns true
+// (messages already being delivered) before their envelopes are even
+// decoded. It costs O(log n + k): a seek in the due index.
 func (s *Spool) DueExcept(now time.Time, limit int, skip func(id string) bool) ([]*Message, error) {
 	var out []*Message
 	end := dueKey(now, "\xff")
@@ -1166,13 +1162,9 @@ func (s *Spool) DueExcept(now time.Time, limit int, skip func(id string) bool) (
 	return out, err
 }
 
-// NextDue returns the earliest next-attempt time in the queue; ok is false
-// when nothing is scheduled.
-func (s *Spool) NextDue() (t time.Time, ok bool, err error) {
-	return s.NextDueExcept(nil)
-}
-
-// NextDueExcept is NextDue ignoring the IDs for which skip returns true.
+// NextDueExcept returns the earliest next-attempt time in the queue,
+// ignoring the IDs for which skip returns true; ok is false when nothing
+// else is scheduled.
 func (s *Spool) NextDueExcept(skip func(id string) bool) (t time.Time, ok bool, err error) {
 	err = s.view(func(tx *bolt.Tx) error {
 		c := tx.Bucket(bucketDue).Cursor()

@@ -11,6 +11,8 @@ import (
 	"strings"
 	"sync/atomic"
 	"time"
+
+	"github.com/outbox-mta/outbox/internal/durable"
 )
 
 // Maildir delivers every message into one Maildir folder, whatever the
@@ -139,14 +141,5 @@ func (m *Maildir) write(env *Envelope) (err error) {
 		return err
 	}
 	// The rename is only durable once the folder itself is on disk.
-	return syncDir(filepath.Join(m.path, "new"))
-}
-
-func syncDir(path string) error {
-	d, err := os.Open(path)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return d.Sync()
+	return durable.SyncDir(filepath.Join(m.path, "new"))
 }

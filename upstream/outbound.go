@@ -13,6 +13,8 @@ import (
 
 	"github.com/emersion/go-message/textproto"
 	"github.com/emersion/go-smtp"
+
+	"github.com/outbox-mta/outbox/mailhdr"
 	"golang.org/x/net/idna"
 )
 
@@ -81,27 +83,18 @@ func (c *crlfWriter) Close() error {
 // asciiAddress returns addr in a form an upstream without SMTPUTF8 may
 // receive, false if there is none.
 func asciiAddress(addr string) (string, bool) {
-	if isASCII(addr) {
+	if mailhdr.IsASCII(addr) {
 		return addr, true
 	}
 	i := strings.LastIndexByte(addr, '@')
-	if i < 0 || !isASCII(addr[:i]) {
+	if i < 0 || !mailhdr.IsASCII(addr[:i]) {
 		return "", false
 	}
 	domain, err := idna.Lookup.ToASCII(addr[i+1:])
-	if err != nil || !isASCII(domain) {
+	if err != nil || !mailhdr.IsASCII(domain) {
 		return "", false
 	}
 	return addr[:i+1] + domain, true
-}
-
-func isASCII(s string) bool {
-	for i := 0; i < len(s); i++ {
-		if s[i] >= 0x80 {
-			return false
-		}
-	}
-	return true
 }
 
 func has8bit(b []byte) bool {
@@ -211,7 +204,7 @@ func encodeField(k, v string) (string, bool) {
 		parts := make([]string, len(list))
 		for i, a := range list {
 			parts[i] = a.String() // encodes the display name
-			if !isASCII(parts[i]) {
+			if !mailhdr.IsASCII(parts[i]) {
 				return "", false
 			}
 		}
@@ -355,9 +348,9 @@ func (s *SMTP) prepare(c *smtp.Client, env *Envelope, res []Result) (out outgoin
 	out.from, out.size = env.From, env.Size
 	// A non-ASCII address needs SMTPUTF8 even where the submitter did not
 	// ask for it.
-	needUTF8 := env.UTF8 || !isASCII(env.From)
+	needUTF8 := env.UTF8 || !mailhdr.IsASCII(env.From)
 	for _, r := range env.Recipients {
-		needUTF8 = needUTF8 || !isASCII(r.Address)
+		needUTF8 = needUTF8 || !mailhdr.IsASCII(r.Address)
 	}
 	out.utf8 = needUTF8 && hasUTF8
 	out.rcpts = make([]string, len(env.Recipients))

@@ -731,13 +731,6 @@ func (s *SMTP) reapLoop() {
 	}
 }
 
-// IdleConns returns the number of pooled idle connections.
-func (s *SMTP) IdleConns() int {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return len(s.idle)
-}
-
 var errNoStartTLS = errors.New("STARTTLS not offered")
 
 // RateHistory returns the times of the sends the rate limit still counts,

@@ -16,18 +16,20 @@ import (
 	"syscall"
 
 	"github.com/outbox-mta/outbox/config"
+	"github.com/outbox-mta/outbox/sendmailshim"
 )
 
-// Exit codes (sysexits.h where one fits).
+// Exit codes: sysexits.h as the shim's table has it, so that `outbox send`
+// and sendmail answer alike, plus a plain 1.
 const (
-	exitOK          = 0
+	exitOK          = sendmailshim.ExitOK
 	exitError       = 1
-	exitUsage       = 64
-	exitUnavailable = 69
-	exitSoftware    = 70
-	exitTempFail    = 75
-	exitNoPerm      = 77 // EX_NOPERM: the caller's uid may not do this
-	exitConfig      = 78
+	exitUsage       = sendmailshim.ExitUsage
+	exitUnavailable = sendmailshim.ExitUnavailable
+	exitSoftware    = sendmailshim.ExitSoftware
+	exitTempFail    = sendmailshim.ExitTempFail
+	exitNoPerm      = sendmailshim.ExitNoPerm // the caller's uid may not do this
+	exitConfig      = sendmailshim.ExitConfig
 )
 
 // version is set at build time with -ldflags "-X main.version=…".

@@ -14,6 +14,7 @@ import (
 
 	"github.com/outbox-mta/outbox/adminapi"
 	"github.com/outbox-mta/outbox/config"
+	"github.com/outbox-mta/outbox/internal/durable"
 	"github.com/outbox-mta/outbox/relay"
 	"github.com/outbox-mta/outbox/spool"
 	"github.com/outbox-mta/outbox/upstream"
@@ -385,7 +386,7 @@ func queueCompact(a *app, args []string) int {
 		if err := os.Rename(tmp, cfg.Spool.Path); err != nil {
 			return err
 		}
-		return syncDir(filepath.Dir(cfg.Spool.Path))
+		return durable.SyncDir(filepath.Dir(cfg.Spool.Path))
 	})
 	if err != nil {
 		os.Remove(tmp)
@@ -410,16 +411,6 @@ func matchOwner(f *os.File, ref string) error {
 		}
 	}
 	return f.Chmod(fi.Mode().Perm())
-}
-
-// syncDir makes a rename in dir durable.
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return d.Sync()
 }
 
 // spoolExit is the exit code for a failure to read the spool file: a file

@@ -1,9 +1,7 @@
 package main
 
 import (
-	"context"
 	"errors"
-	"fmt"
 	"log/slog"
 	"os"
 	"os/signal"
@@ -13,7 +11,6 @@ import (
 
 	"github.com/kardianos/service"
 
-	"github.com/outbox-mta/outbox/config"
 	"github.com/outbox-mta/outbox/relay"
 	"github.com/outbox-mta/outbox/spool"
 )
@@ -64,11 +61,12 @@ func reload(r *relay.Relay) {
 	sdNotify(daemon.SdNotifyReady)
 }
 
-// exitCodeFor maps a start-up error to an exit code: configuration
-// problems are 78 so service managers do not restart in a loop.
+// exitCodeFor maps a start-up error to an exit code: a spool path that
+// names another file is a configuration problem, 78, so service managers
+// do not restart in a loop. relay.New gets a parsed configuration, so no
+// *config.Error reaches here: parseAndLoad has already answered those.
 func exitCodeFor(err error) int {
-	var ce *config.Error
-	if errors.As(err, &ce) || errors.Is(err, spool.ErrNotSpool) {
+	if errors.Is(err, spool.ErrNotSpool) {
 		return exitConfig
 	}
 	return exitUnavailable
@@ -79,34 +77,11 @@ func notifyReady() {
 	sdNotify(daemon.SdNotifyReady)
 }
 
-// program adapts the daemon to kardianos/service.
-type program struct {
-	a      *app
-	cancel context.CancelFunc
-	done   chan struct{}
-}
+// program satisfies the service.Interface that service.New demands. Its
+// methods would run only under Service.Run, which outbox never calls: the
+// installed unit runs `outbox serve` (the Arguments given to service.New),
+// and `outbox service ACTION` only asks the service manager to act.
+type program struct{}
 
-func (p *program) Start(s service.Service) error {
-	cfg, code := p.a.loadConfig()
-	if cfg == nil {
-		return fmt.Errorf("configuration invalid (exit %d)", code)
-	}
-	level := new(slog.LevelVar)
-	log := newLogger(cfg, os.Stderr, level)
-	r, err := relay.New(cfg, log, relay.Options{Ready: notifyReady, Level: level, Version: versionString()})
-	if err != nil {
-		return err
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	p.cancel, p.done = cancel, make(chan struct{})
-	go func() { r.Run(ctx); close(p.done) }()
-	return nil
-}
-
-func (p *program) Stop(s service.Service) error {
-	if p.cancel != nil {
-		p.cancel()
-		<-p.done
-	}
-	return nil
-}
+func (program) Start(service.Service) error { return nil }
+func (program) Stop(service.Service) error  { return nil }

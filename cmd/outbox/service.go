@@ -23,7 +23,7 @@ func cmdService(a *app, args []string) int {
 		fmt.Fprintln(a.stderr, "outbox:", err)
 		return exitConfig
 	}
-	svc, err := service.New(&program{a: a}, &service.Config{
+	svc, err := service.New(program{}, &service.Config{
 		Name:        "outbox",
 		DisplayName: "Outbox mail relay",
 		Description: "Sendmail-compatible local mail relay: spools mail and relays it upstream.",

@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"golang.org/x/oauth2"
+
+	"github.com/outbox-mta/outbox/internal/durable"
 )
 
 // tokenFile is the JSON kept in Config.TokenFile.
@@ -161,12 +163,7 @@ func writeAtomic(path string, data []byte) (err error) {
 	if err := os.Rename(tmp, path); err != nil {
 		return err
 	}
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return d.Sync()
+	return durable.SyncDir(dir)
 }
 
 // ownerFor returns the owner the token file should have: that of the

@@ -5,14 +5,15 @@ import (
 	"context"
 	"encoding/base64"
 	"net"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
 )
 
-// rvEchoAuthServer is a loopback SMTP server without TLS that answers AUTH
+// echoAuthServer is a loopback SMTP server without TLS that answers AUTH
 // with a 535 quoting what the client sent, as some servers do.
-func rvEchoAuthServer(t *testing.T) string {
+func echoAuthServer(t *testing.T) string {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -55,17 +56,21 @@ func rvEchoAuthServer(t *testing.T) string {
 	return ln.Addr().String()
 }
 
-// TestReviewAuthEchoNotLogged: a server that quotes the AUTH PLAIN
+// TestAuthEchoNotLogged: a server that quotes the AUTH PLAIN
 // response in its 535 must not get the password into the logs or into the
 // recipients' last error (shown by `outbox queue ls`): the base64 of the
 // response is the password in all but name.
-func TestReviewAuthEchoNotLogged(t *testing.T) {
-	addr := rvEchoAuthServer(t)
-	host, port, _ := net.SplitHostPort(addr)
+func TestAuthEchoNotLogged(t *testing.T) {
+	addr := echoAuthServer(t)
+	host, portStr, _ := net.SplitHostPort(addr)
+	port, err := strconv.Atoi(portStr)
+	if err != nil {
+		t.Fatal(err)
+	}
 	var logs syncBuffer
 	const user, pass = "me@example.com", "s3cret-Pa55"
 	s := newTarget(t, SMTPConfig{
-		Name: "echo", Host: host, Port: atoiOr(port), TLS: "none", Hostname: "client.test",
+		Name: "echo", Host: host, Port: port, TLS: "none", Hostname: "client.test",
 		Username: user, Password: staticSecret(pass), Auth: "plain",
 		ConnectTimeout: 5 * time.Second, CommandTimeout: 5 * time.Second,
 		Logger: testLogger(&logs),
@@ -80,12 +85,4 @@ func TestReviewAuthEchoNotLogged(t *testing.T) {
 			t.Errorf("%s holds the credentials: %s", what, text)
 		}
 	}
-}
-
-func atoiOr(s string) int {
-	n := 0
-	for _, c := range s {
-		n = n*10 + int(c-'0')
-	}
-	return n
 }

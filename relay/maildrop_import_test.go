@@ -1,0 +1,73 @@
+package relay
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/outbox-mta/outbox/maildrop"
+	"github.com/outbox-mta/outbox/spool"
+)
+
+// TestMaildropKeepsFileOnStorageError: a maildrop file whose import
+// fails for a local, temporary reason (the spool cannot write) stays in
+// the maildrop for the next round; only a file that can never be accepted
+// goes to rejected/. The shim already told its caller the mail was stored.
+func TestMaildropKeepsFileOnStorageError(t *testing.T) {
+	dir := t.TempDir()
+	cfg := dlvConfig(t, dir, minimalHCL)
+	if err := os.MkdirAll(cfg.Spool.Maildrop, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	sp, err := spool.Open(cfg.Spool.Path, spool.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sp.Close()
+	// A read-only spool stands for one that cannot write (a full disk).
+	ro, err := spool.Open(cfg.Spool.Path, spool.Options{ReadOnly: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ro.Close()
+	clock := newDlvClock()
+	r := &Relay{cfg: cfg, log: dlvLogger(t), now: clock.Now, spool: ro,
+		in: &Inbound{cfg: cfg, store: ro, log: dlvLogger(t), now: clock.Now, policy: NewPolicy(cfg)}}
+	r.sched = NewScheduler(ro, cfg, NewRouter(cfg, nil), r.log, clock.Now)
+	name, err := maildrop.Write(cfg.Spool.Maildrop, &maildrop.Envelope{From: "app@example.org", Recipients: []string{"bob@example.com"}, UID: os.Getuid()},
+		strings.NewReader("Subject: hi\r\n\r\nhello\r\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := r.importMaildrop(context.Background()); n != 0 {
+		t.Fatalf("imported %d into a spool that cannot write", n)
+	}
+	if _, err := os.Stat(filepath.Join(cfg.Spool.Maildrop, name)); err != nil {
+		t.Fatalf("maildrop file gone after a temporary storage error: %v (rejected/ holds it: %v)", err,
+			fileExists(filepath.Join(cfg.Spool.Maildrop, "rejected", name)))
+	}
+}
+
+// fileExists reports whether path names an existing file.
+func fileExists(path string) bool {
+	_, err := os.Stat(path)
+	return err == nil
+}
+
+// minimalHCL is a configuration with one loopback listener, a maildrop and
+// one plain upstream: enough for tests that build a Relay by hand.
+const minimalHCL = `
+hostname = "relay.test"
+listen { address = "127.0.0.1:2525" }
+spool {
+  path     = "var/spool.db"
+  maildrop = "var/maildrop"
+}
+admin { socket = "var/admin.sock" }
+upstream "a" {
+  host = "127.0.0.1"
+  tls  = "none"
+}
+`
