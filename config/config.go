@@ -20,7 +20,7 @@ import (
 	"github.com/zclconf/go-cty/cty"
 
 	"github.com/outbox-mta/outbox/mailhdr"
-	"github.com/outbox-mta/outbox/upstream"
+	"github.com/outbox-mta/outbox/upstream/preset"
 )
 
 // DefaultPath is where the configuration lives when neither --config nor
@@ -733,7 +733,7 @@ func (v *validator) upstream(r *rawUpstream) *Upstream {
 		return u
 	}
 	if u.Provider != "" && !IsPlaceholder(u.Provider) {
-		p, err := upstream.LookupPreset(u.Provider, u.Region)
+		p, err := preset.Lookup(u.Provider, u.Region)
 		if err != nil {
 			v.errf(attrRange(r.Body, "provider"), "Invalid provider", "%s.", err)
 		} else {

@@ -13,7 +13,7 @@ import (
 	"github.com/hashicorp/hcl/v2"
 	"github.com/hashicorp/hcl/v2/hclsyntax"
 
-	"github.com/outbox-mta/outbox/upstream"
+	"github.com/outbox-mta/outbox/upstream/preset"
 )
 
 // OAuth2 is an upstream's oauth2 block, with the provider preset applied:
@@ -84,40 +84,40 @@ func (v *validator) oauth2(u *Upstream, r *rawUpstream) {
 		bad("flow", "Invalid flow", "flow = %q; use \"client_credentials\", \"refresh_token\" or \"service_account\".", out.Flow)
 		return
 	}
-	var preset *upstream.OAuthPreset
+	var op *preset.OAuthPreset
 	if u.Provider != "" && !IsPlaceholder(u.Provider) {
-		if p, err := upstream.LookupPreset(u.Provider, u.Region); err == nil {
-			preset = p.OAuth
+		if p, err := preset.Lookup(u.Provider, u.Region); err == nil {
+			op = p.OAuth
 		}
 	}
-	if preset != nil {
-		scopes, offered := preset.Scopes[out.Flow]
+	if op != nil {
+		scopes, offered := op.Scopes[out.Flow]
 		if !offered {
-			bad("flow", "Flow not offered", "provider %q offers no %s flow for SMTP; use one of: %s.", u.Provider, out.Flow, strings.Join(sortedKeys(preset.Scopes), ", "))
+			bad("flow", "Flow not offered", "provider %q offers no %s flow for SMTP; use one of: %s.", u.Provider, out.Flow, strings.Join(sortedKeys(op.Scopes), ", "))
 			return
 		}
 		if out.Tenant == "" {
-			out.Tenant = preset.Tenants[out.Flow]
+			out.Tenant = op.Tenants[out.Flow]
 		}
-		if out.Tenant == "" && strings.Contains(preset.TokenURL, "{tenant}") {
+		if out.Tenant == "" && strings.Contains(op.TokenURL, "{tenant}") {
 			bad("", "Missing tenant", "flow %s with provider %q needs tenant = \"contoso.onmicrosoft.com\" (your tenant's domain or ID).", out.Flow, u.Provider)
 		}
 		if out.Flow == "client_credentials" && isSharedTenant(out.Tenant) {
 			bad("tenant", "Invalid tenant", "tenant = %q cannot issue app-only tokens; name your own tenant (\"contoso.onmicrosoft.com\" or its ID).", out.Tenant)
 		}
 		fill := func(dst *string, tmpl string) {
-			if *dst == "" && tmpl != "" && !(out.Flow == "service_account" && tmpl == preset.TokenURL) {
+			if *dst == "" && tmpl != "" && !(out.Flow == "service_account" && tmpl == op.TokenURL) {
 				*dst = strings.ReplaceAll(tmpl, "{tenant}", url.PathEscape(out.Tenant))
 			}
 		}
-		fill(&out.TokenURL, preset.TokenURL)
-		fill(&out.AuthURL, preset.AuthURL)
-		fill(&out.DeviceURL, preset.DeviceURL)
+		fill(&out.TokenURL, op.TokenURL)
+		fill(&out.AuthURL, op.AuthURL)
+		fill(&out.DeviceURL, op.DeviceURL)
 		if len(out.Scopes) == 0 {
 			out.Scopes = scopes
 		}
-		out.DeviceLogin = preset.DeviceLogin && out.DeviceURL != ""
-		out.RefreshWithScope = preset.RefreshWithScope
+		out.DeviceLogin = op.DeviceLogin && out.DeviceURL != ""
+		out.RefreshWithScope = op.RefreshWithScope
 	} else {
 		out.DeviceLogin = out.DeviceURL != ""
 		if out.Tenant != "" {
@@ -127,7 +127,7 @@ func (v *validator) oauth2(u *Upstream, r *rawUpstream) {
 	if out.Flow != "service_account" && out.TokenURL == "" {
 		bad("", "Missing token_url", "upstream %q has no provider preset for OAuth2; set token_url = \"https://…/token\".", u.Name)
 	}
-	if out.Flow != "service_account" && len(out.Scopes) == 0 && preset == nil {
+	if out.Flow != "service_account" && len(out.Scopes) == 0 && op == nil {
 		bad("", "Missing scopes", "upstream %q has no provider preset for OAuth2; set scopes = [\"…\"].", u.Name)
 	}
 	for _, k := range []struct{ key, val string }{{"token_url", out.TokenURL}, {"auth_url", out.AuthURL}, {"device_url", out.DeviceURL}} {
@@ -236,7 +236,7 @@ func isSharedTenant(t string) bool {
 // presetChecks applies what a provider preset says beyond host and port:
 // Outlook.com takes OAuth2 only, and some providers refuse or rewrite a
 // sender other than the account.
-func (v *validator) presetChecks(u *Upstream, r *rawUpstream, p upstream.Preset) {
+func (v *validator) presetChecks(u *Upstream, r *rawUpstream, p preset.Preset) {
 	if p.OAuthOnly {
 		for _, k := range []string{"password_file", "password_env", "password_command"} {
 			if sb, ok := r.Body.(*hclsyntax.Body); ok {

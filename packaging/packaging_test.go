@@ -10,7 +10,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/outbox-mta/outbox/upstream"
+	"github.com/outbox-mta/outbox/upstream/preset"
 )
 
 // templateField returns the value of field in the debconf template named
@@ -50,11 +50,11 @@ func TestProviderChoicesArePresets(t *testing.T) {
 		if v == "manual" || v == "smarthost" {
 			continue
 		}
-		if _, err := upstream.LookupPreset(v, ""); err != nil {
+		if _, err := preset.Lookup(v, ""); err != nil {
 			t.Errorf("debconf offers %q: %v", v, err)
 		}
 	}
-	for _, n := range upstream.PresetNames() {
+	for _, n := range preset.Names() {
 		if !offered[n] && n != "ses" {
 			t.Errorf("preset %q is not offered by debconf (packaging/deb/templates)", n)
 		}

@@ -1,4 +1,8 @@
-package upstream
+// Package preset is the table of mail provider presets: what
+// `provider = "NAME"` fills in for an upstream (host, port, TLS mode, OAuth2
+// endpoints). It depends on nothing else of Outbox, so the configuration,
+// which the sendmail shim loads at every call, needs no SMTP client.
+package preset
 
 import (
 	"fmt"
@@ -173,16 +177,16 @@ var presetAliases = map[string]string{
 	"hve":          "microsoft-hve",
 }
 
-// LookupPreset returns the preset for a provider name. Region is needed by
+// Lookup returns the preset for a provider name. Region is needed by
 // providers whose host depends on it (ses).
-func LookupPreset(name, region string) (Preset, error) {
+func Lookup(name, region string) (Preset, error) {
 	key := strings.ToLower(name)
 	if a, ok := presetAliases[key]; ok {
 		key = a
 	}
 	p, ok := presets[key]
 	if !ok {
-		return Preset{}, fmt.Errorf("unknown provider %q; known providers: %s", name, strings.Join(PresetNames(), ", "))
+		return Preset{}, fmt.Errorf("unknown provider %q; known providers: %s", name, strings.Join(Names(), ", "))
 	}
 	if region == "" {
 		region = p.DefaultRegion
@@ -215,8 +219,8 @@ func sortedKeys(m map[string]string) []string {
 	return keys
 }
 
-// PresetNames lists the known provider names, sorted.
-func PresetNames() []string {
+// Names lists the known provider names, sorted.
+func Names() []string {
 	names := make([]string, 0, len(presets))
 	for n := range presets {
 		names = append(names, n)
