@@ -19,6 +19,7 @@ import (
 	"github.com/hashicorp/hcl/v2/hclsyntax"
 	"github.com/zclconf/go-cty/cty"
 
+	"github.com/outbox-mta/outbox/internal/loopback"
 	"github.com/outbox-mta/outbox/mailhdr"
 	"github.com/outbox-mta/outbox/upstream/preset"
 )
@@ -659,7 +660,7 @@ func (v *validator) listen(r *rawListen) (Listen, bool) {
 			return l, false
 		}
 		l.Network, l.Addr = "tcp", r.Address
-		l.Loopback = isLoopbackHost(host)
+		l.Loopback = loopback.Host(host)
 	}
 	for _, n := range r.AllowNetworks {
 		p, err := netip.ParsePrefix(n)
@@ -771,7 +772,7 @@ func (v *validator) upstream(r *rawUpstream) *Upstream {
 		if u.Port == 0 {
 			u.Port = 25
 		}
-		if u.Host != "" && !isLoopbackHost(u.Host) {
+		if u.Host != "" && !loopback.Host(u.Host) {
 			v.errf(attrRange(r.Body, "tls"), "Plaintext upstream refused", "tls = \"none\" is allowed only for loopback hosts, and %s is not one; use tls = \"starttls\" or \"tls\".", u.Host)
 		}
 	default:
@@ -1075,14 +1076,6 @@ func (c *Config) Upstream(name string) *Upstream {
 		}
 	}
 	return nil
-}
-
-func isLoopbackHost(host string) bool {
-	if strings.EqualFold(host, "localhost") {
-		return true
-	}
-	a, err := netip.ParseAddr(strings.Trim(host, "[]"))
-	return err == nil && a.IsLoopback()
 }
 
 // validHostname reports whether h can be our EHLO name: a domain as

@@ -715,3 +715,16 @@ func TestTags(t *testing.T) {
 		}
 	}
 }
+
+// Plain text to an upstream is allowed for loopback hosts only, by the
+// same rule the SMTP client applies (internal/loopback).
+func TestPlaintextUpstreamLoopbackForms(t *testing.T) {
+	dir := t.TempDir()
+	for host, ok := range map[string]bool{"localhost.": true, "::1%lo": true, "127.0.0.2": true, "smtp.example.com": false} {
+		src := "spool { path = \"var/spool.db\" }\nupstream \"u\" {\n  host = \"" + host + "\"\n  port = 25\n  tls  = \"none\"\n}\n"
+		_, err := Parse(filepath.Join(dir, "relay.hcl"), []byte(src))
+		if (err == nil) != ok {
+			t.Errorf("tls = \"none\" to %q: %v, want allowed %v", host, err, ok)
+		}
+	}
+}

@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"github.com/hashicorp/hcl/v2"
+
+	"github.com/outbox-mta/outbox/internal/loopback"
 )
 
 // NotifyEvents are the events a notify block can ask for.
@@ -46,7 +48,7 @@ func (v *validator) notify(r *rawNotify) Notify {
 		switch {
 		case err != nil || u.Host == "":
 			v.errf(attrRange(r.Body, "webhook"), "Invalid webhook", "webhook = %q is not an http(s) URL.", r.Webhook)
-		case u.Scheme == "https", u.Scheme == "http" && isLoopbackHost(u.Hostname()):
+		case u.Scheme == "https", u.Scheme == "http" && loopback.Host(u.Hostname()):
 			n.Webhook = r.Webhook
 		default:
 			v.errf(attrRange(r.Body, "webhook"), "Insecure webhook",

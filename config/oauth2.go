@@ -13,6 +13,7 @@ import (
 	"github.com/hashicorp/hcl/v2"
 	"github.com/hashicorp/hcl/v2/hclsyntax"
 
+	"github.com/outbox-mta/outbox/internal/loopback"
 	"github.com/outbox-mta/outbox/upstream/preset"
 )
 
@@ -139,7 +140,7 @@ func (v *validator) oauth2(u *Upstream, r *rawUpstream) {
 		case err != nil || pu.Host == "":
 			bad(k.key, "Invalid URL", "%s = %q is not a URL.", k.key, k.val)
 		case pu.Scheme == "https":
-		case pu.Scheme == "http" && isLoopbackHost(pu.Hostname()):
+		case pu.Scheme == "http" && loopback.Host(pu.Hostname()):
 		default:
 			bad(k.key, "Insecure URL", "%s = %q must use https:// (http:// only to a loopback host, for tests).", k.key, k.val)
 		}

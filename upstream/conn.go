@@ -15,6 +15,8 @@ import (
 
 	"github.com/emersion/go-sasl"
 	"github.com/emersion/go-smtp"
+
+	"github.com/outbox-mta/outbox/internal/loopback"
 )
 
 // conn is one SMTP session. It is used by one goroutine at a time.
@@ -212,7 +214,7 @@ func (s *SMTP) authenticate(ctx context.Context, cn *conn, probe *ProbeReport) e
 	if !s.wantsAuth() {
 		return nil
 	}
-	if cn.tls == nil && !(s.cfg.TLS == "none" && isLoopback(s.cfg.Host)) {
+	if cn.tls == nil && !(s.cfg.TLS == "none" && loopback.Host(s.cfg.Host)) {
 		return fmt.Errorf("connection to %s is not encrypted: refusing to send credentials", s.addr)
 	}
 	ok, mechs := cn.c.Extension("AUTH")

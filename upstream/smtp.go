@@ -17,6 +17,8 @@ import (
 	"time"
 
 	"github.com/emersion/go-smtp"
+
+	"github.com/outbox-mta/outbox/internal/loopback"
 )
 
 // SMTPConfig configures one SMTP upstream.
@@ -122,7 +124,7 @@ func NewSMTP(cfg SMTPConfig) (*SMTP, error) {
 		return nil, fmt.Errorf("upstream %s: tls = %q is not one of starttls, tls, none", name, cfg.TLS)
 	case !validAuth[cfg.Auth]:
 		return nil, fmt.Errorf("upstream %s: auth = %q is not one of auto, plain, login, cram-md5, xoauth2, oauthbearer, none", name, cfg.Auth)
-	case cfg.TLS == "none" && !isLoopback(cfg.Host):
+	case cfg.TLS == "none" && !loopback.Host(cfg.Host):
 		return nil, fmt.Errorf("upstream %s: tls = \"none\" is only allowed to a loopback host (localhost, 127.0.0.1, ::1), not %s: use tls = \"starttls\" or tls = \"tls\"", name, cfg.Host)
 	case cfg.Port < 0 || cfg.Port > 65535:
 		return nil, fmt.Errorf("upstream %s: port %d out of range", name, cfg.Port)
@@ -221,17 +223,6 @@ func setDefault(d *time.Duration, v time.Duration) {
 	if *d <= 0 {
 		*d = v
 	}
-}
-
-// isLoopback reports whether host names this machine: "localhost", an
-// address in 127.0.0.0/8, or ::1.
-func isLoopback(host string) bool {
-	host = strings.TrimSuffix(strings.TrimPrefix(host, "["), "]")
-	if strings.EqualFold(host, "localhost") || strings.EqualFold(host, "localhost.") {
-		return true
-	}
-	ip := net.ParseIP(host)
-	return ip != nil && ip.IsLoopback()
 }
 
 // Name returns the upstream name.
