@@ -211,27 +211,9 @@ func withSpool(cfg *config.Config, readOnly bool, fn func(s *spool.Spool) error)
 }
 
 func queueAct(a *app, action string, args []string) int {
-	fs := a.flags("queue")
-	if code, ok := parse(fs, args); !ok {
-		return code
-	}
-	if fs.NArg() == 0 {
-		fmt.Fprintf(a.stderr, "outbox queue %s: give one or more message IDs (see `outbox queue ls`)\n", action)
-		return exitUsage
-	}
-	cfg, code := a.loadConfig()
-	if cfg == nil {
-		return code
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	c := adminapi.NewClient(cfg.Admin.Socket)
-	rc := exitOK
-	for _, id := range fs.Args() {
-		var err error
+	return forEachID(a, action, args, 30*time.Second, func(ctx context.Context, cfg *config.Config, c *adminapi.Client, id string) error {
 		if action == "show" {
-			var text string
-			text, err = c.Show(ctx, id)
+			text, err := c.Show(ctx, id)
 			if errors.Is(err, adminapi.ErrNotRunning) {
 				err = withSpool(cfg, true, func(s *spool.Spool) error {
 					text, err = relay.Dump(s, id)
@@ -241,33 +223,65 @@ func queueAct(a *app, action string, args []string) int {
 			if err == nil {
 				fmt.Fprintln(a.stdout, text)
 			}
-		} else {
-			err = c.Act(ctx, action, id)
-			if errors.Is(err, adminapi.ErrNotRunning) {
-				err = withSpool(cfg, false, func(s *spool.Spool) error {
-					switch action {
-					case "hold":
-						_, err := s.Update(id, func(m *spool.Message) error { m.Held = true; return nil })
-						return err
-					case "release":
-						now := time.Now()
-						_, err := s.Update(id, func(m *spool.Message) error { m.Held = false; m.NextAttempt = now; return nil })
-						return err
-					}
-					return s.Delete(id)
-				})
-			}
-			if err == nil {
-				fmt.Fprintf(a.stdout, "%s: %s\n", id, map[string]string{"hold": "held", "release": "released", "delete": "deleted"}[action])
-			}
+			return err
 		}
-		if err != nil {
-			fmt.Fprintf(a.stderr, "outbox queue %s %s: %v\n", action, id, err)
-			if errors.Is(err, adminapi.ErrForbidden) {
-				rc = exitNoPerm
-			} else if rc == exitOK {
-				rc = exitError
-			}
+		err := c.Act(ctx, action, id)
+		if errors.Is(err, adminapi.ErrNotRunning) {
+			err = withSpool(cfg, false, func(s *spool.Spool) error {
+				switch action {
+				case "hold":
+					_, err := s.Update(id, func(m *spool.Message) error { m.Held = true; return nil })
+					return err
+				case "release":
+					now := time.Now()
+					_, err := s.Update(id, func(m *spool.Message) error { m.Held = false; m.NextAttempt = now; return nil })
+					return err
+				}
+				return s.Delete(id)
+			})
+		}
+		if err == nil {
+			fmt.Fprintf(a.stdout, "%s: %s\n", id, map[string]string{"hold": "held", "release": "released", "delete": "deleted"}[action])
+		}
+		return err
+	})
+}
+
+// forEachID runs fn for each message ID given to `outbox queue NAME`,
+// reporting each failure on stderr, and returns one exit code for them
+// all: 77 if any was refused for the caller, else 1 if any failed; 69 at
+// once when fn needs the daemon and it does not run.
+func forEachID(a *app, name string, args []string, timeout time.Duration,
+	fn func(ctx context.Context, cfg *config.Config, c *adminapi.Client, id string) error) int {
+	fs := a.flags("queue")
+	if code, ok := parse(fs, args); !ok {
+		return code
+	}
+	if fs.NArg() == 0 {
+		fmt.Fprintf(a.stderr, "outbox queue %s: give one or more message IDs (see `outbox queue ls`)\n", name)
+		return exitUsage
+	}
+	cfg, code := a.loadConfig()
+	if cfg == nil {
+		return code
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	c := adminapi.NewClient(cfg.Admin.Socket)
+	rc := exitOK
+	for _, id := range fs.Args() {
+		err := fn(ctx, cfg, c, id)
+		if err == nil {
+			continue
+		}
+		fmt.Fprintf(a.stderr, "outbox queue %s %s: %v\n", name, id, err)
+		switch {
+		case errors.Is(err, adminapi.ErrNotRunning):
+			return exitUnavailable
+		case errors.Is(err, adminapi.ErrForbidden):
+			rc = exitNoPerm
+		case rc == exitOK:
+			rc = exitError
 		}
 	}
 	return rc
