@@ -143,6 +143,13 @@ func (l *logBuf) count(s string) int {
 // start runs the daemon and waits until it has logged that it started.
 func (e *env) start() *daemon {
 	e.t.Helper()
+	return e.startAs(nil)
+}
+
+// startAs is start with the daemon running under cred (nil: as we are),
+// with extra environment variables.
+func (e *env) startAs(cred *syscall.Credential, environ ...string) *daemon {
+	e.t.Helper()
 	d := &daemon{t: e.t, log: &logBuf{}, done: make(chan struct{})}
 	d.cmd = exec.Command(outboxBin, "serve", "--config", e.conf)
 	if len(e.sockets) > 0 {
@@ -150,6 +157,10 @@ func (e *env) start() *daemon {
 		// becomes the daemon (exec keeps the pid) set it.
 		d.cmd = exec.Command("/bin/sh", "-c", fmt.Sprintf(`LISTEN_PID=$$ LISTEN_FDS=%d exec "$0" serve --config "$1"`, len(e.sockets)), outboxBin, e.conf)
 		d.cmd.ExtraFiles = e.sockets
+	}
+	d.cmd.Env = append(os.Environ(), environ...)
+	if cred != nil {
+		d.cmd.SysProcAttr = &syscall.SysProcAttr{Credential: cred}
 	}
 	d.cmd.Dir = e.dir
 	d.cmd.Stdout = d.log

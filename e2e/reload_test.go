@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"net"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strings"
@@ -41,38 +40,6 @@ func reloadAs(t *testing.T, e *env) *syscall.Credential {
 		t.Fatal(err)
 	}
 	return &syscall.Credential{Uid: nobody, Gid: nobody}
-}
-
-// startAs is env.start with the daemon running under cred (nil: as we
-// are) with extra environment variables.
-func (e *env) startAs(cred *syscall.Credential, environ ...string) *daemon {
-	e.t.Helper()
-	d := &daemon{t: e.t, log: &logBuf{}, done: make(chan struct{})}
-	d.cmd = exec.Command(outboxBin, "serve", "--config", e.conf)
-	d.cmd.Env = append(os.Environ(), environ...)
-	d.cmd.Dir = e.dir
-	d.cmd.Stdout = d.log
-	d.cmd.Stderr = d.log
-	if cred != nil {
-		d.cmd.SysProcAttr = &syscall.SysProcAttr{Credential: cred}
-	}
-	if err := d.cmd.Start(); err != nil {
-		e.t.Fatal(err)
-	}
-	go func() { d.err = d.cmd.Wait(); close(d.done) }()
-	e.t.Cleanup(func() {
-		select {
-		case <-d.done:
-		default:
-			d.cmd.Process.Kill()
-			<-d.done
-		}
-		if e.t.Failed() {
-			e.t.Logf("daemon log (pid %d):\n%s", d.cmd.Process.Pid, tail(d.log.String(), 60))
-		}
-	})
-	d.waitLog("outbox started", 1, 20*time.Second)
-	return d
 }
 
 // delivered counts the messages in the maildir addressed (X-Envelope-To)
