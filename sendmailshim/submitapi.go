@@ -69,3 +69,15 @@ func ExitStatus(err error) int {
 	}
 	return ExitSoftware
 }
+
+// Login returns the invoking user's login name as the sendmail command
+// names it (the password database, else LOGNAME, else USER), so that
+// `outbox send` and sendmail give mail without -f the same sender. An
+// error is a sendmail exit status (75 when no name is found).
+func Login() (string, error) {
+	s := &shim{getenv: os.Getenv, uid: os.Getuid()}
+	if err := s.identify(); err != nil {
+		return "", err
+	}
+	return s.user, nil
+}

@@ -7,7 +7,6 @@ import (
 	"io"
 	"net/mail"
 	"os"
-	"os/user"
 	"path/filepath"
 	"strings"
 
@@ -73,9 +72,12 @@ func cmdSend(a *app, args []string) int {
 	cfg := o.Config
 	sender := *from
 	if sender == "" {
-		name := "root"
-		if u, err := user.Current(); err == nil {
-			name = u.Username
+		// As sendmail without -f: the invoking user at hostname, never a
+		// guess (a uid the password database does not know, with no
+		// LOGNAME or USER, is an error, not root).
+		name, err := sendmailshim.Login()
+		if err != nil {
+			return a.sendResult(err)
 		}
 		sender = name + "@" + cfg.Hostname
 	}

@@ -288,3 +288,21 @@ func TestSendExitCodes(t *testing.T) {
 }
 
 func b64(b []byte) string { return base64.StdEncoding.EncodeToString(b) }
+
+// Without --from the sender is the invoking user, named as sendmail names
+// it; a uid the password database does not know, with no LOGNAME or USER,
+// is refused (75) rather than sent as root.
+func TestSendDefaultSenderIsTheUser(t *testing.T) {
+	asUserOK(t)
+	e := startSendEnv(t)
+	if code, stderr := e.run(uidNobody, "", "--to", "a@example.org", "--subject", "who"); code != 0 {
+		t.Fatalf("as nobody: exit %d %s", code, stderr)
+	}
+	if raw := e.delivered(1); !strings.Contains(string(raw), "nobody@") {
+		t.Errorf("sender is not nobody:\n%s", raw)
+	}
+	code, stderr := e.run(54321, "", "--to", "a@example.org", "--subject", "who")
+	if code != 75 || !strings.Contains(stderr, "login name") {
+		t.Errorf("unknown uid: exit %d %q, want 75 naming the missing login name", code, stderr)
+	}
+}
