@@ -476,7 +476,12 @@ func Reject(path, dir string) error {
 	dst := filepath.Join(dir, filepath.Base(path))
 	err := os.Rename(path, dst)
 	if errors.Is(err, syscall.EXDEV) {
+		// The copy's folder entry is on disk before the original goes:
+		// a crash in between leaves two copies, never none.
 		err = copyFile(path, dst)
+		if err == nil {
+			err = durable.SyncDir(dir)
+		}
 		if err == nil {
 			err = os.Remove(path)
 		}

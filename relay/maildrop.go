@@ -211,9 +211,7 @@ func (r *Relay) importFile(path string) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	if err := r.bounceRefused(m, refused, now); err != nil {
-		return "", err
-	}
+	r.bounceRefused(m, refused, now)
 	return m.ID, nil
 }
 
@@ -221,7 +219,7 @@ func (r *Relay) importFile(path string) (string, error) {
 func refusedRecipient(addr string, se *smtp.SMTPError, notify []string, now time.Time) spool.Recipient {
 	return spool.Recipient{
 		Address: addr, Status: spool.Failed, Notify: notify, Updated: now,
-		Code:      fmt.Sprintf("%d.%d.%d", se.EnhancedCode[0], se.EnhancedCode[1], se.EnhancedCode[2]),
+		Code:      refusal(se).Enhanced,
 		LastError: describe(refusal(se)),
 	}
 }
@@ -249,19 +247,17 @@ func (r *Relay) bounceWhole(m *spool.Message, hdr []byte, reason *smtp.SMTPError
 	if err := r.spool.Enqueue(context.Background(), m, bytes.NewReader(hdr)); err != nil {
 		return "", err
 	}
-	if err := r.bounceRefused(m, refused, now); err != nil {
-		return "", err
-	}
+	r.bounceRefused(m, refused, now)
 	return m.ID, nil
 }
 
 // bounceRefused sends the sender the failure notice for the recipients
 // refused on import, as the scheduler does for failures at delivery, and
 // removes m from the queue if nothing is left to deliver. m is in the
-// spool already, where the notice takes its content from. If the notice
-// cannot be queued, m is removed again and the error returned: the
-// maildrop file stays for the next round.
-func (r *Relay) bounceRefused(m *spool.Message, refused map[int]*smtp.SMTPError, now time.Time) error {
+// spool already, where the notice takes its content from. The notice is
+// owed in the spool before it is queued: one the spool refuses now is
+// queued later by the scheduler, so the import itself cannot fail here.
+func (r *Relay) bounceRefused(m *spool.Message, refused map[int]*smtp.SMTPError, now time.Time) {
 	results := map[int]attempt{}
 	var idx []int
 	for i, se := range refused {
@@ -273,7 +269,6 @@ func (r *Relay) bounceRefused(m *spool.Message, refused map[int]*smtp.SMTPError,
 		}
 	}
 	sort.Ints(idx)
-	var err error
 	if len(idx) > 0 {
 		// The notice goes on the scheduler's list of owed notices (kept in
 		// the spool) before it is queued, as for failures at delivery: one
@@ -283,22 +278,12 @@ func (r *Relay) bounceRefused(m *spool.Message, refused map[int]*smtp.SMTPError,
 			r.sched.queueOwed(now)
 		}
 	}
-	if err != nil || m.Done() {
-		// Update drops a message whose recipients are all done; when the
-		// notice failed, failing them all drops the copy that the next
-		// round's import would otherwise duplicate.
-		if _, derr := r.spool.Update(m.ID, func(cur *spool.Message) error {
-			if err != nil {
-				for i := range cur.Recipients {
-					cur.Recipients[i].Status = spool.Failed
-				}
-			}
-			return nil
-		}); derr != nil && !errors.Is(derr, spool.ErrNotFound) {
-			r.log.Error("cannot remove a message from the queue", "id", m.ID, "err", derr)
+	if m.Done() {
+		// Update drops a message whose recipients are all done.
+		if _, err := r.spool.Update(m.ID, func(*spool.Message) error { return nil }); err != nil && !errors.Is(err, spool.ErrNotFound) {
+			r.log.Error("cannot remove a message from the queue", "id", m.ID, "err", err)
 		}
 	}
-	return err
 }
 
 // sizeLimit fails a read that goes beyond the limit, so an oversized

@@ -2,6 +2,7 @@ package spool
 
 import (
 	"encoding/json"
+	"fmt"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -20,9 +21,12 @@ func (s *Spool) Oldest() (id string, arrived time.Time, err error) {
 		var m struct {
 			Arrived time.Time `json:"arrived"`
 		}
-		if json.Unmarshal(v, &m) == nil {
-			id, arrived = string(k), m.Arrived
+		if err := json.Unmarshal(v, &m); err != nil {
+			// As Range and the counts do: a damaged envelope is reported,
+			// not shown to the operator as an empty queue.
+			return fmt.Errorf("message %s: %w (%v)", k, ErrCorrupt, err)
 		}
+		id, arrived = string(k), m.Arrived
 		return nil
 	})
 	return id, arrived, err

@@ -2,6 +2,7 @@ package spool
 
 import (
 	"context"
+	"errors"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -127,4 +128,25 @@ func TestCountsAndOldest(t *testing.T) {
 	wantStateCounts(t, s, 1, 1, 0)
 	upd(ids[2], func(m *Message) { m.Attempts = 1 })
 	wantStateCounts(t, s, 0, 2, 0)
+}
+
+// A damaged first envelope is an error, not an empty queue.
+func TestOldestDamagedEnvelope(t *testing.T) {
+	s, err := Open(filepath.Join(t.TempDir(), "spool.db"), Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	m := newMsg("a@example.com", "b@example.com")
+	if err := s.Enqueue(context.Background(), m, strings.NewReader("Subject: x\r\n\r\nx\r\n")); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.db.Update(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketMsg).Put([]byte(m.ID), []byte("{not json"))
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if id, _, err := s.Oldest(); !errors.Is(err, ErrCorrupt) {
+		t.Errorf("Oldest = %q, %v; want ErrCorrupt", id, err)
+	}
 }
