@@ -48,7 +48,7 @@ type envelope struct {
 // needsUTF8 reports whether the transaction needs SMTPUTF8: its client
 // declared it, or an address is not ASCII.
 func (e *envelope) needsUTF8() bool {
-	return e.utf8 || !isASCII(e.from) || !allASCII(e.rcpts)
+	return e.utf8 || !mailhdr.IsASCII(e.from) || !allASCII(e.rcpts)
 }
 
 // deliver is -bm: read the message from stdin, complete it, submit it.
@@ -319,18 +319,9 @@ func (s *shim) importReceived() string {
 		s.cfg.Hostname, s.uid, strings.Repeat("0", 18), s.now().Format(time.RFC1123Z))
 }
 
-func isASCII(s string) bool {
-	for i := 0; i < len(s); i++ {
-		if s[i] >= 0x80 {
-			return false
-		}
-	}
-	return true
-}
-
 func allASCII(list []string) bool {
 	for _, s := range list {
-		if !isASCII(s) {
+		if !mailhdr.IsASCII(s) {
 			return false
 		}
 	}

@@ -162,7 +162,12 @@ func (s *shim) transactPipelined(c *submitConn, env *envelope, r *limitReader) e
 	var mail strings.Builder
 	fmt.Fprintf(&mail, "MAIL FROM:<%s>", env.from)
 	if c.has("8BITMIME") {
-		mail.WriteString(" BODY=8BITMIME")
+		// -B's body type when given (RFC 6152 allows BODY=7BIT too).
+		body := "8BITMIME"
+		if env.body != "" {
+			body = strings.ToUpper(env.body)
+		}
+		mail.WriteString(" BODY=" + body)
 	}
 	if utf8 {
 		mail.WriteString(" SMTPUTF8")

@@ -114,3 +114,17 @@ func TestSubmitPipelinedRcptRefused(t *testing.T) {
 		t.Errorf("daemon saw %q, want a hang-up before the final dot", got)
 	}
 }
+
+// -B's body type reaches the daemon on the socket path too, as it does in
+// a maildrop file.
+func TestSubmitBodyType(t *testing.T) {
+	dir := testDir(t)
+	cfg := writeConfig(t, dir, "")
+	d := startDaemon(t, filepath.Join(dir, "var", "submit.sock"))
+	if code, _, stderr := run(t, cfg, "Subject: x\n\nplain\n", "-B", "7BIT", "-i", "x@example.com"); code != 0 {
+		t.Fatalf("exit %d: %s", code, stderr)
+	}
+	if m := d.wait(t, 1); m.MailOpts.Body != "7BIT" {
+		t.Errorf("BODY = %q, want 7BIT as -B asked", m.MailOpts.Body)
+	}
+}
