@@ -262,18 +262,7 @@ func (s *SMTP) authenticate(ctx context.Context, cn *conn, probe *ProbeReport) e
 		secret, err = s.cfg.Password(ctx)
 	}
 	if err != nil {
-		switch {
-		case isConfigProblem(err):
-			return s.authFailed(probe, mech, err)
-		case bearer && s.cfg.OAuth != nil:
-			// The token endpoint is down or unreachable: a temporary
-			// problem like a failed connection, not a wrong setting.
-			if probe != nil {
-				probe.AuthMech, probe.AuthError = mech, err.Error()
-			}
-			return err
-		}
-		return s.authFailed(probe, mech, fmt.Errorf("upstream %s: cannot read its secret: %w", s.cfg.Name, err))
+		return s.secretError(probe, mech, bearer, err)
 	}
 	newClient := func() sasl.Client {
 		switch mech {
@@ -296,7 +285,7 @@ func (s *SMTP) authenticate(ctx context.Context, cn *conn, probe *ProbeReport) e
 		s.cfg.OAuth.Invalidate(secret)
 		fresh, terr := s.cfg.Token(ctx)
 		if terr != nil {
-			return s.authFailed(probe, mech, terr)
+			return s.secretError(probe, mech, true, terr)
 		}
 		if fresh != secret {
 			secret = fresh
@@ -329,6 +318,25 @@ func (s *SMTP) authenticate(ctx context.Context, cn *conn, probe *ProbeReport) e
 
 // authFailed logs an authentication problem loudly: it will not go away by
 // itself, the operator has to fix the configuration.
+// secretError sorts a failure to get the password or token, the same for
+// the first token and for the fresh one after a refused AUTH: a
+// configuration problem (invalid_grant …) is an AUTH failure the operator
+// must fix; an OAuth2 token endpoint that is down or unreachable is
+// temporary, like a failed connection; an unreadable password is an AUTH
+// failure.
+func (s *SMTP) secretError(probe *ProbeReport, mech string, bearer bool, err error) error {
+	switch {
+	case isConfigProblem(err):
+		return s.authFailed(probe, mech, err)
+	case bearer && s.cfg.OAuth != nil:
+		if probe != nil {
+			probe.AuthMech, probe.AuthError = mech, err.Error()
+		}
+		return err
+	}
+	return s.authFailed(probe, mech, fmt.Errorf("upstream %s: cannot read its secret: %w", s.cfg.Name, err))
+}
+
 func (s *SMTP) authFailed(probe *ProbeReport, mech string, err error) error {
 	fix := fmt.Sprintf("check username/password_file for upstream %s", s.cfg.Name)
 	switch {

@@ -210,3 +210,21 @@ func TestOAuthTokenEndpointDownIsTemporary(t *testing.T) {
 		t.Errorf("messages %d", len(fs.messages()))
 	}
 }
+
+// After a refused token, a token endpoint that is down for the fresh one
+// is temporary, as it is for the first token: no "configuration problem",
+// no AUTH failure counted.
+func TestOAuthRefetchWithEndpointDownIsTemporary(t *testing.T) {
+	ts, _, cfg, logs, _, file := oauthSetup(t, oauth.RefreshToken, true)
+	seedRefreshToken(t, ts, file, "refresh-seed")
+	s := newTarget(t, cfg)
+	wantClass(t, deliver(t, s, envelope(testMessage, "b@example.net")), Sent)
+	s.Close()
+	ts.RevokeAccess()
+	ts.FailNext(1)
+	s = newTarget(t, cfg)
+	wantClass(t, deliver(t, s, envelope(testMessage, "b@example.net")), Deferred)
+	if strings.Contains(logs.String(), "configuration problem") || s.Failures().Auth != 0 {
+		t.Errorf("an unreachable token endpoint was blamed on the configuration (auth failures %d):\n%s", s.Failures().Auth, logs.String())
+	}
+}
