@@ -1,6 +1,6 @@
 // Package adminapi is the contract between the daemon's admin socket and
 // the commands that talk to it (outbox queue …, mailq, sendmail -q): JSON
-// over HTTP on a unix socket. When the daemon is not running, ListQueue
+// over HTTP on a unix socket. When the daemon is not running, EachQueued
 // reads the spool file directly.
 package adminapi
 
@@ -261,13 +261,6 @@ func (c *Client) Act(ctx context.Context, action, id string) error {
 func (c *Client) Stats(ctx context.Context) (Stats, error) {
 	var out Stats
 	err := c.do(ctx, "GET", "/stats", nil, &out)
-	return out, err
-}
-
-// ListQueue lists the queue in memory; EachQueued streams it.
-func ListQueue(ctx context.Context, cfg *config.Config) ([]Message, error) {
-	out := []Message{}
-	err := EachQueued(ctx, cfg, 0, func(m Message) error { out = append(out, m); return nil })
 	return out, err
 }
 

@@ -169,10 +169,9 @@ func (s *SMTP) Send(ctx context.Context, m *Message) error {
 		return err
 	}
 	env := &upstream.Envelope{
-		From:     from,
-		Size:     int64(len(raw)),
-		UTF8:     !mailhdr.IsASCII(from) || !mailhdr.IsASCII(strings.Join(rcpts, "")),
-		EightBit: !mailhdr.IsASCII(string(raw)),
+		From: from,
+		Size: int64(len(raw)),
+		UTF8: !mailhdr.IsASCII(from) || !mailhdr.IsASCII(strings.Join(rcpts, "")),
 		Body: func() (io.ReadCloser, error) {
 			return io.NopCloser(bytes.NewReader(raw)), nil
 		},

@@ -330,7 +330,7 @@ func (s *Scheduler) try(ctx context.Context, router *Router, name string, m *spo
 		return nil
 	}
 	env := &upstream.Envelope{
-		From: m.From, Size: m.Size, UTF8: m.UTF8, EightBit: strings.EqualFold(m.BodyType, "8BITMIME"),
+		From: m.From, Size: m.Size, UTF8: m.UTF8,
 		EnvID: m.EnvID, Ret: m.Ret,
 	}
 	if set.EnvelopeFrom != "" {

@@ -56,7 +56,6 @@ type Envelope struct {
 	Recipients []Rcpt
 	Size       int64 // body size in bytes (for SIZE=)
 	UTF8       bool  // needs SMTPUTF8
-	EightBit   bool  // BODY=8BITMIME
 	EnvID, Ret string
 	// Body opens a fresh reader over the full message (headers and body,
 	// CRLF line ends) each call.
