@@ -9,6 +9,8 @@ import (
 	"log/slog"
 	"os"
 	"os/exec"
+	"os/user"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -68,10 +70,14 @@ func SecretFromFile(path string, logger *slog.Logger) SecretFunc {
 	}
 }
 
+// daemonGroup is the group the package runs the daemon as.
+var daemonGroup = "outbox"
+
 // exposed reports whether users other than the file's owner and the
 // daemon can read a secret file. Group access is fine when the group is the
 // daemon's own (the package installs /etc/outbox/password 0640
-// root:outbox); any other group, or others, is a leak.
+// root:outbox), whether the daemon or root (test-upstream, oauth login)
+// reads it; any other group, or others, is a leak.
 func exposed(fi os.FileInfo) bool {
 	perm := fi.Mode().Perm()
 	if perm&0o007 != 0 {
@@ -81,7 +87,14 @@ func exposed(fi os.FileInfo) bool {
 		return false
 	}
 	st, ok := fi.Sys().(*syscall.Stat_t)
-	return !ok || int(st.Gid) != os.Getegid()
+	if !ok {
+		return true
+	}
+	if int(st.Gid) == os.Getegid() {
+		return false
+	}
+	g, err := user.LookupGroup(daemonGroup)
+	return err != nil || g.Gid != strconv.Itoa(int(st.Gid))
 }
 
 func readFull(f *os.File, b []byte) (int, error) {
