@@ -27,7 +27,7 @@ func (v *validator) tags(raw *rawFile) []string {
 	var out []string
 	for _, t := range raw.Tags {
 		name := strings.ToLower(t)
-		if !validTagName(name) {
+		if !ValidTagName(name) {
 			v.errf(rng, "Invalid tag", "tags: %q is not a tag name; use letters, digits, hyphens and underscores, like \"campaign\" (the header field is X-Outbox-Tag-Campaign).", t)
 			continue
 		}
@@ -41,16 +41,22 @@ func (v *validator) tags(raw *rawFile) []string {
 	return out
 }
 
-func validTagName(s string) bool {
-	// As package email allows Metadata keys: letters, digits, '-', '_'.
-	if s == "" || len(s) > 64 {
+// ValidTagName reports whether s can name a tag: a letter or digit, then
+// letters, digits, '-' and '_', at most 64 bytes, any case. Package email
+// checks Metadata keys with it, so what an application tags the daemon
+// can be told to report.
+func ValidTagName(s string) bool {
+	if s == "" || len(s) > 64 || !isAlnum(s[0]) {
 		return false
 	}
 	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '-' || c == '_') {
+		if c := s[i]; !isAlnum(c) && c != '-' && c != '_' {
 			return false
 		}
 	}
 	return true
+}
+
+func isAlnum(c byte) bool {
+	return c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9'
 }

@@ -15,12 +15,13 @@ import (
 	gomail "github.com/emersion/go-message/mail"
 	gotextproto "github.com/emersion/go-message/textproto"
 
+	"github.com/outbox-mta/outbox/config"
 	"github.com/outbox-mta/outbox/mailhdr"
 )
 
 // TagPrefix starts the name of the header field that carries each
 // Metadata entry ("X-Outbox-Tag-Campaign: spring").
-const TagPrefix = "X-Outbox-Tag-"
+const TagPrefix = config.TagHeader
 
 // now is the clock of the Date field; tests replace it.
 var now = time.Now

@@ -28,6 +28,7 @@ import (
 	"strings"
 	"unicode/utf8"
 
+	"github.com/outbox-mta/outbox/config"
 	"github.com/outbox-mta/outbox/mailhdr"
 )
 
@@ -107,7 +108,6 @@ func (e *ValidationError) Error() string {
 const (
 	maxFilename   = 255
 	maxHeaderWord = 900
-	maxTagKey     = 64
 	maxTagValue   = 200
 )
 
@@ -120,7 +120,6 @@ var reserved = map[string]bool{
 
 var (
 	fieldName = regexp.MustCompile(`^[!-9;-~]+$`) // printable ASCII but colon (RFC 5322 ftext)
-	tagKey    = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_-]*$`)
 	cidRef    = regexp.MustCompile(`(?i)cid:([^"'\s)>]+)`)
 )
 
@@ -218,8 +217,8 @@ func (m *Message) Validate() error {
 			v.add(f, "given twice, in different cases")
 		}
 		seen[textprotoKey(TagPrefix+k)] = true
-		if !tagKey.MatchString(k) || len(k) > maxTagKey {
-			v.add(f, fmt.Sprintf("a tag name is letters, digits, - and _, at most %d", maxTagKey))
+		if !config.ValidTagName(k) {
+			v.add(f, "a tag name is a letter or digit, then letters, digits, - and _, at most 64")
 		}
 		val := m.Metadata[k]
 		if len(val) > maxTagValue {
