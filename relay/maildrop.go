@@ -259,16 +259,19 @@ func (r *Relay) bounceWhole(m *spool.Message, hdr []byte, reason *smtp.SMTPError
 // queued later by the scheduler, so the import itself cannot fail here.
 func (r *Relay) bounceRefused(m *spool.Message, refused map[int]*smtp.SMTPError, now time.Time) {
 	results := map[int]attempt{}
-	var idx []int
+	var all, idx []int
 	for i, se := range refused {
-		res := refusal(se)
-		results[i] = attempt{res: res, tried: true}
-		r.log.Warn("maildrop recipient refused; failed with a bounce as its NOTIFY asks", "id", m.ID, "to", m.Recipients[i].Address, "error", describe(res))
+		results[i] = attempt{res: refusal(se), tried: true, relay: "maildrop import"}
+		all = append(all, i)
 		if wants(m.Recipients[i].Notify, "FAILURE", true) {
 			idx = append(idx, i)
 		}
 	}
+	sort.Ints(all)
 	sort.Ints(idx)
+	// The same delivery line, bounce metric and notify event as a 5yz
+	// at delivery: the operator's alerts see these refusals too.
+	r.sched.report(m, m, all, results, now)
 	if len(idx) > 0 {
 		// The notice goes on the scheduler's list of owed notices (kept in
 		// the spool) before it is queued, as for failures at delivery: one

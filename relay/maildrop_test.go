@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -536,5 +537,22 @@ func TestShimLimitsMatchImport(t *testing.T) {
 	})
 	if names, _ := maildrop.List(r.cfg.Spool.Maildrop); len(names) != 0 {
 		t.Errorf("refused calls left %v in the maildrop", names)
+	}
+}
+
+// A recipient refused on import gets the delivery line an operator greps
+// for (status=bounced), as a 5yz at delivery does.
+func TestMaildropRefusalLogged(t *testing.T) {
+	r := mdRelay(t)
+	var logs lockedBuf
+	r.sched.log = slog.New(slog.NewTextHandler(&logs, nil))
+	mdWrite(t, r, &maildrop.Envelope{From: "app@example.org", Recipients: []string{"gone@relay.test", "root@relay.test"}},
+		"Subject: x\r\n\r\nx\r\n")
+	if n := r.importMaildrop(context.Background()); n != 1 {
+		t.Fatalf("imported %d, want 1", n)
+	}
+	l := logs.String()
+	if !strings.Contains(l, "msg=bounced") || !strings.Contains(l, "to=gone@relay.test") || !strings.Contains(l, "dsn=5.1.1") || !strings.Contains(l, "status=bounced") {
+		t.Errorf("no delivery line for the refused recipient:\n%s", l)
 	}
 }

@@ -490,13 +490,24 @@ func (s *Scheduler) record(m *spool.Message, results map[int]attempt) {
 		return
 	}
 	s.queueOwed(now)
-	var gone []string // recipients that failed for good this round
-	var reason string
-	for i, r := range stored.Recipients {
-		if m.Recipients[i].Status != spool.Pending {
-			continue
+	var idx []int
+	for i := range stored.Recipients {
+		if m.Recipients[i].Status == spool.Pending {
+			idx = append(idx, i)
 		}
+	}
+	s.report(m, stored, idx, results, now)
+}
+
+// report writes the delivery lines of recipients idx after a round (see
+// logResult) and sends one notify "bounce" event for those that failed for
+// good: the scheduler's rounds and the maildrop import's refusals alike.
+func (s *Scheduler) report(m, stored *spool.Message, idx []int, results map[int]attempt, now time.Time) {
+	var gone []string
+	var reason string
+	for _, i := range idx {
 		if st := s.logResult(m, stored, i, results, now); st == "bounced" || st == "expired" {
+			r := stored.Recipients[i]
 			gone = append(gone, r.Address)
 			reason = st + ": " + r.LastError
 		}
