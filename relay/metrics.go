@@ -168,7 +168,7 @@ func (c failureCollector) Describe(ch chan<- *prometheus.Desc) {
 
 func (c failureCollector) Collect(ch chan<- prometheus.Metric) {
 	for name, t := range c.targets() {
-		if f, ok := t.(interface{ Failures() upstream.Failures }); ok {
+		if f, ok := t.(failureCounter); ok {
 			n := f.Failures()
 			ch <- prometheus.MustNewConstMetric(c.auth, prometheus.CounterValue, float64(n.Auth), name)
 			ch <- prometheus.MustNewConstMetric(c.tls, prometheus.CounterValue, float64(n.TLS), name)
@@ -195,9 +195,7 @@ func (c pausedCollector) Describe(ch chan<- *prometheus.Desc) { ch <- c.desc }
 
 func (c pausedCollector) Collect(ch chan<- prometheus.Metric) {
 	for name, t := range c.targets() {
-		p, ok := t.(interface {
-			Paused() (time.Time, string, bool)
-		})
+		p, ok := t.(pauser)
 		if !ok {
 			continue
 		}

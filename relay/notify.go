@@ -235,9 +235,7 @@ func (n *notifier) check(counts func() (string, time.Time, error), targets func(
 		}
 	}
 	for name, t := range targets() {
-		if p, ok := t.(interface {
-			Paused() (time.Time, string, bool)
-		}); ok {
+		if p, ok := t.(pauser); ok {
 			until, reason, paused := p.Paused()
 			if paused && !n.paused[name] {
 				n.send(Event{Event: "upstream_down", Upstream: name,
@@ -245,7 +243,7 @@ func (n *notifier) check(counts func() (string, time.Time, error), targets func(
 			}
 			n.paused[name] = paused
 		}
-		if f, ok := t.(interface{ Failures() upstream.Failures }); ok {
+		if f, ok := t.(failureCounter); ok {
 			auth := f.Failures().Auth
 			seen := n.authFails[name]
 			if auth < seen {

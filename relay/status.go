@@ -58,6 +58,17 @@ func (h *health) get(name string) upstreamHealth {
 	return upstreamHealth{}
 }
 
+// pauser is a target that can be paused (after a 421, connection
+// failures or an OAuth2 configuration problem).
+type pauser interface {
+	Paused() (until time.Time, reason string, paused bool)
+}
+
+// failureCounter is a target that counts its AUTH and TLS failures.
+type failureCounter interface {
+	Failures() upstream.Failures
+}
+
 // tokenExpirer is what a target that holds an OAuth2 token reports.
 type tokenExpirer interface {
 	TokenExpiry() time.Time
@@ -103,9 +114,7 @@ func (a *adminServer) status(w http.ResponseWriter, req *http.Request) {
 			us.State = "failing"
 		}
 		t := snap.router.targets[u.Name]
-		if p, ok := t.(interface {
-			Paused() (time.Time, string, bool)
-		}); ok {
+		if p, ok := t.(pauser); ok {
 			if until, reason, paused := p.Paused(); paused {
 				us.State, us.Paused, us.PausedUntil, us.PauseReason = "paused", true, timePtr(until), reason
 			}
