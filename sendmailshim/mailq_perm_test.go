@@ -15,9 +15,7 @@ import (
 // (admin.queue_list = "privileged"), mailq says so and exits 77 as
 // `outbox queue ls` does, not 69 ("unavailable").
 func TestMailqRestricted(t *testing.T) {
-	if os.Getuid() != 0 && os.Getenv("CI") != "true" {
-		t.Skip("needs root to run the shim as another user")
-	}
+	needRoot(t)
 	bin := shimBinary(t)
 	dir := testDir(t)
 	cfg := writeConfig(t, dir, "")

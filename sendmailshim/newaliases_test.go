@@ -47,9 +47,7 @@ func hupListener(t *testing.T, dir string) chan os.Signal {
 // ordinary user (nobody) it may not, says so, and still exits 0 after
 // checking the aliases.
 func TestNewaliasesReload(t *testing.T) {
-	if os.Getuid() != 0 && os.Getenv("CI") != "true" {
-		t.Skip("needs root to run the shim as another user")
-	}
+	needRoot(t)
 	bin := shimBinary(t)
 	dir := testDir(t)
 	cfg := writeConfig(t, dir, "")
