@@ -277,14 +277,9 @@ func EachQueued(ctx context.Context, cfg *config.Config, limit int, fn func(Mess
 	if !errors.Is(err, ErrNotRunning) {
 		return err
 	}
-	if _, serr := os.Stat(cfg.Spool.Path); errors.Is(serr, os.ErrNotExist) {
+	s, err := OpenSpool(cfg, true)
+	if errors.Is(err, os.ErrNotExist) {
 		return nil
-	} else if errors.Is(serr, os.ErrPermission) {
-		return SpoolDenied(cfg.Spool.Path)
-	}
-	s, err := spool.Open(cfg.Spool.Path, spool.Options{ReadOnly: true, Timeout: 2 * time.Second})
-	if errors.Is(err, os.ErrPermission) {
-		return SpoolDenied(cfg.Spool.Path)
 	}
 	if err != nil {
 		return err
@@ -305,6 +300,24 @@ func EachQueued(ctx context.Context, cfg *config.Config, limit int, fn func(Mess
 		err = nil
 	}
 	return err
+}
+
+// OpenSpool opens the spool file for a command run while the daemon is
+// down. A spool the caller may not read (its folder is for the outbox
+// user) is SpoolDenied; read-only, a missing file wraps os.ErrNotExist.
+func OpenSpool(cfg *config.Config, readOnly bool) (*spool.Spool, error) {
+	if readOnly {
+		if _, err := os.Stat(cfg.Spool.Path); errors.Is(err, os.ErrPermission) {
+			return nil, SpoolDenied(cfg.Spool.Path)
+		} else if err != nil {
+			return nil, fmt.Errorf("no spool at %s: %w", cfg.Spool.Path, err)
+		}
+	}
+	s, err := spool.Open(cfg.Spool.Path, spool.Options{ReadOnly: readOnly, Timeout: 2 * time.Second})
+	if errors.Is(err, os.ErrPermission) {
+		return nil, SpoolDenied(cfg.Spool.Path)
+	}
+	return s, err
 }
 
 // SpoolDenied is the error for a spool file the caller may not read: the

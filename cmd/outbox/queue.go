@@ -192,17 +192,7 @@ func withHints(m adminapi.Message) lsJSON {
 // is not running. A spool the caller may not read (its folder is for the
 // outbox user) is an adminapi.ErrForbidden that says so.
 func withSpool(cfg *config.Config, readOnly bool, fn func(s *spool.Spool) error) error {
-	if readOnly {
-		if _, err := os.Stat(cfg.Spool.Path); errors.Is(err, os.ErrPermission) {
-			return adminapi.SpoolDenied(cfg.Spool.Path)
-		} else if err != nil {
-			return fmt.Errorf("no spool at %s: %w", cfg.Spool.Path, err)
-		}
-	}
-	s, err := spool.Open(cfg.Spool.Path, spool.Options{ReadOnly: readOnly, Timeout: 2 * time.Second})
-	if errors.Is(err, os.ErrPermission) {
-		return adminapi.SpoolDenied(cfg.Spool.Path)
-	}
+	s, err := adminapi.OpenSpool(cfg, readOnly)
 	if err != nil {
 		return err
 	}
