@@ -240,7 +240,11 @@ func (s *Source) refreshLocked(ctx context.Context) (err error) {
 	if s.cfg.ClientSecret != nil {
 		var err error
 		if secret, err = s.cfg.ClientSecret(ctx); err != nil {
-			return fmt.Errorf("upstream %s: oauth2 client secret: %w", s.cfg.Name, err)
+			// Only the operator can fix it: an AUTH failure that says so,
+			// not a quiet back-off as for an endpoint that is down.
+			return s.setProblem(ctx, &Error{Upstream: s.cfg.Name, Code: "client_secret_unreadable",
+				Description: "oauth2 client secret: " + err.Error(),
+				Fix:         "make client_secret_file readable by the daemon's user (0640 root:outbox), or set client_secret_env"})
 		}
 	}
 	var (
@@ -273,7 +277,9 @@ func (s *Source) refreshLocked(ctx context.Context) (err error) {
 	case ServiceAccount:
 		key, rerr := os.ReadFile(s.cfg.KeyFile)
 		if rerr != nil {
-			return fmt.Errorf("upstream %s: oauth2 key_file: %w", s.cfg.Name, rerr)
+			return s.setProblem(ctx, &Error{Upstream: s.cfg.Name, Code: "key_file_unreadable",
+				Description: "oauth2 key_file: " + rerr.Error(),
+				Fix:         "make key_file readable by the daemon's user (0640 root:outbox)"})
 		}
 		jc, jerr := google.JWTConfigFromJSON(key, s.cfg.Scopes...)
 		if jerr != nil {
