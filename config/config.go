@@ -4,11 +4,8 @@
 package config
 
 import (
-	"errors"
 	"fmt"
-	"io/fs"
 	"net"
-	"net/netip"
 	"os"
 	"path/filepath"
 	"sort"
@@ -17,11 +14,6 @@ import (
 
 	"github.com/hashicorp/hcl/v2"
 	"github.com/hashicorp/hcl/v2/hclsyntax"
-	"github.com/zclconf/go-cty/cty"
-
-	"github.com/outbox-mta/outbox/internal/loopback"
-	"github.com/outbox-mta/outbox/mailhdr"
-	"github.com/outbox-mta/outbox/upstream/preset"
 )
 
 // DefaultPath is where the configuration lives when neither --config nor
@@ -65,19 +57,6 @@ type Config struct {
 	Placeholders []string
 }
 
-// Listen is one inbound SMTP listener.
-type Listen struct {
-	Address       string // as written
-	Network       string // "tcp" or "unix"
-	Addr          string // host:port or socket path (absolute)
-	AllowNetworks []netip.Prefix
-	TLSCert       string
-	TLSKey        string
-	Users         map[string]string // user → bcrypt hash, for inbound AUTH
-	Loopback      bool              // the address is loopback or a unix socket
-	SocketMode    os.FileMode       // unix sockets only
-}
-
 // Spool says where the queue lives.
 type Spool struct {
 	Path     string
@@ -118,35 +97,6 @@ type Log struct {
 	Format string // text | json
 }
 
-// Upstream is one delivery target.
-type Upstream struct {
-	Name            string
-	Type            string // smtp | maildir
-	Provider        string
-	Host            string
-	Port            int
-	TLS             string // starttls | tls | none
-	CAFile          string
-	TLSSkipVerify   bool
-	Username        string
-	PasswordFile    string
-	PasswordEnv     string
-	PasswordCommand string
-	TokenFile       string
-	TokenCommand    string
-	Auth            string
-	Region          string
-	MaxConnections  int
-	RateN           int
-	RatePer         time.Duration
-	EnvelopeFrom    string
-	FromHeader      string // keep | rewrite
-	Path            string // maildir
-	IdleTimeout     time.Duration
-	ConnectTimeout  time.Duration
-	OAuth2          *OAuth2 // nil without an oauth2 block
-}
-
 // Route sends matching mail to an ordered list of upstreams.
 type Route struct {
 	Senders          []string // addresses or domains ("example.com" or "@example.com")
@@ -171,17 +121,6 @@ type rawFile struct {
 	Log         *rawLog        `hcl:"log,block"`
 	Notify      *rawNotify     `hcl:"notify,block"`
 	Body        hcl.Body       `hcl:",body"`
-}
-
-type rawListen struct {
-	Address       string            `hcl:"address"`
-	AllowNetworks []string          `hcl:"allow_networks,optional"`
-	TLSCert       string            `hcl:"tls_cert,optional"`
-	TLSKey        string            `hcl:"tls_key,optional"`
-	Auth          map[string]string `hcl:"auth,optional"`
-	SocketMode    string            `hcl:"socket_mode,optional"`
-	Body          hcl.Body          `hcl:",body"`
-	DefRange      hcl.Range         `hcl:",def_range"`
 }
 
 type rawSpool struct {
@@ -215,44 +154,10 @@ type rawLimits struct {
 	Body           hcl.Body `hcl:",body"`
 }
 
-type rawAliases struct {
-	Entries hcl.Attributes `hcl:",remain"`
-}
-
 type rawLog struct {
 	Level  string   `hcl:"level,optional"`
 	Format string   `hcl:"format,optional"`
 	Body   hcl.Body `hcl:",body"`
-}
-
-type rawUpstream struct {
-	Name            string    `hcl:"name,label"`
-	Type            string    `hcl:"type,optional"`
-	Provider        string    `hcl:"provider,optional"`
-	Host            string    `hcl:"host,optional"`
-	Port            *int      `hcl:"port,optional"`
-	TLS             string    `hcl:"tls,optional"`
-	CAFile          string    `hcl:"ca_file,optional"`
-	TLSSkipVerify   bool      `hcl:"tls_skip_verify,optional"`
-	Username        string    `hcl:"username,optional"`
-	PasswordFile    string    `hcl:"password_file,optional"`
-	PasswordEnv     string    `hcl:"password_env,optional"`
-	PasswordCommand string    `hcl:"password_command,optional"`
-	TokenFile       string    `hcl:"token_file,optional"`
-	TokenCommand    string    `hcl:"token_command,optional"`
-	Auth            string    `hcl:"auth,optional"`
-	Region          string    `hcl:"region,optional"`
-	MaxConnections  *int      `hcl:"max_connections,optional"`
-	Rate            string    `hcl:"rate,optional"`
-	EnvelopeFrom    string    `hcl:"envelope_from,optional"`
-	FromHeader      string    `hcl:"from_header,optional"`
-	Path            string    `hcl:"path,optional"`
-	IdleTimeout     string    `hcl:"idle_timeout,optional"`
-	ConnectTimeout  string    `hcl:"connect_timeout,optional"`
-	Body            hcl.Body  `hcl:",body"`
-	DefRange        hcl.Range `hcl:",def_range"`
-
-	OAuth2 *rawOAuth2 `hcl:"oauth2,block"`
 }
 
 type rawRoute struct {
@@ -635,419 +540,6 @@ func (v *validator) build(path string, raw *rawFile) *Config {
 	return cfg
 }
 
-func (v *validator) listen(r *rawListen) (Listen, bool) {
-	l := Listen{Address: r.Address, TLSCert: v.path(r.TLSCert), TLSKey: v.path(r.TLSKey), Users: r.Auth}
-	rng := attrRange(r.Body, "address")
-	if strings.HasPrefix(r.Address, "unix:") {
-		p := strings.TrimPrefix(r.Address, "unix:")
-		if p == "" {
-			v.errf(rng, "Invalid listen address", "unix: needs a socket path, like \"unix:var/submit.sock\".")
-			return l, false
-		}
-		l.Network, l.Addr, l.Loopback = "unix", v.path(p), true
-		l.SocketMode = 0o666
-		if r.SocketMode != "" {
-			var m uint32
-			if _, err := fmt.Sscanf(r.SocketMode, "%o", &m); err != nil || m > 0o777 {
-				v.errf(attrRange(r.Body, "socket_mode"), "Invalid socket_mode", "socket_mode = %q; write an octal mode like \"0660\".", r.SocketMode)
-			}
-			l.SocketMode = os.FileMode(m)
-		}
-	} else {
-		host, port, err := net.SplitHostPort(r.Address)
-		if err != nil || port == "" {
-			v.errf(rng, "Invalid listen address", "address = %q must be \"host:port\" (like \"127.0.0.1:25\" or \"[::1]:25\") or \"unix:PATH\".", r.Address)
-			return l, false
-		}
-		l.Network, l.Addr = "tcp", r.Address
-		l.Loopback = loopback.Host(host)
-	}
-	for _, n := range r.AllowNetworks {
-		p, err := netip.ParsePrefix(n)
-		if err != nil {
-			if a, err2 := netip.ParseAddr(n); err2 == nil {
-				p = netip.PrefixFrom(a, a.BitLen())
-			} else {
-				v.errf(attrRange(r.Body, "allow_networks"), "Invalid network", "allow_networks entry %q is not a CIDR; write one like \"10.0.0.0/8\" or \"192.0.2.7/32\".", n)
-				continue
-			}
-		}
-		if p.Bits() == 0 {
-			// "0.0.0.0/0" lets the whole Internet relay: an open relay by another name.
-			v.errf(attrRange(r.Body, "allow_networks"), "Open relay refused", "allow_networks entry %q admits every address, which makes an open relay; list your clients' networks instead, like \"10.0.0.0/8\".", n)
-			continue
-		}
-		l.AllowNetworks = append(l.AllowNetworks, p.Masked())
-	}
-	if (l.TLSCert == "") != (l.TLSKey == "") {
-		v.errf(r.DefRange, "Incomplete TLS", "set both tls_cert and tls_key for listener %s, or neither.", r.Address)
-	}
-	if len(l.Users) > 0 {
-		if l.TLSCert == "" {
-			v.errf(attrRange(r.Body, "auth"), "AUTH needs TLS", "listener %s offers AUTH but has no tls_cert/tls_key: passwords would cross the network in clear; add a certificate.", r.Address)
-		}
-		for u, h := range l.Users {
-			if !strings.HasPrefix(h, "$2a$") && !strings.HasPrefix(h, "$2b$") && !strings.HasPrefix(h, "$2y$") {
-				v.errf(attrRange(r.Body, "auth"), "Invalid password hash", "auth entry for %q is not a bcrypt hash; create one with `outbox hash-password`.", u)
-			}
-		}
-	}
-	if !l.Loopback && len(l.AllowNetworks) == 0 && len(l.Users) == 0 {
-		v.errf(rng, "Open relay refused", "listener %s accepts connections beyond loopback but has neither allow_networks nor auth; anyone could relay through it. Add allow_networks = [\"10.0.0.0/8\"] (your clients' networks) and/or auth with users, or listen on 127.0.0.1.", r.Address)
-	}
-	return l, true
-}
-
-func (v *validator) upstream(r *rawUpstream) *Upstream {
-	u := &Upstream{
-		Name: r.Name, Type: r.Type, Provider: r.Provider, Host: r.Host, TLS: r.TLS,
-		CAFile: v.path(r.CAFile), TLSSkipVerify: r.TLSSkipVerify, Username: r.Username,
-		PasswordFile: v.path(r.PasswordFile), PasswordEnv: r.PasswordEnv, PasswordCommand: r.PasswordCommand,
-		TokenFile: v.path(r.TokenFile), TokenCommand: r.TokenCommand, Auth: r.Auth, Region: r.Region,
-		EnvelopeFrom: r.EnvelopeFrom, FromHeader: r.FromHeader, Path: v.path(r.Path),
-		MaxConnections: 2,
-	}
-	if u.Type == "" {
-		u.Type = "smtp"
-	}
-	u.IdleTimeout = v.duration(r.Body, "idle_timeout", r.IdleTimeout, 30*time.Second)
-	u.ConnectTimeout = v.duration(r.Body, "connect_timeout", r.ConnectTimeout, 30*time.Second)
-	switch u.Type {
-	case "maildir":
-		if u.Path == "" {
-			v.errf(r.DefRange, "Maildir needs a path", "upstream %q has type = \"maildir\"; add path = \"var/maildir\" (relative to the configuration file).", u.Name)
-		}
-		for _, k := range []string{"provider", "host", "port", "tls", "username", "password_file", "password_env", "password_command", "token_file", "token_command", "rate"} {
-			if sb, ok := r.Body.(*hclsyntax.Body); ok {
-				if _, set := sb.Attributes[k]; set {
-					v.errf(attrRange(r.Body, k), "Not for maildir", "%s has no meaning for a maildir upstream; remove it or set type = \"smtp\".", k)
-				}
-			}
-		}
-		if r.OAuth2 != nil {
-			v.errf(r.OAuth2.DefRange, "Not for maildir", "oauth2 has no meaning for a maildir upstream; remove it or set type = \"smtp\".")
-		}
-		return u
-	case "smtp":
-	default:
-		v.errf(attrRange(r.Body, "type"), "Invalid upstream type", "type = %q; use \"smtp\" or \"maildir\".", u.Type)
-		return u
-	}
-	if u.Provider != "" && !IsPlaceholder(u.Provider) {
-		p, err := preset.Lookup(u.Provider, u.Region)
-		if err != nil {
-			v.errf(attrRange(r.Body, "provider"), "Invalid provider", "%s.", err)
-		} else {
-			if u.Host == "" {
-				u.Host = p.Host
-			}
-			if r.Port == nil {
-				u.Port = p.Port
-			}
-			if u.TLS == "" {
-				u.TLS = p.TLS
-			}
-			v.presetChecks(u, r, p)
-		}
-	}
-	if r.Port != nil {
-		u.Port = *r.Port
-	}
-	if u.TLS == "" {
-		u.TLS = "starttls"
-	}
-	if u.Host == "" && !IsPlaceholder(u.Provider) {
-		v.errf(r.DefRange, "Upstream needs a host", "upstream %q has no host; set host = \"smtp.example.com\" or provider = \"gmail\" (see the README for the provider list).", u.Name)
-	}
-	switch u.TLS {
-	case "starttls":
-		if u.Port == 0 {
-			u.Port = 587
-		}
-	case "tls":
-		if u.Port == 0 {
-			u.Port = 465
-		}
-	case "none":
-		if u.Port == 0 {
-			u.Port = 25
-		}
-		if u.Host != "" && !loopback.Host(u.Host) {
-			v.errf(attrRange(r.Body, "tls"), "Plaintext upstream refused", "tls = \"none\" is allowed only for loopback hosts, and %s is not one; use tls = \"starttls\" or \"tls\".", u.Host)
-		}
-	default:
-		v.errf(attrRange(r.Body, "tls"), "Invalid tls mode", "tls = %q; use \"starttls\" (port 587), \"tls\" (implicit TLS, port 465) or \"none\" (loopback hosts only).", u.TLS)
-	}
-	if u.Port < 1 || u.Port > 65535 {
-		v.errf(attrRange(r.Body, "port"), "Invalid port", "port %d is out of range 1-65535.", u.Port)
-	}
-	if u.Auth == "" {
-		u.Auth = "auto"
-	}
-	switch u.Auth {
-	case "auto", "plain", "login", "cram-md5", "xoauth2", "oauthbearer", "none":
-	default:
-		v.errf(attrRange(r.Body, "auth"), "Invalid auth", "auth = %q; use \"auto\", \"plain\", \"login\", \"cram-md5\", \"xoauth2\", \"oauthbearer\" or \"none\".", u.Auth)
-	}
-	secrets := 0
-	for _, s := range []string{u.PasswordFile, u.PasswordEnv, u.PasswordCommand} {
-		if s != "" {
-			secrets++
-		}
-	}
-	if secrets > 1 {
-		v.errf(r.DefRange, "Several password sources", "upstream %q sets more than one of password_file, password_env and password_command; keep one.", u.Name)
-	}
-	for _, f := range []struct{ key, path string }{{"password_file", u.PasswordFile}, {"token_file", u.TokenFile}} {
-		// Secrets are read at each connection, so a file created later
-		// still works; a missing one is most often a typo, though.
-		if f.path == "" {
-			continue
-		}
-		if _, err := os.Stat(f.path); errors.Is(err, fs.ErrNotExist) {
-			v.diags = append(v.diags, &hcl.Diagnostic{Severity: hcl.DiagWarning, Summary: "Missing secret file",
-				Detail: fmt.Sprintf("upstream %q: %s %s does not exist; mail through it stays queued until it does.", u.Name, f.key, f.path)})
-		}
-	}
-	if u.TokenFile != "" && u.TokenCommand != "" {
-		v.errf(r.DefRange, "Several token sources", "upstream %q sets both token_file and token_command; keep one.", u.Name)
-	}
-	if (secrets > 0 || u.TokenFile != "" || u.TokenCommand != "") && u.Username == "" {
-		v.errf(r.DefRange, "Missing username", "upstream %q has a password or token but no username; add username = \"you@example.com\".", u.Name)
-	}
-	v.oauth2(u, r)
-	if (u.Auth == "xoauth2" || u.Auth == "oauthbearer") && u.TokenFile == "" && u.TokenCommand == "" && u.OAuth2 == nil {
-		v.errf(attrRange(r.Body, "auth"), "Missing token", "auth = %q needs token_file or token_command.", u.Auth)
-	}
-	if r.MaxConnections != nil {
-		if *r.MaxConnections < 1 {
-			v.errf(attrRange(r.Body, "max_connections"), "Invalid max_connections", "max_connections must be at least 1.")
-		}
-		u.MaxConnections = *r.MaxConnections
-	}
-	if r.Rate != "" {
-		n, per, err := ParseRate(r.Rate)
-		if err != nil {
-			v.errf(attrRange(r.Body, "rate"), "Invalid rate", "rate = %q; write a count per unit, like \"10/second\", \"100/minute\", \"500/hour\" or \"2000/day\".", r.Rate)
-		}
-		u.RateN, u.RatePer = n, per
-	}
-	if u.EnvelopeFrom != "" && !ValidAddress(u.EnvelopeFrom) {
-		v.errf(attrRange(r.Body, "envelope_from"), "Invalid envelope_from", "envelope_from = %q is not a mail address; write the account's address, like \"me@qq.com\".", u.EnvelopeFrom)
-	}
-	switch u.FromHeader {
-	case "":
-		u.FromHeader = "keep"
-	case "keep":
-	case "rewrite":
-		if u.EnvelopeFrom == "" && !ValidAddress(u.Username) {
-			v.errf(attrRange(r.Body, "from_header"), "Nothing to rewrite to", "from_header = \"rewrite\" needs envelope_from (or a username that is an address).")
-		}
-	default:
-		v.errf(attrRange(r.Body, "from_header"), "Invalid from_header", "from_header = %q; use \"keep\" or \"rewrite\".", u.FromHeader)
-	}
-	if u.Path != "" {
-		v.errf(attrRange(r.Body, "path"), "Not for smtp", "path is for maildir upstreams; remove it or set type = \"maildir\".")
-	}
-	return u
-}
-
-// aliasDef is one alias as written, in the aliases block or in the
-// aliases_file.
-type aliasDef struct {
-	targets []string
-	rng     hcl.Range // the block's attribute, or the aliases_file attribute
-	origin  string    // "FILE:LINE"
-	file    bool      // from the aliases_file: its problems are warnings
-}
-
-func (v *validator) warnf(format string, args ...any) {
-	v.diags = append(v.diags, &hcl.Diagnostic{Severity: hcl.DiagWarning, Summary: "aliases", Detail: fmt.Sprintf(format, args...)})
-}
-
-// aliases merges aliases_file and the aliases block (the block wins for a
-// name both define), resolves local_catchall, then every local name to its
-// final addresses. It returns the aliases, where each is defined, and the
-// catch-all's addresses.
-//
-// A problem with an alias of the block is an error. One with an entry of
-// aliases_file is a warning naming its line, and the name is left out:
-// /etc/aliases is shared with the system's conventions (Debian's may
-// point names at a root with no entry) and must not stop the daemon.
-func (v *validator) aliases(raw *rawFile) (map[string][]string, map[string]string, []string) {
-	defs := map[string]*aliasDef{}
-	if raw.AliasesFile != "" {
-		p := v.path(raw.AliasesFile)
-		entries, warns, err := ReadAliasesFile(p)
-		switch {
-		case errors.Is(err, fs.ErrNotExist):
-			// Debian does not always ship /etc/aliases, yet the packaged
-			// configuration names it.
-			v.warnf("aliases_file %s does not exist; only the aliases block is used", p)
-		case err != nil:
-			v.errf(attrRange(raw.Body, "aliases_file"), "Cannot read aliases_file", "%s; fix the path or remove aliases_file.", err)
-		}
-		for _, w := range warns {
-			v.warnf("%s", w)
-		}
-		for _, e := range entries {
-			origin := fmt.Sprintf("%s:%d", p, e.Line)
-			if prev, dup := defs[e.Name]; dup {
-				v.warnf("%s: %s is defined again (first at %s); this line wins", origin, e.Name, prev.origin)
-			}
-			defs[e.Name] = &aliasDef{targets: e.Targets, rng: attrRange(raw.Body, "aliases_file"), origin: origin, file: true}
-		}
-	}
-	if raw.Aliases != nil {
-		for name, a := range raw.Aliases.Entries {
-			list := v.targetList(a, fmt.Sprintf("alias %q", name))
-			if len(list) == 0 {
-				v.errf(a.Range, "Empty alias", "alias %q has no target; give it an address.", name)
-			}
-			defs[strings.ToLower(name)] = &aliasDef{targets: list, rng: a.Range, origin: fmt.Sprintf("%s:%d", a.Range.Filename, a.Range.Start.Line)}
-		}
-	}
-	r := &aliasResolver{defs: defs, hostname: v.hostname}
-	if a := raw.Catchall; a != nil {
-		list := v.targetList(a, "local_catchall")
-		if len(list) == 0 {
-			v.errf(a.Range, "Empty local_catchall", "local_catchall has no address; give it one, like \"admin@example.com\", or remove it so that mail to unknown local names is refused.")
-		}
-		// The catch-all is resolved without itself: "root" as catch-all
-		// with root undefined would otherwise point at itself.
-		out, problem := r.expandList(list, nil)
-		if problem != "" {
-			v.errf(a.Range, "Invalid local_catchall", "local_catchall: %s.", problem)
-		} else {
-			r.catchall = out
-		}
-	}
-	resolved := map[string][]string{}
-	origin := map[string]string{}
-	for _, name := range sortedKeys(defs) {
-		d := defs[name]
-		out, problem := r.expandList(d.targets, []string{name})
-		switch {
-		case problem == "":
-			resolved[name], origin[name] = out, d.origin
-		case d.file:
-			v.warnf("%s: %s: %s; mail to %s is refused (550) until this is fixed", d.origin, name, problem, name)
-		default:
-			v.errf(d.rng, "Invalid alias", "alias %q: %s.", name, problem)
-		}
-	}
-	return resolved, origin, r.catchall
-}
-
-// targetList reads an alias value or local_catchall: an address, a
-// comma-separated string of them, or a list.
-func (v *validator) targetList(a *hcl.Attribute, what string) []string {
-	val, d := a.Expr.Value(nil)
-	if d.HasErrors() {
-		v.diags = append(v.diags, d...)
-		return nil
-	}
-	var list []string
-	switch {
-	case val.Type() == cty.String && !val.IsNull():
-		list = splitTargets(val.AsString())
-	case val.CanIterateElements():
-		for it := val.ElementIterator(); it.Next(); {
-			_, e := it.Element()
-			if e.Type() != cty.String || e.IsNull() {
-				v.errf(a.Range, "Invalid alias", "%s must be an address or a list of addresses, like [\"ops@example.com\", \"alice\"].", what)
-				return nil
-			}
-			list = append(list, splitTargets(e.AsString())...)
-		}
-	default:
-		v.errf(a.Range, "Invalid alias", "%s must be an address or a list of addresses, like [\"ops@example.com\", \"alice\"].", what)
-	}
-	return list
-}
-
-// aliasResolver follows local names through the aliases to addresses
-// with a domain.
-type aliasResolver struct {
-	defs     map[string]*aliasDef
-	hostname string
-	catchall []string // where a local name with no alias goes; nil: nowhere
-}
-
-// expandList resolves targets; stack holds the names being expanded, to
-// catch loops. problem, when not "", says why the targets lead nowhere.
-func (r *aliasResolver) expandList(targets []string, stack []string) (out []string, problem string) {
-	seen := map[string]bool{}
-	add := func(a string) {
-		if !seen[strings.ToLower(a)] {
-			seen[strings.ToLower(a)] = true
-			out = append(out, a)
-		}
-	}
-	var walk func(targets []string, stack []string) string
-	walk = func(targets []string, stack []string) string {
-		for _, t := range targets {
-			// "\name" is the local mailbox of name, not its alias:
-			// Outbox has no local mailboxes, so it is an unaliased name.
-			if IsPlaceholder(t) {
-				// Reported on its own; followed as a name, it would
-				// also bring errors about what it leads to.
-				add(t)
-				continue
-			}
-			mailbox := strings.HasPrefix(t, `\`)
-			t = strings.TrimPrefix(t, `\`)
-			name := strings.ToLower(t)
-			if i := strings.LastIndexByte(t, '@'); i >= 0 {
-				if !ValidAddress(t) {
-					return fmt.Sprintf("%q is not a valid address", t)
-				}
-				if !isLocalDomain(t[i+1:], r.hostname) {
-					add(t)
-					continue
-				}
-				// root@localhost is the local name root again.
-				name = strings.ToLower(t[:i])
-			} else if !ValidLocalName(t) {
-				return fmt.Sprintf("%q is neither an address nor a local name", t)
-			}
-			d, defined := r.defs[name]
-			if defined && !mailbox {
-				for _, s := range stack {
-					if s == name {
-						return fmt.Sprintf("aliases loop: %s → %s; break the cycle by pointing one of them at a full address", strings.Join(stack, " → "), name)
-					}
-				}
-				if p := walk(d.targets, append(stack, name)); p != "" {
-					return p
-				}
-				continue
-			}
-			if r.catchall == nil {
-				return fmt.Sprintf("the local name %q has no alias and local_catchall is not set; add %s = \"someone@example.com\" to the aliases block, use a full address, or set local_catchall", t, name)
-			}
-			for _, a := range r.catchall {
-				add(a)
-			}
-		}
-		return ""
-	}
-	if p := walk(targets, stack); p != "" {
-		return nil, p
-	}
-	return out, ""
-}
-
-func splitTargets(s string) []string {
-	var out []string
-	for _, p := range strings.Split(s, ",") {
-		if p = strings.TrimSpace(p); p != "" {
-			out = append(out, p)
-		}
-	}
-	return out
-}
-
 func sortedKeys[V any](m map[string]V) []string {
 	keys := make([]string, 0, len(m))
 	for k := range m {
@@ -1066,20 +558,4 @@ func (c *Config) SubmitSocket() string {
 		}
 	}
 	return ""
-}
-
-// Upstream returns the upstream of that name, or nil.
-func (c *Config) Upstream(name string) *Upstream {
-	for _, u := range c.Upstreams {
-		if u.Name == name {
-			return u
-		}
-	}
-	return nil
-}
-
-// validHostname reports whether h can be our EHLO name: a domain as
-// validDomain takes it, but in ASCII and without an address literal.
-func validHostname(h string) bool {
-	return !strings.HasPrefix(h, "[") && mailhdr.IsASCII(h) && validDomain(h)
 }
