@@ -9,6 +9,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/outbox-mta/outbox/upstream/settings"
 )
 
 // fullConfig uses every key of DESIGN.md's sketch, plus the keys added
@@ -420,6 +422,17 @@ func TestErrors(t *testing.T) {
   host = "smtp.example.com"
   rate = "lots" # <--
 }`, "/hour"},
+		// What the SMTP client would refuse at start-up is refused here,
+		// where the error can name its line.
+		{"auth plain without password", `upstream "x" {
+  host     = "smtp.example.com"
+  username = "me@example.com"
+  auth     = "plain" # <--
+}`, "password_file"},
+		{"username without password", `upstream "x" {
+  host     = "smtp.example.com"
+  username = "me@example.com" # <--
+}`, "password_file"},
 		{"no upstream", `hostname = "a.example"`, "upstream"},
 		{"bad listen address", `listen {
   address = "localhost" # <--
@@ -467,7 +480,8 @@ func TestErrors(t *testing.T) {
 func TestProviderPreset(t *testing.T) {
 	for _, tc := range []struct {
 		src        string
-		host, tls  string
+		host       string
+		tls        settings.TLS
 		port       int
 		wantRegion bool
 	}{

@@ -15,6 +15,7 @@ import (
 
 	"github.com/outbox-mta/outbox/internal/loopback"
 	"github.com/outbox-mta/outbox/upstream/preset"
+	"github.com/outbox-mta/outbox/upstream/settings"
 )
 
 // OAuth2 is an upstream's oauth2 block, with the provider preset applied:
@@ -58,7 +59,8 @@ type rawOAuth2 struct {
 
 // oauth2 validates an upstream's oauth2 block and fills it from the
 // provider preset. It runs after auth has its default.
-func (v *validator) oauth2(u *Upstream, r *rawUpstream) {
+// p is the provider's preset, nil without one.
+func (v *validator) oauth2(u *Upstream, r *rawUpstream, p *preset.Preset) {
 	o := r.OAuth2
 	if o == nil {
 		return
@@ -86,10 +88,8 @@ func (v *validator) oauth2(u *Upstream, r *rawUpstream) {
 		return
 	}
 	var op *preset.OAuthPreset
-	if u.Provider != "" && !IsPlaceholder(u.Provider) {
-		if p, err := preset.Lookup(u.Provider, u.Region); err == nil {
-			op = p.OAuth
-		}
+	if p != nil {
+		op = p.OAuth
 	}
 	if op != nil {
 		scopes, offered := op.Scopes[out.Flow]
@@ -212,10 +212,10 @@ func (v *validator) oauth2(u *Upstream, r *rawUpstream) {
 			}
 		}
 	}
-	switch u.Auth {
-	case "auto":
-		u.Auth = "xoauth2"
-	case "xoauth2", "oauthbearer":
+	switch {
+	case u.Auth == settings.AuthAuto:
+		u.Auth = settings.AuthXOAuth2
+	case u.Auth.Bearer():
 	default:
 		v.errf(attrRange(r.Body, "auth"), "Invalid auth for oauth2", "auth = %q cannot carry an OAuth2 token; use \"xoauth2\" (the default with an oauth2 block) or \"oauthbearer\".", u.Auth)
 	}
@@ -237,7 +237,7 @@ func isSharedTenant(t string) bool {
 // presetChecks applies what a provider preset says beyond host and port:
 // Outlook.com takes OAuth2 only, and some providers refuse or rewrite a
 // sender other than the account.
-func (v *validator) presetChecks(u *Upstream, r *rawUpstream, p preset.Preset) {
+func (v *validator) presetChecks(u *Upstream, r *rawUpstream, p *preset.Preset) {
 	if p.OAuthOnly {
 		for _, k := range []string{"password_file", "password_env", "password_command"} {
 			if sb, ok := r.Body.(*hclsyntax.Body); ok {
@@ -247,7 +247,7 @@ func (v *validator) presetChecks(u *Upstream, r *rawUpstream, p preset.Preset) {
 			}
 		}
 		if u.Auth == "" {
-			u.Auth = "xoauth2"
+			u.Auth = settings.AuthXOAuth2
 		}
 	}
 	if p.SenderMustMatch && u.EnvelopeFrom == "" && u.FromHeader != "rewrite" {

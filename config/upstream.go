@@ -5,42 +5,26 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
-	"time"
 
 	"github.com/hashicorp/hcl/v2"
 	"github.com/hashicorp/hcl/v2/hclsyntax"
 
-	"github.com/outbox-mta/outbox/internal/loopback"
 	"github.com/outbox-mta/outbox/upstream/preset"
+	"github.com/outbox-mta/outbox/upstream/settings"
 )
 
-// Upstream is one delivery target.
+// Upstream is one delivery target. An SMTP upstream's connection
+// settings are the SMTP client's own type, validated and completed here
+// once; the other fields are what the relay does around it.
 type Upstream struct {
-	Name            string
-	Type            string // smtp | maildir
-	Provider        string
-	Host            string
-	Port            int
-	TLS             string // starttls | tls | none
-	CAFile          string
-	TLSSkipVerify   bool
-	Username        string
-	PasswordFile    string
-	PasswordEnv     string
-	PasswordCommand string
-	TokenFile       string
-	TokenCommand    string
-	Auth            string
-	Region          string
-	MaxConnections  int
-	RateN           int
-	RatePer         time.Duration
-	EnvelopeFrom    string
-	FromHeader      string // keep | rewrite
-	Path            string // maildir
-	IdleTimeout     time.Duration
-	ConnectTimeout  time.Duration
-	OAuth2          *OAuth2 // nil without an oauth2 block
+	settings.SMTP        // Name for every type; the rest for type "smtp"
+	Type          string // smtp | maildir
+	Provider      string
+	Region        string
+	EnvelopeFrom  string
+	FromHeader    string  // keep | rewrite
+	Path          string  // maildir
+	OAuth2        *OAuth2 // nil without an oauth2 block
 }
 
 type rawUpstream struct {
@@ -75,18 +59,21 @@ type rawUpstream struct {
 
 func (v *validator) upstream(r *rawUpstream) *Upstream {
 	u := &Upstream{
-		Name: r.Name, Type: r.Type, Provider: r.Provider, Host: r.Host, TLS: r.TLS,
-		CAFile: v.path(r.CAFile), TLSSkipVerify: r.TLSSkipVerify, Username: r.Username,
-		PasswordFile: v.path(r.PasswordFile), PasswordEnv: r.PasswordEnv, PasswordCommand: r.PasswordCommand,
-		TokenFile: v.path(r.TokenFile), TokenCommand: r.TokenCommand, Auth: r.Auth, Region: r.Region,
+		SMTP: settings.SMTP{
+			Name: r.Name, Host: r.Host, TLS: settings.TLS(r.TLS), CAFile: v.path(r.CAFile),
+			InsecureSkipVerify: r.TLSSkipVerify, Username: r.Username, Auth: settings.Auth(r.Auth),
+			PasswordFile: v.path(r.PasswordFile), PasswordEnv: r.PasswordEnv, PasswordCommand: r.PasswordCommand,
+			TokenFile: v.path(r.TokenFile), TokenCommand: r.TokenCommand,
+			MaxConnections: settings.DefaultMaxConnections,
+		},
+		Type: r.Type, Provider: r.Provider, Region: r.Region,
 		EnvelopeFrom: r.EnvelopeFrom, FromHeader: r.FromHeader, Path: v.path(r.Path),
-		MaxConnections: 2,
 	}
 	if u.Type == "" {
 		u.Type = "smtp"
 	}
-	u.IdleTimeout = v.duration(r.Body, "idle_timeout", r.IdleTimeout, 30*time.Second)
-	u.ConnectTimeout = v.duration(r.Body, "connect_timeout", r.ConnectTimeout, 30*time.Second)
+	u.IdleTimeout = v.duration(r.Body, "idle_timeout", r.IdleTimeout, settings.DefaultIdleTimeout)
+	u.ConnectTimeout = v.duration(r.Body, "connect_timeout", r.ConnectTimeout, settings.DefaultConnectTimeout)
 	switch u.Type {
 	case "maildir":
 		if u.Path == "" {
@@ -108,11 +95,13 @@ func (v *validator) upstream(r *rawUpstream) *Upstream {
 		v.errf(attrRange(r.Body, "type"), "Invalid upstream type", "type = %q; use \"smtp\" or \"maildir\".", u.Type)
 		return u
 	}
+	var p *preset.Preset
 	if u.Provider != "" && !IsPlaceholder(u.Provider) {
-		p, err := preset.Lookup(u.Provider, u.Region)
+		found, err := preset.Lookup(u.Provider, u.Region)
 		if err != nil {
 			v.errf(attrRange(r.Body, "provider"), "Invalid provider", "%s.", err)
 		} else {
+			p = &found
 			if u.Host == "" {
 				u.Host = p.Host
 			}
@@ -128,50 +117,18 @@ func (v *validator) upstream(r *rawUpstream) *Upstream {
 	if r.Port != nil {
 		u.Port = *r.Port
 	}
-	if u.TLS == "" {
-		u.TLS = "starttls"
-	}
-	if u.Host == "" && !IsPlaceholder(u.Provider) {
-		v.errf(r.DefRange, "Upstream needs a host", "upstream %q has no host; set host = \"smtp.example.com\" or provider = \"gmail\" (see the README for the provider list).", u.Name)
-	}
-	switch u.TLS {
-	case "starttls":
-		if u.Port == 0 {
-			u.Port = 587
+	// The oauth2 block picks its mechanism itself (v.oauth2 below).
+	u.SMTP.Default(false)
+	for _, pr := range u.SMTP.Check(settings.Credentials{Token: r.OAuth2 != nil}) {
+		if pr.Key == "host" && IsPlaceholder(u.Provider) {
+			// The provider will name the host once it is filled in.
+			continue
 		}
-	case "tls":
-		if u.Port == 0 {
-			u.Port = 465
+		rng := r.DefRange
+		if pr.Key != "" {
+			rng = attrRange(r.Body, pr.Key)
 		}
-	case "none":
-		if u.Port == 0 {
-			u.Port = 25
-		}
-		if u.Host != "" && !loopback.Host(u.Host) {
-			v.errf(attrRange(r.Body, "tls"), "Plaintext upstream refused", "tls = \"none\" is allowed only for loopback hosts, and %s is not one; use tls = \"starttls\" or \"tls\".", u.Host)
-		}
-	default:
-		v.errf(attrRange(r.Body, "tls"), "Invalid tls mode", "tls = %q; use \"starttls\" (port 587), \"tls\" (implicit TLS, port 465) or \"none\" (loopback hosts only).", u.TLS)
-	}
-	if u.Port < 1 || u.Port > 65535 {
-		v.errf(attrRange(r.Body, "port"), "Invalid port", "port %d is out of range 1-65535.", u.Port)
-	}
-	if u.Auth == "" {
-		u.Auth = "auto"
-	}
-	switch u.Auth {
-	case "auto", "plain", "login", "cram-md5", "xoauth2", "oauthbearer", "none":
-	default:
-		v.errf(attrRange(r.Body, "auth"), "Invalid auth", "auth = %q; use \"auto\", \"plain\", \"login\", \"cram-md5\", \"xoauth2\", \"oauthbearer\" or \"none\".", u.Auth)
-	}
-	secrets := 0
-	for _, s := range []string{u.PasswordFile, u.PasswordEnv, u.PasswordCommand} {
-		if s != "" {
-			secrets++
-		}
-	}
-	if secrets > 1 {
-		v.errf(r.DefRange, "Several password sources", "upstream %q sets more than one of password_file, password_env and password_command; keep one.", u.Name)
+		v.errf(rng, pr.Summary, "%s", pr.Detail)
 	}
 	for _, f := range []struct{ key, path string }{{"password_file", u.PasswordFile}, {"token_file", u.TokenFile}} {
 		// Secrets are read at each connection, so a file created later
@@ -184,16 +141,7 @@ func (v *validator) upstream(r *rawUpstream) *Upstream {
 				Detail: fmt.Sprintf("upstream %q: %s %s does not exist; mail through it stays queued until it does.", u.Name, f.key, f.path)})
 		}
 	}
-	if u.TokenFile != "" && u.TokenCommand != "" {
-		v.errf(r.DefRange, "Several token sources", "upstream %q sets both token_file and token_command; keep one.", u.Name)
-	}
-	if (secrets > 0 || u.TokenFile != "" || u.TokenCommand != "") && u.Username == "" {
-		v.errf(r.DefRange, "Missing username", "upstream %q has a password or token but no username; add username = \"you@example.com\".", u.Name)
-	}
-	v.oauth2(u, r)
-	if (u.Auth == "xoauth2" || u.Auth == "oauthbearer") && u.TokenFile == "" && u.TokenCommand == "" && u.OAuth2 == nil {
-		v.errf(attrRange(r.Body, "auth"), "Missing token", "auth = %q needs token_file or token_command.", u.Auth)
-	}
+	v.oauth2(u, r, p)
 	if r.MaxConnections != nil {
 		if *r.MaxConnections < 1 {
 			v.errf(attrRange(r.Body, "max_connections"), "Invalid max_connections", "max_connections must be at least 1.")

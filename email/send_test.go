@@ -23,6 +23,7 @@ import (
 	"github.com/outbox-mta/outbox/internal/testpki"
 	"github.com/outbox-mta/outbox/relay"
 	"github.com/outbox-mta/outbox/upstream"
+	"github.com/outbox-mta/outbox/upstream/settings"
 )
 
 // shortDir is a temporary folder with a path short enough for a unix
@@ -221,8 +222,11 @@ func smtpSender(t *testing.T, addr string) *SMTP {
 	host, port, _ := net.SplitHostPort(addr)
 	var p int
 	fmt.Sscan(port, &p)
-	s, err := NewSMTP(upstream.SMTPConfig{Name: "test", Host: host, Port: p, TLS: "none", Auth: "none",
-		Hostname: "client.test", Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	s, err := NewSMTP(upstream.SMTPConfig{
+		SMTP:     settings.SMTP{Name: "test", Host: host, Port: p, TLS: "none", Auth: "none"},
+		Hostname: "client.test",
+		Logger:   slog.New(slog.NewTextHandler(io.Discard, nil)),
+	})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -287,9 +291,13 @@ func TestSMTPStartTLSAndAuth(t *testing.T) {
 	var p int
 	fmt.Sscan(port, &p)
 	sender := func(pass string) *SMTP {
-		s, err := NewSMTP(upstream.SMTPConfig{Name: "tls", Host: host, Port: p, TLS: "starttls", RootCAs: ca.Pool,
-			Username: "app", Password: func(context.Context) (string, error) { return pass, nil }, Auth: "plain",
-			Hostname: "client.test", Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+		s, err := NewSMTP(upstream.SMTPConfig{
+			SMTP:     settings.SMTP{Name: "tls", Host: host, Port: p, TLS: "starttls", Username: "app", Auth: "plain"},
+			RootCAs:  ca.Pool,
+			Password: func(context.Context) (string, error) { return pass, nil },
+			Hostname: "client.test",
+			Logger:   slog.New(slog.NewTextHandler(io.Discard, nil)),
+		})
 		if err != nil {
 			t.Fatal(err)
 		}

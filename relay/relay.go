@@ -197,26 +197,8 @@ func buildTarget(cfg *config.Config, u *config.Upstream, log *slog.Logger, histo
 		return upstream.NewMaildir(u.Name, u.Path)
 	}
 	sc := upstream.SMTPConfig{
-		Name: u.Name, Host: u.Host, Port: u.Port, TLS: u.TLS, CAFile: u.CAFile,
-		InsecureSkipVerify: u.TLSSkipVerify, Hostname: cfg.Hostname, Username: u.Username,
-		Auth: u.Auth, MaxConnections: u.MaxConnections, RateN: u.RateN, RatePer: u.RatePer,
-		IdleTimeout: u.IdleTimeout, ConnectTimeout: u.ConnectTimeout,
-		RateHistory: history,
-		Logger:      log, // NewSMTP adds the "upstream" attribute itself
-	}
-	switch {
-	case u.PasswordFile != "":
-		sc.Password = upstream.SecretFromFile(u.PasswordFile, log)
-	case u.PasswordEnv != "":
-		sc.Password = upstream.SecretFromEnv(u.PasswordEnv)
-	case u.PasswordCommand != "":
-		sc.Password = upstream.SecretFromCommand("password_command", u.PasswordCommand, log.With("upstream", u.Name))
-	}
-	switch {
-	case u.TokenFile != "":
-		sc.Token = upstream.SecretFromFile(u.TokenFile, log)
-	case u.TokenCommand != "":
-		sc.Token = upstream.SecretFromCommand("token_command", u.TokenCommand, log.With("upstream", u.Name))
+		SMTP: u.SMTP, Hostname: cfg.Hostname, RateHistory: history,
+		Logger: log, // NewSMTP adds the "upstream" attribute itself
 	}
 	if u.OAuth2 != nil {
 		src, err := NewOAuthSource(u, log)
@@ -225,7 +207,7 @@ func buildTarget(cfg *config.Config, u *config.Upstream, log *slog.Logger, histo
 		}
 		sc.OAuth = src
 	}
-	if u.TLSSkipVerify {
+	if u.InsecureSkipVerify {
 		log.Warn("TLS certificate verification is off for this upstream (tls_skip_verify); anyone on the path can read the mail and the password", "upstream", u.Name)
 	}
 	return upstream.NewSMTP(sc)

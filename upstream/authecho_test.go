@@ -9,6 +9,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/outbox-mta/outbox/upstream/settings"
 )
 
 // echoAuthServer is a loopback SMTP server without TLS that answers AUTH
@@ -70,10 +72,11 @@ func TestAuthEchoNotLogged(t *testing.T) {
 	var logs syncBuffer
 	const user, pass = "me@example.com", "s3cret-Pa55"
 	s := newTarget(t, SMTPConfig{
-		Name: "echo", Host: host, Port: port, TLS: "none", Hostname: "client.test",
-		Username: user, Password: staticSecret(pass), Auth: "plain",
-		ConnectTimeout: 5 * time.Second, CommandTimeout: 5 * time.Second,
-		Logger: testLogger(&logs),
+		SMTP:           settings.SMTP{Name: "echo", Host: host, Port: port, TLS: "none", Username: user, Auth: "plain", ConnectTimeout: 5 * time.Second},
+		Hostname:       "client.test",
+		Password:       staticSecret(pass),
+		CommandTimeout: 5 * time.Second,
+		Logger:         testLogger(&logs),
 	})
 	out := s.Deliver(context.Background(), envelope(testMessage, "b@example.net"))
 	if out.Results[0].Class != Deferred {

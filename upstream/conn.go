@@ -17,6 +17,7 @@ import (
 	"github.com/emersion/go-smtp"
 
 	"github.com/outbox-mta/outbox/internal/loopback"
+	"github.com/outbox-mta/outbox/upstream/settings"
 )
 
 // conn is one SMTP session. It is used by one goroutine at a time.
@@ -87,7 +88,7 @@ func (s *SMTP) connect(ctx context.Context, probe *ProbeReport) (cn *conn, err e
 	cn = &conn{raw: raw}
 
 	switch s.cfg.TLS {
-	case "tls":
+	case settings.ImplicitTLS:
 		raw.SetDeadline(time.Now().Add(s.cfg.CommandTimeout))
 		tc := tls.Client(raw, s.tlsConf)
 		if err := tc.HandshakeContext(ctx); err != nil {
@@ -97,7 +98,7 @@ func (s *SMTP) connect(ctx context.Context, probe *ProbeReport) (cn *conn, err e
 		st := tc.ConnectionState()
 		cn.tls = &st
 		cn.c = smtp.NewClient(tc)
-	case "starttls":
+	case settings.StartTLS:
 		tc, err := s.startTLS(ctx, raw)
 		if err != nil {
 			return nil, err
@@ -205,7 +206,7 @@ func protoError(err error) error {
 }
 
 func (s *SMTP) wantsAuth() bool {
-	return s.cfg.Auth != "none" && (s.cfg.Username != "" || s.cfg.Token != nil)
+	return s.cfg.Auth != settings.AuthNone && (s.cfg.Username != "" || s.cfg.Token != nil)
 }
 
 // authenticate runs AUTH when credentials are configured. It never sends
@@ -214,13 +215,13 @@ func (s *SMTP) authenticate(ctx context.Context, cn *conn, probe *ProbeReport) e
 	if !s.wantsAuth() {
 		return nil
 	}
-	if cn.tls == nil && !(s.cfg.TLS == "none" && loopback.Host(s.cfg.Host)) {
+	if cn.tls == nil && !(s.cfg.TLS == settings.NoTLS && loopback.Host(s.cfg.Host)) {
 		return fmt.Errorf("connection to %s is not encrypted: refusing to send credentials", s.addr)
 	}
 	ok, mechs := cn.c.Extension("AUTH")
 	if !ok {
 		where := ""
-		if s.cfg.TLS == "starttls" {
+		if s.cfg.TLS == settings.StartTLS {
 			where = " (after STARTTLS)"
 		}
 		return s.authFailed(probe, "", fmt.Errorf("AUTH not offered by %s%s", s.addr, where))
@@ -229,9 +230,8 @@ func (s *SMTP) authenticate(ctx context.Context, cn *conn, probe *ProbeReport) e
 	for _, m := range strings.Fields(strings.ToUpper(mechs)) {
 		offered[m] = true
 	}
-	mech := strings.ToUpper(s.cfg.Auth)
-	if mech == "AUTO" {
-		mech = ""
+	var mech string
+	if s.cfg.Auth == settings.AuthAuto {
 		var prefs []string
 		if s.cfg.Token != nil {
 			prefs = append(prefs, "OAUTHBEARER", "XOAUTH2")
@@ -249,7 +249,7 @@ func (s *SMTP) authenticate(ctx context.Context, cn *conn, probe *ProbeReport) e
 			return s.authFailed(probe, "", fmt.Errorf("no usable AUTH mechanism at %s (offered: %s; we can do: %s)",
 				s.addr, mechs, strings.Join(prefs, " ")))
 		}
-	} else if !offered[mech] {
+	} else if mech = s.cfg.Auth.Mechanism(); !offered[mech] {
 		return s.authFailed(probe, mech, fmt.Errorf("AUTH %s not offered by %s (offered: %s)", mech, s.addr, mechs))
 	}
 

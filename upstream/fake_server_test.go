@@ -5,7 +5,6 @@ import (
 	"context"
 	"crypto/tls"
 	"errors"
-	"github.com/outbox-mta/outbox/internal/testpki"
 	"io"
 	"log/slog"
 	"net"
@@ -13,6 +12,9 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/outbox-mta/outbox/internal/testpki"
+	"github.com/outbox-mta/outbox/upstream/settings"
 
 	"github.com/emersion/go-sasl"
 	"github.com/emersion/go-smtp"
@@ -340,16 +342,11 @@ func staticSecret(s string) SecretFunc {
 func clientConfig(fs *fakeServer, ca *testpki.CA, logs *syncBuffer) SMTPConfig {
 	o := fs.opts()
 	cfg := SMTPConfig{
-		Name:           "test",
-		Host:           fs.Host,
-		Port:           fs.Port,
-		TLS:            o.Mode,
+		SMTP:           settings.SMTP{Name: "test", Host: fs.Host, Port: fs.Port, TLS: settings.TLS(o.Mode), ConnectTimeout: 10 * time.Second, IdleTimeout: time.Minute},
 		RootCAs:        ca.Pool,
 		Hostname:       "client.test",
-		ConnectTimeout: 10 * time.Second,
 		CommandTimeout: 10 * time.Second,
 		DataTimeout:    10 * time.Second,
-		IdleTimeout:    time.Minute,
 		Logger:         testLogger(logs),
 	}
 	if o.Mode == "plain" {

@@ -2,7 +2,6 @@ package upstream
 
 import (
 	"bufio"
-	"github.com/outbox-mta/outbox/internal/testpki"
 	"io"
 	"os"
 	"os/exec"
@@ -11,6 +10,9 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/outbox-mta/outbox/internal/testpki"
+	"github.com/outbox-mta/outbox/upstream/settings"
 )
 
 // startAiosmtpd runs Debian's aiosmtpd (python3-aiosmtpd) with STARTTLS
@@ -87,10 +89,12 @@ func TestInteropAiosmtpd(t *testing.T) {
 		t.Run(mech, func(t *testing.T) {
 			var logs syncBuffer
 			s := newTarget(t, SMTPConfig{
-				Name: "aiosmtpd", Host: "127.0.0.1", Port: port, TLS: "starttls",
-				RootCAs: ca.Pool, Hostname: "client.test",
-				Username: "relay@example.com", Password: staticSecret("s3cret pass"), Auth: mech,
-				CommandTimeout: 20 * time.Second, Logger: testLogger(&logs),
+				SMTP:           settings.SMTP{Name: "aiosmtpd", Host: "127.0.0.1", Port: port, TLS: "starttls", Username: "relay@example.com", Auth: settings.Auth(mech)},
+				RootCAs:        ca.Pool,
+				Hostname:       "client.test",
+				Password:       staticSecret("s3cret pass"),
+				CommandTimeout: 20 * time.Second,
+				Logger:         testLogger(&logs),
 			})
 			out := deliver(t, s, envelope(testMessage, "b@example.net", "c@example.net"))
 			wantClass(t, out, Sent, Sent)
@@ -111,9 +115,10 @@ func TestInteropAiosmtpd(t *testing.T) {
 	t.Run("wrong password", func(t *testing.T) {
 		var logs syncBuffer
 		s := newTarget(t, SMTPConfig{
-			Name: "aiosmtpd", Host: "127.0.0.1", Port: port, RootCAs: ca.Pool,
-			Username: "relay@example.com", Password: staticSecret("nope"),
-			Logger: testLogger(&logs),
+			SMTP:     settings.SMTP{Name: "aiosmtpd", Host: "127.0.0.1", Port: port, Username: "relay@example.com"},
+			RootCAs:  ca.Pool,
+			Password: staticSecret("nope"),
+			Logger:   testLogger(&logs),
 		})
 		out := deliver(t, s, envelope(testMessage, "b@example.net"))
 		wantClass(t, out, Deferred)

@@ -17,6 +17,7 @@ import (
 	"github.com/emersion/go-message"
 	"github.com/emersion/go-smtp"
 	"github.com/outbox-mta/outbox/internal/testpki"
+	"github.com/outbox-mta/outbox/upstream/settings"
 )
 
 // TestRcpt552Defers: 552 to RCPT is a temporary failure (RFC 5321
@@ -137,10 +138,12 @@ func TestInteropLineEnds(t *testing.T) {
 	port, outdir := startAiosmtpd(t, ca, "relay@example.com", "pw")
 	var logs syncBuffer
 	s := newTarget(t, SMTPConfig{
-		Name: "aiosmtpd", Host: "127.0.0.1", Port: port, TLS: "starttls",
-		RootCAs: ca.Pool, Hostname: "client.test",
-		Username: "relay@example.com", Password: staticSecret("pw"),
-		CommandTimeout: 20 * time.Second, Logger: testLogger(&logs),
+		SMTP:           settings.SMTP{Name: "aiosmtpd", Host: "127.0.0.1", Port: port, TLS: "starttls", Username: "relay@example.com"},
+		RootCAs:        ca.Pool,
+		Hostname:       "client.test",
+		Password:       staticSecret("pw"),
+		CommandTimeout: 20 * time.Second,
+		Logger:         testLogger(&logs),
 	})
 	const hdr = "From: a@example.com\r\nTo: b@example.net\r\nSubject: line ends\r\n\r\n"
 	smuggled := "MAIL FROM:<evil@example.com>\r\nRCPT TO:<victim@example.net>\r\nDATA\r\nsmuggled\r\n.\r\n"
@@ -187,10 +190,12 @@ func aiosmtpdTarget(t *testing.T, flags string) (s *SMTP, got func(n int) (env, 
 	port, outdir := startAiosmtpdFlags(t, ca, "relay@example.com", "pw", flags)
 	var logs syncBuffer
 	s = newTarget(t, SMTPConfig{
-		Name: "aiosmtpd", Host: "127.0.0.1", Port: port, TLS: "starttls",
-		RootCAs: ca.Pool, Hostname: "client.test",
-		Username: "relay@example.com", Password: staticSecret("pw"),
-		CommandTimeout: 20 * time.Second, Logger: testLogger(&logs),
+		SMTP:           settings.SMTP{Name: "aiosmtpd", Host: "127.0.0.1", Port: port, TLS: "starttls", Username: "relay@example.com"},
+		RootCAs:        ca.Pool,
+		Hostname:       "client.test",
+		Password:       staticSecret("pw"),
+		CommandTimeout: 20 * time.Second,
+		Logger:         testLogger(&logs),
 	})
 	return s, func(n int) (string, string, string) {
 		path := filepath.Join(outdir, "msg"+strconv.Itoa(n))

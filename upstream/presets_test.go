@@ -4,6 +4,7 @@ import (
 	"testing"
 
 	"github.com/outbox-mta/outbox/upstream/preset"
+	"github.com/outbox-mta/outbox/upstream/settings"
 )
 
 // Every preset is a configuration the SMTP client takes.
@@ -18,7 +19,7 @@ func TestPresetsAcceptedByNewSMTP(t *testing.T) {
 			t.Errorf("%s: %v", name, err)
 			continue
 		}
-		s, err := NewSMTP(SMTPConfig{Name: name, Host: p.Host, Port: p.Port, TLS: p.TLS})
+		s, err := NewSMTP(SMTPConfig{SMTP: settings.SMTP{Name: name, Host: p.Host, Port: p.Port, TLS: p.TLS}})
 		if err != nil {
 			t.Errorf("%s: preset rejected by NewSMTP: %v", name, err)
 			continue

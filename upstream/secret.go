@@ -204,3 +204,18 @@ func (l *limitedBuffer) Write(p []byte) (int, error) {
 	}
 	return len(p), nil
 }
+
+// secretFrom is the SecretFunc for the one source of an upstream's
+// password or token that is set (the configuration refuses several), nil
+// when none is. key names the command's setting in its errors.
+func secretFrom(key, file, env, cmd string, logger *slog.Logger) SecretFunc {
+	switch {
+	case file != "":
+		return SecretFromFile(file, logger)
+	case env != "":
+		return SecretFromEnv(env)
+	case cmd != "":
+		return SecretFromCommand(key, cmd, logger)
+	}
+	return nil
+}

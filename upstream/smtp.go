@@ -18,31 +18,22 @@ import (
 
 	"github.com/emersion/go-smtp"
 
-	"github.com/outbox-mta/outbox/internal/loopback"
+	"github.com/outbox-mta/outbox/upstream/settings"
 )
 
-// SMTPConfig configures one SMTP upstream.
+// SMTPConfig configures one SMTP upstream: its settings as relay.hcl gives
+// them, and what the program supplies around them.
 type SMTPConfig struct {
-	Name               string // upstream name, used in logs and errors
-	Host               string
-	Port               int            // default: 587 for starttls, 465 for tls, 25 for none
-	TLS                string         // "starttls" (default), "tls" (implicit), "none" (loopback hosts only)
-	CAFile             string         // extra PEM roots added to the system roots
-	RootCAs            *x509.CertPool // if non-nil, used instead of the system roots (CAFile still added)
-	InsecureSkipVerify bool           // only when the operator explicitly configured it
-	Hostname           string         // our EHLO name; default: the machine's host name
-	Username           string
-	Password           SecretFunc // nil: no password authentication
-	Token              SecretFunc // bearer token for xoauth2/oauthbearer; nil if none
-	Auth               string     // "auto" (default), "plain", "login", "cram-md5", "xoauth2", "oauthbearer", "none"
-	MaxConnections     int        // concurrent connections to this upstream, default 2
-	RatePer            time.Duration
-	RateN              int // with RatePer: at most RateN messages per RatePer; 0 = unlimited
+	settings.SMTP
+	RootCAs  *x509.CertPool // if non-nil, used instead of the system roots (CAFile still added)
+	Hostname string         // our EHLO name; default: the machine's host name
+	// Password and Token, when nil, come from the sources the settings
+	// name (PasswordFile, TokenCommand, ...); nil then means none.
+	Password SecretFunc
+	Token    SecretFunc // bearer token for xoauth2/oauthbearer
 	// RateHistory seeds the rate limit with earlier sends (from
 	// SMTP.RateHistory before a restart), so a daily cap survives one.
 	RateHistory    []time.Time
-	IdleTimeout    time.Duration                                                     // pooled idle connection lifetime, default 30s
-	ConnectTimeout time.Duration                                                     // default 30s
 	CommandTimeout time.Duration                                                     // per command, default 2m
 	DataTimeout    time.Duration                                                     // body write and final reply, default 10m
 	Dial           func(ctx context.Context, network, addr string) (net.Conn, error) // nil: net.Dialer
@@ -90,63 +81,27 @@ type SMTP struct {
 
 var _ Target = (*SMTP)(nil)
 
-var (
-	validTLS  = map[string]bool{"starttls": true, "tls": true, "none": true}
-	validAuth = map[string]bool{"auto": true, "plain": true, "login": true, "cram-md5": true,
-		"xoauth2": true, "oauthbearer": true, "none": true}
-)
-
-// NewSMTP checks cfg, fills in defaults and returns the target. It does not
+// NewSMTP fills in defaults, checks cfg with the rules the configuration
+// applies (settings.SMTP.Check) and returns the target. It does not
 // connect.
 func NewSMTP(cfg SMTPConfig) (*SMTP, error) {
 	name := cfg.Name
-	cfg.TLS = strings.ToLower(cfg.TLS)
-	if cfg.TLS == "" {
-		cfg.TLS = "starttls"
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
 	}
-	cfg.Auth = strings.ToLower(cfg.Auth)
-	if cfg.OAuth != nil {
-		if cfg.Token == nil {
-			cfg.Token = cfg.OAuth.Token
-		}
-		if cfg.Auth == "" || cfg.Auth == "auto" {
-			cfg.Auth = "xoauth2"
-		}
+	cfg.SMTP.Default(cfg.OAuth != nil)
+	if cfg.OAuth != nil && cfg.Token == nil {
+		cfg.Token = cfg.OAuth.Token
 	}
-	if cfg.Auth == "" {
-		cfg.Auth = "auto"
+	problems := cfg.SMTP.Check(settings.Credentials{Password: cfg.Password != nil, Token: cfg.Token != nil})
+	if len(problems) > 0 {
+		return nil, fmt.Errorf("upstream %s: %w", name, problems[0])
 	}
-	cfg.Host = strings.TrimSuffix(strings.TrimPrefix(cfg.Host, "["), "]")
-	switch {
-	case cfg.Host == "":
-		return nil, fmt.Errorf("upstream %s: host is empty", name)
-	case !validTLS[cfg.TLS]:
-		return nil, fmt.Errorf("upstream %s: tls = %q is not one of starttls, tls, none", name, cfg.TLS)
-	case !validAuth[cfg.Auth]:
-		return nil, fmt.Errorf("upstream %s: auth = %q is not one of auto, plain, login, cram-md5, xoauth2, oauthbearer, none", name, cfg.Auth)
-	case cfg.TLS == "none" && !loopback.Host(cfg.Host):
-		return nil, fmt.Errorf("upstream %s: tls = \"none\" is only allowed to a loopback host (localhost, 127.0.0.1, ::1), not %s: use tls = \"starttls\" or tls = \"tls\"", name, cfg.Host)
-	case cfg.Port < 0 || cfg.Port > 65535:
-		return nil, fmt.Errorf("upstream %s: port %d out of range", name, cfg.Port)
-	case cfg.RateN < 0 || (cfg.RateN > 0 && cfg.RatePer <= 0):
-		return nil, fmt.Errorf("upstream %s: a rate limit needs a positive count and period", name)
+	if cfg.Password == nil {
+		cfg.Password = secretFrom("password_command", cfg.PasswordFile, cfg.PasswordEnv, cfg.PasswordCommand, cfg.Logger.With("upstream", name))
 	}
-	switch cfg.Auth {
-	case "plain", "login", "cram-md5":
-		if cfg.Password == nil || cfg.Username == "" {
-			return nil, fmt.Errorf("upstream %s: auth = %q needs a username and a password", name, cfg.Auth)
-		}
-	case "xoauth2", "oauthbearer":
-		if cfg.Token == nil || cfg.Username == "" {
-			return nil, fmt.Errorf("upstream %s: auth = %q needs a username and a token", name, cfg.Auth)
-		}
-	case "auto":
-		if cfg.Username != "" && cfg.Password == nil && cfg.Token == nil {
-			return nil, fmt.Errorf("upstream %s: username is set but no password or token is configured", name)
-		}
-	}
-	if cfg.Port == 0 {
-		cfg.Port = map[string]int{"starttls": 587, "tls": 465, "none": 25}[cfg.TLS]
+	if cfg.Token == nil {
+		cfg.Token = secretFrom("token_command", cfg.TokenFile, "", cfg.TokenCommand, cfg.Logger.With("upstream", name))
 	}
 	if cfg.Hostname == "" {
 		cfg.Hostname, _ = os.Hostname()
@@ -157,18 +112,10 @@ func NewSMTP(cfg SMTPConfig) (*SMTP, error) {
 	if strings.ContainsAny(cfg.Hostname, " \r\n\t") {
 		return nil, fmt.Errorf("upstream %s: hostname %q contains white space", name, cfg.Hostname)
 	}
-	setDefault(&cfg.IdleTimeout, 30*time.Second)
-	setDefault(&cfg.ConnectTimeout, 30*time.Second)
 	setDefault(&cfg.CommandTimeout, 2*time.Minute)
 	setDefault(&cfg.DataTimeout, 10*time.Minute)
-	if cfg.MaxConnections <= 0 {
-		cfg.MaxConnections = 2
-	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
-	}
-	if cfg.Logger == nil {
-		cfg.Logger = slog.Default()
 	}
 	if cfg.Dial == nil {
 		d := &net.Dialer{Timeout: cfg.ConnectTimeout}

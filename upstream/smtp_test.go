@@ -4,12 +4,14 @@ import (
 	"context"
 	"encoding/base64"
 	"fmt"
-	"github.com/outbox-mta/outbox/internal/testpki"
 	"net"
 	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/outbox-mta/outbox/internal/testpki"
+	"github.com/outbox-mta/outbox/upstream/settings"
 
 	"github.com/emersion/go-smtp"
 )
@@ -41,7 +43,7 @@ func TestDeliverSTARTTLSAuth(t *testing.T) {
 			fs := startFake(t, ca, fakeOptions{User: "me@example.com", Password: "pw", DSN: true})
 			var logs syncBuffer
 			cfg := clientConfig(fs, ca, &logs)
-			cfg.Auth = mech
+			cfg.Auth = settings.Auth(mech)
 			s := newTarget(t, cfg)
 			env := envelope(testMessage, "b@example.net", "c@example.net")
 			env.Ret, env.EnvID = "HDRS", "env-1"
@@ -373,8 +375,9 @@ func TestPauseAfterConnectionFailures(t *testing.T) {
 	now := time.Date(2025, 1, 1, 12, 0, 0, 0, time.UTC)
 	dials := 0
 	s := newTarget(t, SMTPConfig{
-		Name: "down", Host: "127.0.0.1", Port: 1, Logger: testLogger(&logs),
-		Now: func() time.Time { mu.Lock(); defer mu.Unlock(); return now },
+		SMTP:   settings.SMTP{Name: "down", Host: "127.0.0.1", Port: 1},
+		Logger: testLogger(&logs),
+		Now:    func() time.Time { mu.Lock(); defer mu.Unlock(); return now },
 		Dial: func(ctx context.Context, network, addr string) (net.Conn, error) {
 			dials++
 			return nil, fmt.Errorf("connection refused")
@@ -504,7 +507,7 @@ func TestSecretNeverLeaks(t *testing.T) {
 		fs := startFake(t, ca, fakeOptions{Mode: tc.mode, User: "u", Password: tc.serverPass})
 		cfg := clientConfig(fs, ca, &logs)
 		cfg.Password = staticSecret(secret)
-		for _, auth := range []string{"plain", "login"} {
+		for _, auth := range []settings.Auth{settings.AuthPlain, settings.AuthLogin} {
 			cfg.Auth = auth
 			s := newTarget(t, cfg)
 			record(deliver(t, s, envelope(testMessage, "b@example.net")))
@@ -557,17 +560,17 @@ func TestNewSMTPValidation(t *testing.T) {
 		cfg SMTPConfig
 		ok  bool
 	}{
-		{SMTPConfig{Name: "x", Host: "smtp.example.com", TLS: "none"}, false},
-		{SMTPConfig{Name: "x", Host: "192.0.2.1", TLS: "none"}, false},
-		{SMTPConfig{Name: "x", Host: "127.0.0.5", TLS: "none"}, true},
-		{SMTPConfig{Name: "x", Host: "localhost", TLS: "none"}, true},
-		{SMTPConfig{Name: "x", Host: "::1", TLS: "none"}, true},
-		{SMTPConfig{Name: "x", Host: "smtp.example.com"}, true},
-		{SMTPConfig{Name: "x", Host: "smtp.example.com", TLS: "ssl"}, false},
-		{SMTPConfig{Name: "x", Host: "smtp.example.com", Auth: "plain"}, false},
-		{SMTPConfig{Name: "x", Host: "smtp.example.com", Username: "u"}, false},
-		{SMTPConfig{Name: "x", Host: "smtp.example.com", Username: "u", Token: staticSecret("t"), Auth: "xoauth2"}, true},
-		{SMTPConfig{Name: "x", Host: ""}, false},
+		{SMTPConfig{SMTP: settings.SMTP{Name: "x", Host: "smtp.example.com", TLS: "none"}}, false},
+		{SMTPConfig{SMTP: settings.SMTP{Name: "x", Host: "192.0.2.1", TLS: "none"}}, false},
+		{SMTPConfig{SMTP: settings.SMTP{Name: "x", Host: "127.0.0.5", TLS: "none"}}, true},
+		{SMTPConfig{SMTP: settings.SMTP{Name: "x", Host: "localhost", TLS: "none"}}, true},
+		{SMTPConfig{SMTP: settings.SMTP{Name: "x", Host: "::1", TLS: "none"}}, true},
+		{SMTPConfig{SMTP: settings.SMTP{Name: "x", Host: "smtp.example.com"}}, true},
+		{SMTPConfig{SMTP: settings.SMTP{Name: "x", Host: "smtp.example.com", TLS: "ssl"}}, false},
+		{SMTPConfig{SMTP: settings.SMTP{Name: "x", Host: "smtp.example.com", Auth: "plain"}}, false},
+		{SMTPConfig{SMTP: settings.SMTP{Name: "x", Host: "smtp.example.com", Username: "u"}}, false},
+		{SMTPConfig{SMTP: settings.SMTP{Name: "x", Host: "smtp.example.com", Username: "u", Auth: "xoauth2"}, Token: staticSecret("t")}, true},
+		{SMTPConfig{SMTP: settings.SMTP{Name: "x", Host: ""}}, false},
 	} {
 		s, err := NewSMTP(tc.cfg)
 		if (err == nil) != tc.ok {
@@ -579,11 +582,11 @@ func TestNewSMTPValidation(t *testing.T) {
 			t.Errorf("error %q does not name the upstream", err)
 		}
 	}
-	_, err := NewSMTP(SMTPConfig{Name: "x", Host: "smtp.example.com", TLS: "none"})
+	_, err := NewSMTP(SMTPConfig{SMTP: settings.SMTP{Name: "x", Host: "smtp.example.com", TLS: "none"}})
 	if err == nil || !strings.Contains(err.Error(), `tls = "starttls"`) {
 		t.Errorf("error %v does not name the fix", err)
 	}
-	s, err := NewSMTP(SMTPConfig{Name: "x", Host: "smtp.example.com", TLS: "tls"})
+	s, err := NewSMTP(SMTPConfig{SMTP: settings.SMTP{Name: "x", Host: "smtp.example.com", TLS: "tls"}})
 	if err != nil || s.Addr() != "smtp.example.com:465" {
 		t.Errorf("default port: %v %v", s, err)
 	}

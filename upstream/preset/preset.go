@@ -1,7 +1,8 @@
 // Package preset is the table of mail provider presets: what
 // `provider = "NAME"` fills in for an upstream (host, port, TLS mode, OAuth2
-// endpoints). It depends on nothing else of Outbox, so the configuration,
-// which the sendmail shim loads at every call, needs no SMTP client.
+// endpoints). It depends on nothing else of Outbox but the settings it
+// fills, so the configuration, which the sendmail shim loads at every
+// call, needs no SMTP client.
 package preset
 
 import (
@@ -9,6 +10,8 @@ import (
 	"slices"
 	"sort"
 	"strings"
+
+	"github.com/outbox-mta/outbox/upstream/settings"
 )
 
 // Preset is what a provider name fills in for an upstream: host, port and TLS
@@ -16,7 +19,7 @@ import (
 type Preset struct {
 	Host string
 	Port int
-	TLS  string // "starttls" or "tls"
+	TLS  settings.TLS // StartTLS or ImplicitTLS
 	// Note is shown in the README and by `outbox check` when useful.
 	Note string
 	// OAuth names the provider's OAuth2 endpoints and scopes; nil when
