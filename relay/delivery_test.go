@@ -330,6 +330,7 @@ func TestDeliveryEnvelopeFromRewrite(t *testing.T) {
 	h := schedStart(t, "", "")
 	// Rebuild upstream a's settings with envelope_from.
 	h.cfg.Upstreams[0].EnvelopeFrom = "account@qq.example"
+	h.reroute()
 	h.run()
 	a := h.targets["a"]
 	h.enqueue("app@example.org", dlvRcpt("bob@example.com"))
@@ -351,6 +352,7 @@ func TestDeliveryEnvelopeFromRewrite(t *testing.T) {
 	}
 	// Without envelope_from, the null sender stays null.
 	h.cfg.Upstreams[0].EnvelopeFrom = ""
+	h.reroute()
 	h.enqueue("", dlvRcpt("dave@example.com"))
 	dlvWait(t, "delivery", func() bool { return len(a.Calls()) == 3 })
 	if c := a.Calls()[2]; c.From != "" {
@@ -362,6 +364,7 @@ func TestDeliveryFromHeaderRewrite(t *testing.T) {
 	h := schedStart(t, "", "")
 	h.cfg.Upstreams[0].EnvelopeFrom = "account@qq.example"
 	h.cfg.Upstreams[0].FromHeader = "rewrite"
+	h.reroute()
 	h.run()
 	a := h.targets["a"]
 	id := h.enqueue("app@example.org", dlvRcpt("bob@example.com"))

@@ -1,6 +1,7 @@
 package relay
 
 import (
+	"io"
 	"strings"
 	"testing"
 )
@@ -33,7 +34,7 @@ func TestHeaderNearLimitStaysDeliverable(t *testing.T) {
 		return // refused at the door: the client knows
 	}
 	id := inQueuedID(t, rep)
-	rc, err := rewriteFrom(ir.r.Spool(), id, "relay@example.net")
+	rc, err := rewriteFrom(func() (io.ReadCloser, error) { return ir.r.Spool().Body(id) }, "relay@example.net")
 	if err != nil {
 		t.Fatalf("accepted message cannot have its From rewritten: %v", err)
 	}

@@ -70,16 +70,32 @@ func schedStart(t testing.TB, queue, extra string) *schedHarness {
 	}
 	h := &schedHarness{t: t, cfg: cfg, sp: sp, clock: newDlvClock(),
 		targets: map[string]*dlvTarget{"a": newDlvTarget("a"), "b": newDlvTarget("b")}}
-	targets := map[string]upstream.Target{}
-	for n, d := range h.targets {
-		targets[n] = d
-	}
-	h.s = NewScheduler(sp, cfg, NewRouter(cfg, targets), dlvLogger(t), h.clock.Now)
+	h.s = NewScheduler(sp, cfg, h.router(), dlvLogger(t), h.clock.Now)
 	t.Cleanup(func() {
 		h.stop()
 		sp.Close()
 	})
 	return h
+}
+
+// router builds a router over the fake targets from h.cfg as it is now.
+func (h *schedHarness) router() *Router {
+	targets := map[string]upstream.Target{}
+	for n, d := range h.targets {
+		targets[n] = d
+	}
+	return NewRouter(h.cfg, targets)
+}
+
+// reroute gives the scheduler a router built from h.cfg as a test has
+// changed it, the way a reload publishes one (safe while it runs).
+func (h *schedHarness) reroute() {
+	snap := &snapshot{cfg: h.cfg, policy: NewPolicy(h.cfg), router: h.router()}
+	if h.s.live == nil {
+		h.s.live = newLive(snap)
+		return
+	}
+	h.s.live.publish(snap, nil)
 }
 
 // run starts the scheduler loop.

@@ -280,6 +280,7 @@ func (s *Scheduler) coolDown(m *spool.Message, now time.Time) {
 type attempt struct {
 	res    upstream.Result
 	remote string
+	local  bool   // remote is a folder on this machine (a Maildir), not an MTA
 	relay  string // the upstream's name and address, for the log
 	tried  bool
 }
@@ -321,9 +322,8 @@ func (s *Scheduler) deliver(ctx context.Context, m *spool.Message) {
 // try delivers recipients idx of m through one upstream and returns those
 // deferred, for the next upstream of the route to try.
 func (s *Scheduler) try(ctx context.Context, router *Router, name string, m *spool.Message, idx []int, results map[int]attempt) []int {
-	t := router.targets[name]
-	set := router.settings[name]
-	if t == nil || set == nil {
+	t := router.Target(name)
+	if t == nil {
 		for _, i := range idx {
 			results[i] = attempt{res: upstream.Result{Class: upstream.Deferred, Message: "no upstream named " + name}, tried: true}
 		}
@@ -333,25 +333,11 @@ func (s *Scheduler) try(ctx context.Context, router *Router, name string, m *spo
 		From: m.From, Size: m.Size, UTF8: m.UTF8,
 		EnvID: m.EnvID, Ret: m.Ret,
 	}
-	if set.EnvelopeFrom != "" {
-		// Bounces too: the providers that need envelope_from refuse
-		// MAIL FROM:<> from an authenticated client as well, and a bounce
-		// of our bounce then lands in the account's own mailbox, not in
-		// a loop.
-		env.From = set.EnvelopeFrom
-	}
 	for _, i := range idx {
 		r := m.Recipients[i]
 		env.Recipients = append(env.Recipients, upstream.Rcpt{Address: r.Address, Notify: r.Notify, ORCPT: r.ORCPT})
 	}
 	env.Body = func() (io.ReadCloser, error) { return s.q.Body(m.ID) }
-	if set.FromHeader == "rewrite" {
-		newFrom := set.EnvelopeFrom
-		if newFrom == "" {
-			newFrom = set.Username
-		}
-		env.Body = func() (io.ReadCloser, error) { return rewriteFrom(s.q, m.ID, newFrom) }
-	}
 	start := time.Now()
 	out := t.Deliver(ctx, env)
 	s.metrics.attempt(name, time.Since(start), out)
@@ -362,7 +348,7 @@ func (s *Scheduler) try(ctx context.Context, router *Router, name string, m *spo
 		if k < len(out.Results) {
 			res = out.Results[k]
 		}
-		results[i] = attempt{res: res, remote: out.Remote, relay: relayName(name, set, out.Remote), tried: true}
+		results[i] = attempt{res: res, remote: out.Remote, local: out.Local, relay: relayName(name, out), tried: true}
 		if res.Class == upstream.Deferred {
 			deferred = append(deferred, i)
 		}
@@ -373,31 +359,11 @@ func (s *Scheduler) try(ctx context.Context, router *Router, name string, m *spo
 // relayName names an upstream in the delivery log as name[host:port]
 // (name[maildir:path] for a Maildir), which says both which block of
 // relay.hcl was used and where it led.
-func relayName(name string, set *config.Upstream, remote string) string {
-	if set.Type == "maildir" || remote == "" {
-		return name + "[" + remote + "]"
+func relayName(name string, out upstream.Outcome) string {
+	if out.Local || out.Remote == "" || out.Port == 0 {
+		return name + "[" + out.Remote + "]"
 	}
-	return name + "[" + net.JoinHostPort(remote, strconv.Itoa(set.Port)) + "]"
-}
-
-// rewriteFrom opens the body with the From: header replaced (the original
-// kept in Reply-To when there was none).
-func rewriteFrom(q Queue, id, newFrom string) (io.ReadCloser, error) {
-	body, err := q.Body(id)
-	if err != nil {
-		return nil, err
-	}
-	br := bufioReader(body)
-	hdr, err := mailhdr.ReadHeader(br, maxHeaderSection)
-	if err != nil {
-		body.Close()
-		return nil, err
-	}
-	hdr = mailhdr.RewriteFrom(hdr, newFrom)
-	return struct {
-		io.Reader
-		io.Closer
-	}{io.MultiReader(bytes.NewReader(hdr), br), body}, nil
+	return name + "[" + net.JoinHostPort(out.Remote, strconv.Itoa(out.Port)) + "]"
 }
 
 // backoff is the delay before attempt n+1: retry_initial doubling up to
@@ -680,7 +646,7 @@ func (s *Scheduler) buildNotice(m *spool.Message, action string, idx []int, resu
 		r := m.Recipients[i]
 		a := results[i]
 		status := r.Code
-		dr := DSNRecipient{Address: r.Address, ORCPT: r.ORCPT, Action: action, RemoteMTA: strings.TrimPrefix(a.remote, "maildir:"), LastAttempt: r.Updated}
+		dr := DSNRecipient{Address: r.Address, ORCPT: r.ORCPT, Action: action, RemoteMTA: a.remote, LastAttempt: r.Updated}
 		switch action {
 		case "failed":
 			if status == "" {
@@ -705,7 +671,7 @@ func (s *Scheduler) buildNotice(m *spool.Message, action string, idx []int, resu
 			status = "2.0.0"
 		}
 		dr.Status = status
-		if strings.HasPrefix(a.remote, "maildir:") {
+		if a.local {
 			dr.RemoteMTA = ""
 		}
 		d.Recipients = append(d.Recipients, dr)

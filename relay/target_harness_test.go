@@ -54,7 +54,8 @@ func (d *dlvTarget) Deliver(ctx context.Context, env *upstream.Envelope) upstrea
 	if started != nil {
 		started <- struct{}{}
 	}
-	out := upstream.Outcome{Remote: d.name + ".test"}
+	// Port 25, as the harness configurations' tls = "none" upstreams have.
+	out := upstream.Outcome{Remote: d.name + ".test", Port: 25}
 	if block != nil {
 		select {
 		case <-block:

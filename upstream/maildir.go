@@ -52,7 +52,7 @@ func (m *Maildir) Close() error {
 // Deliver writes the message with a Return-Path and one X-Envelope-To header
 // per recipient, the way a final delivery agent records the envelope.
 func (m *Maildir) Deliver(ctx context.Context, env *Envelope) Outcome {
-	out := Outcome{Remote: "maildir:" + m.path, Results: make([]Result, len(env.Recipients))}
+	out := Outcome{Remote: "maildir:" + m.path, Local: true, Results: make([]Result, len(env.Recipients))}
 	var err error
 	switch {
 	case m.closed.Load():

@@ -21,7 +21,7 @@ func TestMaildirDeliver(t *testing.T) {
 	}
 	env := envelope(testMessage, "b@example.net", "c@example.net")
 	out := m.Deliver(context.Background(), env)
-	if out.Remote != "maildir:"+dir {
+	if out.Remote != "maildir:"+dir || !out.Local {
 		t.Errorf("remote %q", out.Remote)
 	}
 	wantClass(t, out, Sent, Sent)

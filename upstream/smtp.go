@@ -283,7 +283,7 @@ func (s *SMTP) pausedResult() (Result, bool) {
 // Deliver relays env and returns one Result per recipient.
 func (s *SMTP) Deliver(ctx context.Context, env *Envelope) Outcome {
 	spent := false // whether the upstream took the body (see txnStatus.spent)
-	out := Outcome{Remote: s.cfg.Host, Results: make([]Result, len(env.Recipients))}
+	out := Outcome{Remote: s.cfg.Host, Port: s.cfg.Port, Results: make([]Result, len(env.Recipients))}
 	all := func(r Result) Outcome {
 		for i := range out.Results {
 			out.Results[i] = r

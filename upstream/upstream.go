@@ -4,7 +4,8 @@
 // development. It decides, once, whether a failure is permanent or
 // temporary, so the scheduler only ever sees a typed Result.
 //
-// The package is a leaf: it imports nothing else from this repository.
+// The package is a leaf of the daemon: it imports neither relay, spool
+// nor config; its settings come as settings.SMTP.
 package upstream
 
 import (
@@ -72,7 +73,14 @@ type Result struct {
 
 // Outcome is the result of one Deliver call.
 type Outcome struct {
-	Remote  string   // who we talked to, e.g. "smtp.example.com" or "maildir:/path"
+	// Remote is who took the mail: the SMTP server's host name, or for a
+	// Local delivery the target's own name ("maildir:/path").
+	Remote string
+	// Port is the SMTP server's port; 0 for a Local delivery.
+	Port int
+	// Local says the mail was written on this machine (into a Maildir):
+	// no remote MTA took it, so a DSN names none.
+	Local   bool
 	Results []Result // exactly one per Envelope.Recipients, same order
 }
 
