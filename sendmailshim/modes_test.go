@@ -243,7 +243,7 @@ func smtpSession(t *testing.T, cfg string) (*smtp.Client, chan int) {
 		outW.Close()
 		done <- code
 	}()
-	c := smtp.NewClient(newStdioConn(outR, inW))
+	c := smtp.NewClient(&stdioConn{r: outR, w: inW})
 	t.Cleanup(func() { inW.Close() })
 	return c, done
 }
