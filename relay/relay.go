@@ -109,7 +109,7 @@ func New(cfg *config.Config, log *slog.Logger, opts Options) (r *Relay, err erro
 	r.sched.live = r.live
 	r.notify = newNotifier(func() config.Notify { return r.current().cfg.Notify }, func() string { return r.current().cfg.Hostname }, log, r.now)
 	r.sched.notify = r.notify
-	r.in = &Inbound{cfg: cfg, store: r.spool, log: log, kick: r.sched.Kick, now: r.now, policy: policy, metrics: r.metrics, live: r.live}
+	r.in = &Inbound{store: r.spool, log: log, kick: r.sched.Kick, now: r.now, metrics: r.metrics, live: r.live}
 
 	inherited := inheritedSockets()
 	defer inherited.closeRest(log)
