@@ -160,7 +160,12 @@ func (b *bsSession) Data(r io.Reader) error {
 		b.client = nil
 		return asReply(err)
 	}
-	return asReply(w.Close())
+	resp, err := w.CloseWithResponse()
+	if err != nil {
+		return asReply(err)
+	}
+	// The daemon's 250 names the queue ID: pass it on (see gosmtp.Queued).
+	return gosmtp.ReplyError(250, resp.StatusText)
 }
 
 func (b *bsSession) Reset() {
