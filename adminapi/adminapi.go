@@ -69,8 +69,14 @@ type Stats struct {
 
 // Client talks to the admin socket. It speaks just enough HTTP/1.0 for
 // this one daemon rather than importing net/http: the sendmail shim links
-// this package, and net/http would add half a millisecond to every
-// sendmail call's start-up.
+// this package (for mailq and sendmail -q), and net/http would cost every
+// sendmail run, whatever its mode, ten more package initializers, 0.28 ms
+// of start-up at best and 0.46 ms in the median (21 runs each, as
+// GODEBUG=inittrace=1 reports them), and 1.4 MB of binary. A net/http
+// client bought nothing measurable for `outbox queue ls` either, whose
+// binary links net/http anyway: 45 against 44 ms of CPU for the whole
+// process (medians of 80 runs each, taken in turn, listing 20 messages),
+// with 0.7 MiB more peak memory.
 type Client struct {
 	socket string
 }

@@ -122,7 +122,7 @@ func (e *limitError) Unwrap() error { return e.reply }
 // whole message: go-smtp's DATA reader returns io.ErrUnexpectedEOF when
 // the connection closes before the final dot, its BDAT reader
 // smtp.ErrDataReset when the connection ends (or RSET comes) before the
-// LAST chunk, wholeBody io.ErrUnexpectedEOF for a short LAST chunk; a
+// LAST chunk, gosmtp.WholeBody io.ErrUnexpectedEOF for a short LAST chunk; a
 // timeout or a maildrop file that cannot be read end it too. Nothing was
 // stored, and the fault is not the spool's.
 type bodyError struct{ err error }

@@ -2,7 +2,6 @@ package relay
 
 import (
 	"context"
-	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -16,7 +15,7 @@ import (
 	"github.com/emersion/go-smtp"
 	"golang.org/x/crypto/bcrypt"
 
-	"github.com/outbox-mta/outbox/config"
+	"github.com/outbox-mta/outbox/internal/gosmtp"
 	"github.com/outbox-mta/outbox/mailhdr"
 	"github.com/outbox-mta/outbox/spool"
 )
@@ -32,25 +31,17 @@ const maxHeaderSection = 1 << 20
 
 // Inbound accepts mail over SMTP and hands it to the spool.
 type Inbound struct {
-	cfg     *config.Config
 	store   Store
 	log     *slog.Logger
 	kick    func() // tells the scheduler new mail arrived
 	now     func() time.Time
-	policy  *Policy
 	metrics *metrics
-	// live, when set, is the configuration in force, which a reload
-	// replaces; cfg and policy are then only the ones at start.
+	// live is the configuration in force, which a reload replaces.
 	live *live
 }
 
 // current returns the configuration in force and its policy.
-func (in *Inbound) current() *snapshot {
-	if in.live != nil {
-		return in.live.load()
-	}
-	return &snapshot{cfg: in.cfg, policy: in.policy}
-}
+func (in *Inbound) current() *snapshot { return in.live.load() }
 
 // backend is the go-smtp backend of one listener.
 type backend struct {
@@ -59,9 +50,8 @@ type backend struct {
 }
 
 func (b *backend) NewSession(c *smtp.Conn) (smtp.Session, error) {
-	tc := unwrapConn(c.Conn())
 	s := &session{in: b.in, l: b.l, conn: c}
-	if tc != nil {
+	if tc, ok := gosmtp.Unwrap(c.Conn()).(*trackedConn); ok {
 		s.tc = tc
 		s.peer = tc.peer
 	} else {
@@ -69,19 +59,6 @@ func (b *backend) NewSession(c *smtp.Conn) (smtp.Session, error) {
 	}
 	s.trusted = s.peer.unix || b.l.allowedIP(s.peer.ip)
 	return s, nil
-}
-
-func unwrapConn(c net.Conn) *trackedConn {
-	for {
-		switch v := c.(type) {
-		case *trackedConn:
-			return v
-		case *tls.Conn:
-			c = v.NetConn()
-		default:
-			return nil
-		}
-	}
 }
 
 type session struct {
@@ -224,11 +201,13 @@ func (s *session) Data(r io.Reader) error {
 	if s.from == nil || len(s.rcpts) == 0 {
 		return errNoSender
 	}
+	var readFailed func() bool
 	if s.tc != nil {
-		// inData stays set until the reply is written (trackedConn.Write):
-		// a drain in between must not cut off the 250 of a stored message.
-		s.tc.inData.Store(true)
-		defer s.tc.dataDone.Store(true)
+		// DATA lasts until its reply is written (trackedConn.Write): a
+		// drain in between must not cut off the 250 of a stored message.
+		s.tc.drain.BeginData()
+		defer s.tc.drain.EndData()
+		readFailed = s.tc.readFailed.Load
 	}
 	conf := s.snap()
 	env := &envelope{
@@ -241,11 +220,10 @@ func (s *session) Data(r io.Reader) error {
 		who:   s.submitter(),
 		local: s.local(),
 	}
-	m, err := s.in.accept(context.Background(), conf, env, &wholeBody{r: r, tc: s.tc})
+	m, err := s.in.accept(context.Background(), conf, env, gosmtp.WholeBody(r, readFailed))
 	if err != nil {
 		var be *bodyError
-		var se *smtp.SMTPError
-		switch {
+		switch se := gosmtp.Reply(err); {
 		case errors.As(err, &be):
 			// The client went away (or reset, or timed out) inside the
 			// message: nothing is stored. A client still there hears a
@@ -253,7 +231,7 @@ func (s *session) Data(r io.Reader) error {
 			// a message it can send again.
 			s.in.log.Info(logNothingStored, "client", s.peer.String(), "err", be.err)
 			return errIncomplete
-		case errors.As(err, &se):
+		case se != nil:
 			return se
 		}
 		s.in.log.Error("cannot store message", "client", s.peer.String(), "err", err)
@@ -267,30 +245,10 @@ func (s *session) Data(r io.Reader) error {
 	if s.in.kick != nil {
 		s.in.kick()
 	}
-	return &smtp.SMTPError{Code: 250, EnhancedCode: smtp.EnhancedCode{2, 0, 0}, Message: "OK queued as " + m.ID}
+	return gosmtp.Queued(m.ID)
 }
 
 const logNothingStored = "the message did not arrive whole (connection closed or transaction reset); nothing stored"
-
-// wholeBody passes a DATA or BDAT body through, but turns its end into
-// io.ErrUnexpectedEOF when the connection had already failed: go-smtp ends
-// the body normally after a LAST chunk even when the connection closed
-// before the chunk's announced size had arrived (the chunk is copied with
-// an io.LimitReader, which takes the early end for the end). A complete
-// chunk is read to its exact size without another read of the
-// connection, so a failed read means a short one.
-type wholeBody struct {
-	r  io.Reader
-	tc *trackedConn
-}
-
-func (w *wholeBody) Read(p []byte) (int, error) {
-	n, err := w.r.Read(p)
-	if err == io.EOF && w.tc != nil && w.tc.readFailed.Load() {
-		err = io.ErrUnexpectedEOF
-	}
-	return n, err
-}
 
 // submitter is the client of the session, for the Received field and the
 // queue.

@@ -16,7 +16,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/outbox-mta/outbox/config"
-	"github.com/outbox-mta/outbox/mailhdr"
+	"github.com/outbox-mta/outbox/internal/gosmtp"
 )
 
 // peer is who is on the other end of an inbound connection.
@@ -39,23 +39,18 @@ func (p peer) String() string {
 }
 
 // trackedConn is an inbound connection the listener counts and the server
-// can close once it is idle.
+// can close once it is idle (see gosmtp.Drain).
 type trackedConn struct {
 	net.Conn
 	l    *listener
 	peer peer
 
 	closeOnce sync.Once
-	// inData is set while the session is inside DATA, until the reply to
-	// it is written (dataDone: DATA returned, its reply is the next write);
-	// closeAfterReply asks the connection to close after that reply.
-	inData          atomic.Bool
-	dataDone        atomic.Bool
-	closeAfterReply atomic.Bool
+	drain     gosmtp.Drain
 	// q qualifies bare envelope names of local clients; nil for others.
-	q *mailhdr.Qualifier
+	q *gosmtp.Qualifier
 	// readFailed is set once a read returned an error (the client closed,
-	// a timeout): a BDAT chunk being read then is short.
+	// a timeout): a BDAT chunk being read then is short (gosmtp.WholeBody).
 	readFailed atomic.Bool
 }
 
@@ -76,10 +71,7 @@ func (c *trackedConn) Write(p []byte) (int, error) {
 		c.q.Wrote(p)
 	}
 	n, err := c.Conn.Write(p)
-	if c.dataDone.Swap(false) {
-		c.inData.Store(false)
-	}
-	if c.closeAfterReply.Load() && !c.inData.Load() {
+	if c.drain.Wrote() {
 		c.Close()
 	}
 	return n, err
@@ -133,7 +125,7 @@ func (l *listener) Accept() (net.Conn, error) {
 		}
 		tc := &trackedConn{Conn: c, l: l, peer: p}
 		if p.unix || p.ip.IsLoopback() {
-			tc.q = mailhdr.NewQualifier(l.hostname)
+			tc.q = gosmtp.NewQualifier(l.hostname)
 		}
 		l.conns[tc] = struct{}{}
 		l.mu.Unlock()
@@ -175,8 +167,7 @@ func (l *listener) drain() {
 	}
 	l.mu.Unlock()
 	for _, c := range conns {
-		c.closeAfterReply.Store(true)
-		if !c.inData.Load() {
+		if c.drain.Drain() {
 			c.Close()
 		}
 	}

@@ -20,6 +20,7 @@ import (
 	"github.com/emersion/go-smtp"
 
 	"github.com/outbox-mta/outbox/config"
+	"github.com/outbox-mta/outbox/internal/gosmtp"
 	"github.com/outbox-mta/outbox/spool"
 	"github.com/outbox-mta/outbox/upstream"
 	"github.com/outbox-mta/outbox/upstream/oauth"
@@ -108,7 +109,7 @@ func New(cfg *config.Config, log *slog.Logger, opts Options) (r *Relay, err erro
 	r.sched.live = r.live
 	r.notify = newNotifier(func() config.Notify { return r.current().cfg.Notify }, func() string { return r.current().cfg.Hostname }, log, r.now)
 	r.sched.notify = r.notify
-	r.in = &Inbound{cfg: cfg, store: r.spool, log: log, kick: r.sched.Kick, now: r.now, policy: policy, metrics: r.metrics, live: r.live}
+	r.in = &Inbound{store: r.spool, log: log, kick: r.sched.Kick, now: r.now, metrics: r.metrics, live: r.live}
 
 	inherited := inheritedSockets()
 	defer inherited.closeRest(log)
@@ -143,26 +144,20 @@ func New(cfg *config.Config, log *slog.Logger, opts Options) (r *Relay, err erro
 }
 
 func (r *Relay) newServer(l *listener) (*smtp.Server, error) {
-	srv := smtp.NewServer(&backend{in: r.in, l: l})
-	srv.Domain = r.cfg.Hostname
 	// MaxMessageBytes and MaxRecipients stay 0 (EHLO then says plain
-	// "SIZE"): go-smtp reads them on every connection without a lock, so
-	// a reload could not change them safely. The backend enforces both
-	// per transaction from the configuration in force (session.Mail, Rcpt
-	// and Data).
-	srv.ReadTimeout = r.cfg.Limits.ReadTimeout
-	srv.WriteTimeout = r.cfg.Limits.WriteTimeout
-	srv.EnableSMTPUTF8 = true
-	srv.EnableDSN = true
-	srv.ErrorLog = slogAdapter{r.log}
+	// "SIZE"), as a reload changes them: the backend enforces both per
+	// transaction from the configuration in force (session.Mail, Rcpt and
+	// Data).
+	sc := gosmtp.ServerConfig{Domain: r.cfg.Hostname, ReadTimeout: r.cfg.Limits.ReadTimeout,
+		WriteTimeout: r.cfg.Limits.WriteTimeout, ErrorLog: slogAdapter{r.log}}
 	if l.cfg.TLSCert != "" {
 		cert, err := tls.LoadX509KeyPair(l.cfg.TLSCert, l.cfg.TLSKey)
 		if err != nil {
 			return nil, fmt.Errorf("listener %s: loading tls_cert/tls_key: %w", l.cfg.Address, err)
 		}
-		srv.TLSConfig = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+		sc.TLS = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
 	}
-	return srv, nil
+	return gosmtp.NewServer(&backend{in: r.in, l: l}, sc), nil
 }
 
 type slogAdapter struct{ l *slog.Logger }

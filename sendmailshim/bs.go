@@ -6,13 +6,12 @@ import (
 	"log"
 	"net"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/emersion/go-smtp"
 
 	"github.com/outbox-mta/outbox/config"
-	"github.com/outbox-mta/outbox/mailhdr"
+	"github.com/outbox-mta/outbox/internal/gosmtp"
 )
 
 // serveSMTP is -bs: an SMTP session on stdin and stdout. Each transaction
@@ -21,21 +20,18 @@ import (
 // maildrop folder instead. Either way 250 follows DATA only once the
 // message is stored.
 func (s *shim) serveSMTP() error {
-	conn := newStdioConn(s.stdin, s.stdout)
 	// "RCPT TO:<root>" works here as on the daemon's local listeners.
-	conn.q = mailhdr.NewQualifier(s.cfg.Hostname)
-	srv := smtp.NewServer(smtp.BackendFunc(func(*smtp.Conn) (smtp.Session, error) {
+	conn := &stdioConn{r: s.stdin, w: s.stdout, q: gosmtp.NewQualifier(s.cfg.Hostname)}
+	srv := gosmtp.NewServer(smtp.BackendFunc(func(*smtp.Conn) (smtp.Session, error) {
 		return &bsSession{s: s}, nil
-	}))
-	srv.Domain = s.cfg.Hostname
-	srv.MaxMessageBytes = s.cfg.Limits.MaxMessageSize
-	srv.MaxRecipients = s.cfg.Limits.MaxRecipients
-	srv.ReadTimeout = s.cfg.Limits.ReadTimeout
-	srv.EnableSMTPUTF8 = true
-	srv.EnableDSN = true
-	srv.ErrorLog = log.New(s.stderr, s.prog+": ", 0)
-	err := srv.Serve(&oneListener{conn: conn})
-	if err != nil && !errors.Is(err, net.ErrClosed) && !errors.Is(err, smtp.ErrServerClosed) {
+	}), gosmtp.ServerConfig{
+		Domain:          s.cfg.Hostname,
+		ReadTimeout:     s.cfg.Limits.ReadTimeout,
+		MaxMessageBytes: s.cfg.Limits.MaxMessageSize,
+		MaxRecipients:   s.cfg.Limits.MaxRecipients,
+		ErrorLog:        log.New(s.stderr, s.prog+": ", 0),
+	})
+	if err := gosmtp.ServeConn(srv, conn); err != nil {
 		return fail(ExitTempFail, "SMTP session: %v", err)
 	}
 	return nil
@@ -164,7 +160,12 @@ func (b *bsSession) Data(r io.Reader) error {
 		b.client = nil
 		return asReply(err)
 	}
-	return asReply(w.Close())
+	resp, err := w.CloseWithResponse()
+	if err != nil {
+		return asReply(err)
+	}
+	// The daemon's 250 names the queue ID: pass it on (see gosmtp.Queued).
+	return gosmtp.ReplyError(250, resp.StatusText)
 }
 
 func (b *bsSession) Reset() {
@@ -191,8 +192,7 @@ func asReply(err error) error {
 	if err == nil {
 		return nil
 	}
-	var se *smtp.SMTPError
-	if errors.As(err, &se) {
+	if se := gosmtp.Reply(err); se != nil {
 		return se
 	}
 	return errTempLocal
@@ -200,15 +200,9 @@ func asReply(err error) error {
 
 // stdioConn is a net.Conn over standard input and output.
 type stdioConn struct {
-	r      io.Reader
-	w      io.Writer
-	q      *mailhdr.Qualifier // qualifies bare envelope names; may be nil
-	once   sync.Once
-	closed chan struct{}
-}
-
-func newStdioConn(r io.Reader, w io.Writer) *stdioConn {
-	return &stdioConn{r: r, w: w, closed: make(chan struct{})}
+	r io.Reader
+	w io.Writer
+	q *gosmtp.Qualifier // qualifies bare envelope names; may be nil
 }
 
 func (c *stdioConn) Read(p []byte) (int, error) {
@@ -224,10 +218,7 @@ func (c *stdioConn) Write(p []byte) (int, error) {
 	}
 	return c.w.Write(p)
 }
-func (c *stdioConn) Close() error {
-	c.once.Do(func() { close(c.closed) })
-	return nil
-}
+func (c *stdioConn) Close() error                       { return nil }
 func (c *stdioConn) LocalAddr() net.Addr                { return stdioAddr{} }
 func (c *stdioConn) RemoteAddr() net.Addr               { return stdioAddr{} }
 func (c *stdioConn) SetDeadline(t time.Time) error      { return nil }
@@ -238,22 +229,3 @@ type stdioAddr struct{}
 
 func (stdioAddr) Network() string { return "stdio" }
 func (stdioAddr) String() string  { return "stdio" }
-
-// oneListener hands out its one connection, then blocks until that
-// connection is closed and reports itself closed, which ends Serve.
-type oneListener struct {
-	conn   *stdioConn
-	handed bool
-}
-
-func (l *oneListener) Accept() (net.Conn, error) {
-	if !l.handed {
-		l.handed = true
-		return l.conn, nil
-	}
-	<-l.conn.closed
-	return nil, net.ErrClosed
-}
-
-func (l *oneListener) Close() error   { return l.conn.Close() }
-func (l *oneListener) Addr() net.Addr { return stdioAddr{} }

@@ -243,7 +243,7 @@ func smtpSession(t *testing.T, cfg string) (*smtp.Client, chan int) {
 		outW.Close()
 		done <- code
 	}()
-	c := smtp.NewClient(newStdioConn(outR, inW))
+	c := smtp.NewClient(&stdioConn{r: outR, w: inW})
 	t.Cleanup(func() { inW.Close() })
 	return c, done
 }
@@ -285,6 +285,36 @@ func TestSMTPSession(t *testing.T) {
 	if code := <-done; code != 0 {
 		t.Errorf("exit %d", code)
 	}
+}
+
+// TestSMTPSessionPassesQueuedReply: the daemon's 250 after DATA, which
+// names the queue ID, reaches the -bs client as the daemon wrote it.
+func TestSMTPSessionPassesQueuedReply(t *testing.T) {
+	dir := testDir(t)
+	cfg := writeConfig(t, dir, "")
+	d := startDaemon(t, filepath.Join(dir, "var", "submit.sock"))
+	d.dataErr = &smtp.SMTPError{Code: 250, EnhancedCode: smtp.EnhancedCode{2, 0, 0}, Message: "OK queued as FAKE1"}
+	c, done := smtpSession(t, cfg)
+	if err := c.Mail("a@example.com", nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Rcpt("root@shim.test", nil); err != nil {
+		t.Fatal(err)
+	}
+	w, err := c.Data()
+	if err != nil {
+		t.Fatal(err)
+	}
+	io.WriteString(w, "Subject: x\r\n\r\nbody\r\n")
+	resp, err := w.CloseWithResponse()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp.StatusText != "2.0.0 OK queued as FAKE1" {
+		t.Errorf("reply to DATA %q, want the daemon's 2.0.0 OK queued as FAKE1", resp.StatusText)
+	}
+	c.Quit()
+	<-done
 }
 
 func TestSMTPSessionDaemonDown(t *testing.T) {

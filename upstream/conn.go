@@ -16,6 +16,7 @@ import (
 	"github.com/emersion/go-sasl"
 	"github.com/emersion/go-smtp"
 
+	"github.com/outbox-mta/outbox/internal/gosmtp"
 	"github.com/outbox-mta/outbox/internal/loopback"
 	"github.com/outbox-mta/outbox/upstream/settings"
 )
@@ -42,23 +43,6 @@ func (cn *conn) quit() {
 	if err := cn.c.Quit(); err != nil {
 		cn.c.Close()
 	}
-}
-
-// greetedConn replays a synthetic greeting before the real stream. After we
-// run STARTTLS ourselves, it lets go-smtp's client, which always starts by
-// reading a 220 greeting, take over the TLS session and send its own EHLO.
-type greetedConn struct {
-	net.Conn
-	pending []byte
-}
-
-func (g *greetedConn) Read(p []byte) (int, error) {
-	if len(g.pending) > 0 {
-		n := copy(p, g.pending)
-		g.pending = g.pending[n:]
-		return n, nil
-	}
-	return g.Conn.Read(p)
 }
 
 // connect dials the upstream and runs the greeting, TLS, EHLO and AUTH.
@@ -105,7 +89,7 @@ func (s *SMTP) connect(ctx context.Context, probe *ProbeReport) (cn *conn, err e
 		}
 		st := tc.ConnectionState()
 		cn.tls = &st
-		cn.c = smtp.NewClient(&greetedConn{Conn: tc, pending: []byte("220 " + s.cfg.Host + " ready\r\n")})
+		cn.c = gosmtp.NewClientAfterStartTLS(tc, s.cfg.Host)
 	default:
 		cn.c = smtp.NewClient(raw)
 	}
@@ -127,8 +111,8 @@ func (s *SMTP) connect(ctx context.Context, probe *ProbeReport) (cn *conn, err e
 }
 
 // startTLS reads the greeting, sends EHLO with our name and STARTTLS, and
-// runs the TLS handshake. go-smtp's own STARTTLS path would introduce us as
-// "localhost" and cannot tell "not offered" from other failures.
+// runs the TLS handshake, where go-smtp's client cannot (see
+// gosmtp.NewClientAfterStartTLS).
 func (s *SMTP) startTLS(ctx context.Context, raw net.Conn) (*tls.Conn, error) {
 	raw.SetDeadline(time.Now().Add(s.cfg.CommandTimeout))
 	br := bufio.NewReader(raw)
@@ -196,13 +180,7 @@ func protoError(err error) error {
 	if !errors.As(err, &te) {
 		return err
 	}
-	se := &smtp.SMTPError{Code: te.Code, Message: te.Msg}
-	if code, rest := splitEnhanced(te.Msg); code != "" {
-		var e smtp.EnhancedCode
-		fmt.Sscanf(code, "%d.%d.%d", &e[0], &e[1], &e[2])
-		se.EnhancedCode, se.Message = e, rest
-	}
-	return se
+	return gosmtp.ReplyError(te.Code, te.Msg)
 }
 
 func (s *SMTP) wantsAuth() bool {

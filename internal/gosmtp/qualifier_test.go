@@ -1,4 +1,4 @@
-package mailhdr
+package gosmtp
 
 import (
 	"bytes"

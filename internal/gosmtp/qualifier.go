@@ -1,4 +1,4 @@
-package mailhdr
+package gosmtp
 
 import (
 	"bytes"
@@ -10,8 +10,12 @@ import (
 
 // Qualifier lets local clients use bare names in the envelope, as they can
 // with Postfix: "RCPT TO:<root>" becomes "RCPT TO:<root@HOSTNAME>" before
-// the SMTP parser sees it (the parser insists on a domain), so the name then
-// resolves through the aliases block like any local address.
+// go-smtp sees it, so the name then resolves through the aliases block like
+// any local address. go-smtp parses MAIL FROM and RCPT TO itself and
+// answers a path without "@domain" with 501 (parser.parseMailbox) before
+// the Session is called, with no hook to parse it otherwise: the only
+// place to qualify the name is the byte stream the server reads, which
+// the connection passes through Read (and its writes through Wrote).
 //
 // It rewrites only complete command lines. It follows the session to know
 // where commands are: after DATA and the server's 354 it passes the body
