@@ -585,7 +585,7 @@ func rcptOptions(r Rcpt) *smtp.RcptOptions {
 	opts := &smtp.RcptOptions{}
 	never := false
 	for _, n := range r.Notify {
-		v := smtp.DSNNotify(strings.ToUpper(strings.TrimSpace(n)))
+		v := smtp.DSNNotify(strings.ToUpper(strings.TrimSpace(string(n))))
 		switch v {
 		case smtp.DSNNotifyNever:
 			never = true

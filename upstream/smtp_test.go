@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/base64"
 	"fmt"
+	"github.com/outbox-mta/outbox/internal/dsn"
 	"github.com/outbox-mta/outbox/internal/testpki"
 	"net"
 	"strings"
@@ -45,7 +46,7 @@ func TestDeliverSTARTTLSAuth(t *testing.T) {
 			s := newTarget(t, cfg)
 			env := envelope(testMessage, "b@example.net", "c@example.net")
 			env.Ret, env.EnvID = "HDRS", "env-1"
-			env.Recipients[0].Notify = []string{"FAILURE", "delay"}
+			env.Recipients[0].Notify = []dsn.Notify{"FAILURE", "delay"}
 			env.Recipients[0].ORCPT = "rfc822;orig@example.net"
 			out := deliver(t, s, env)
 			wantClass(t, out, Sent, Sent)
