@@ -9,12 +9,14 @@ import (
 	"fmt"
 	"io"
 	"math"
+	"slices"
 	"strings"
 	"time"
 	"unicode/utf8"
 
 	"github.com/emersion/go-message"
 
+	"github.com/outbox-mta/outbox/internal/dsn"
 	"github.com/outbox-mta/outbox/mailhdr"
 )
 
@@ -23,17 +25,18 @@ import (
 // large message should not be as large again.
 const maxReturnedOriginal = 10 << 20
 
-// DSNRecipient is the outcome for one recipient of the original message.
+// DSNRecipient is the outcome for one recipient of the original message:
+// the per-recipient fields of RFC 3464 section 2.3.
 type DSNRecipient struct {
-	Address        string    // final recipient: the address delivery was tried to
-	ORCPT          string    // original recipient from the ORCPT parameter ("rfc822;addr"), may be ""
-	Action         string    // "failed", "delayed", "delivered", "relayed" or "expanded"
-	Status         string    // enhanced status code, e.g. "5.1.1", "4.4.7"
-	Diagnostic     string    // the upstream's reply, e.g. "550 5.1.1 <bob@example.com>: user unknown"; "" if none
-	DiagnosticType string    // "smtp" (the default) or "x-outbox" for local reasons such as expiry
-	RemoteMTA      string    // host name of the upstream, "" if none
-	LastAttempt    time.Time // zero if there was no attempt
-	WillRetryUntil time.Time // for Action "delayed"
+	Address        string     // Final-Recipient (2.3.2): the address delivery was tried to
+	ORCPT          string     // Original-Recipient (2.3.1): the ORCPT parameter ("rfc822;addr"), may be ""
+	Action         dsn.Action // Action (2.3.3)
+	Status         string     // Status (2.3.4): enhanced status code, e.g. "5.1.1", "4.4.7"
+	Diagnostic     string     // Diagnostic-Code (2.3.6): the upstream's reply, e.g. "550 5.1.1 <bob@example.com>: user unknown"; "" if none
+	DiagnosticType string     // its type: "smtp" (the default) or "x-outbox" for local reasons such as expiry
+	RemoteMTA      string     // Remote-MTA (2.3.5): host name of the upstream, "" if none
+	LastAttempt    time.Time  // Last-Attempt-Date (2.3.7): zero if there was no attempt
+	WillRetryUntil time.Time  // Will-Retry-Until (2.3.9): for dsn.Delayed
 }
 
 // DSN is a delivery status notification (RFC 3464) about one message,
@@ -208,29 +211,29 @@ func headerSection(r *bufio.Reader) ([]byte, error) {
 
 // kind is the overall outcome a report is about, the first that applies:
 // some recipients failed, some are delayed, or all went through.
-func (d *DSN) kind() string {
-	has := func(action string) bool {
+func (d *DSN) kind() dsn.Action {
+	has := func(action dsn.Action) bool {
 		for _, r := range d.Recipients {
-			if strings.EqualFold(r.Action, action) {
+			if r.Action == action {
 				return true
 			}
 		}
 		return false
 	}
 	switch {
-	case has("failed"):
-		return "failed"
-	case has("delayed"):
-		return "delayed"
+	case has(dsn.Failed):
+		return dsn.Failed
+	case has(dsn.Delayed):
+		return dsn.Delayed
 	}
-	return "delivered"
+	return dsn.Delivered
 }
 
 func (d *DSN) subject() string {
 	switch d.kind() {
-	case "failed":
+	case dsn.Failed:
 		return "Undelivered Mail Returned to Sender"
-	case "delayed":
+	case dsn.Delayed:
 		return "Delayed Mail (still being retried)"
 	}
 	return "Successful Mail Delivery Report"
@@ -248,10 +251,10 @@ func (d *DSN) explanation(host string, attached, full bool) []byte {
 	}
 	fmt.Fprintf(&b, "This is the mail system at host %s.\n\n", host)
 	switch d.kind() {
-	case "failed":
+	case dsn.Failed:
 		b.WriteString(wrap("I'm sorry to have to inform you that your message could not be delivered to one or more recipients"+attachment, "") + "\n")
 		b.WriteString(wrap("For further assistance, please send mail to postmaster. If you do so, please include this problem report.", "") + "\n")
-	case "delayed":
+	case dsn.Delayed:
 		b.WriteString("####################################################################\n")
 		b.WriteString("# THIS IS A WARNING ONLY.  YOU DO NOT NEED TO RESEND YOUR MESSAGE. #\n")
 		b.WriteString("####################################################################\n\n")
@@ -260,30 +263,21 @@ func (d *DSN) explanation(host string, attached, full bool) []byte {
 		b.WriteString(wrap("Your message was successfully delivered to the destination(s) listed below. If the message was delivered to a mailbox you will receive no further notifications. Otherwise you may still receive notifications of mail delivery errors from other systems"+attachment, "") + "\n")
 	}
 	b.WriteString("                   The mail system\n")
-	for _, group := range [][]string{{"failed"}, {"delayed"}, {"delivered", "relayed", "expanded"}} {
+	// Failures first, then delays, then successes: dsn.Actions' order.
+	for _, action := range dsn.Actions {
 		for _, r := range d.Recipients {
-			if !actionIn(r.Action, group) {
-				continue
+			if r.Action == action {
+				b.WriteString("\n" + wrap(recipientLine(r), "    "))
 			}
-			b.WriteString("\n" + wrap(recipientLine(r), "    "))
 		}
 	}
-	// Recipients with an action this file does not know still get a line.
+	// Recipients with an action RFC 3464 does not name still get a line.
 	for _, r := range d.Recipients {
-		if !actionIn(r.Action, []string{"failed", "delayed", "delivered", "relayed", "expanded"}) {
+		if !slices.Contains(dsn.Actions, r.Action) {
 			b.WriteString("\n" + wrap(recipientLine(r), "    "))
 		}
 	}
 	return []byte(strings.ReplaceAll(b.String(), "\n", "\r\n"))
-}
-
-func actionIn(action string, list []string) bool {
-	for _, a := range list {
-		if strings.EqualFold(action, a) {
-			return true
-		}
-	}
-	return false
 }
 
 // retryUntil describes the latest retry deadline among the delayed
@@ -291,7 +285,7 @@ func actionIn(action string, list []string) bool {
 func retryUntil(rs []DSNRecipient) string {
 	var until time.Time
 	for _, r := range rs {
-		if strings.EqualFold(r.Action, "delayed") && r.WillRetryUntil.After(until) {
+		if r.Action == dsn.Delayed && r.WillRetryUntil.After(until) {
 			until = r.WillRetryUntil
 		}
 	}
@@ -311,15 +305,15 @@ func recipientLine(r DSNRecipient) string {
 		s = fmt.Sprintf("%s: host %s said: %s", addr, remote, diag)
 	case diag != "":
 		s = fmt.Sprintf("%s: %s", addr, diag)
-	case strings.EqualFold(r.Action, "delivered"), strings.EqualFold(r.Action, "relayed"):
-		s = fmt.Sprintf("%s: %s", addr, strings.ToLower(r.Action))
+	case r.Action == dsn.Delivered, r.Action == dsn.Relayed:
+		s = fmt.Sprintf("%s: %s", addr, r.Action)
 		if remote != "" {
 			s += " to host " + remote
 		}
 	default:
-		s = fmt.Sprintf("%s: %s, status %s", addr, strings.ToLower(textLine(r.Action)), textLine(r.Status))
+		s = fmt.Sprintf("%s: %s, status %s", addr, textLine(string(r.Action)), textLine(r.Status))
 	}
-	if strings.EqualFold(r.Action, "delayed") && !r.WillRetryUntil.IsZero() {
+	if r.Action == dsn.Delayed && !r.WillRetryUntil.IsZero() {
 		s += " (will retry until " + r.WillRetryUntil.Format(time.RFC1123Z) + ")"
 	}
 	return s
@@ -363,7 +357,7 @@ func (d *DSN) status(host string) []byte {
 			field(&b, "Original-Recipient", originalRecipient(r.ORCPT))
 		}
 		field(&b, "Final-Recipient", addressField(r.Address))
-		field(&b, "Action", statusText(strings.ToLower(r.Action)))
+		field(&b, "Action", statusText(string(r.Action)))
 		field(&b, "Status", statusText(r.Status))
 		if r.RemoteMTA != "" {
 			field(&b, "Remote-MTA", "dns; "+statusText(r.RemoteMTA))
@@ -378,7 +372,7 @@ func (d *DSN) status(host string) []byte {
 		if !r.LastAttempt.IsZero() {
 			field(&b, "Last-Attempt-Date", r.LastAttempt.Format(time.RFC1123Z))
 		}
-		if strings.EqualFold(r.Action, "delayed") && !r.WillRetryUntil.IsZero() {
+		if r.Action == dsn.Delayed && !r.WillRetryUntil.IsZero() {
 			field(&b, "Will-Retry-Until", r.WillRetryUntil.Format(time.RFC1123Z))
 		}
 	}

@@ -14,6 +14,8 @@ import (
 
 	"github.com/emersion/go-message"
 	"github.com/emersion/go-message/textproto"
+
+	"github.com/outbox-mta/outbox/internal/dsn"
 )
 
 var updateGolden = flag.Bool("update", false, "rewrite the golden files in testdata")
@@ -435,7 +437,7 @@ func FuzzDSN(f *testing.F) {
 			Now:          dsnNow,
 			Original:     bytes.NewReader(original),
 			Recipients: []DSNRecipient{{
-				Address: addr, ORCPT: orcpt, Action: action, Status: "5.0.0",
+				Address: addr, ORCPT: orcpt, Action: dsn.Action(action), Status: "5.0.0",
 				Diagnostic: diag, RemoteMTA: diag, LastAttempt: dsnNow, WillRetryUntil: dsnNow,
 			}, {Address: "x@y.example", Action: "delayed", Status: "4.0.0"}},
 		}

@@ -15,6 +15,7 @@ import (
 	"github.com/emersion/go-smtp"
 	"golang.org/x/crypto/bcrypt"
 
+	"github.com/outbox-mta/outbox/internal/dsn"
 	"github.com/outbox-mta/outbox/internal/gosmtp"
 	"github.com/outbox-mta/outbox/mailhdr"
 	"github.com/outbox-mta/outbox/spool"
@@ -177,11 +178,11 @@ func (s *session) Rcpt(to string, opts *smtp.RcptOptions) error {
 	if limit := s.snap().cfg.Limits.MaxRecipients; len(s.rcpts)+len(addrs) > limit {
 		return &smtp.SMTPError{Code: 452, EnhancedCode: smtp.EnhancedCode{4, 5, 3}, Message: fmt.Sprintf("Too many recipients (max_recipients is %d)", limit)}
 	}
-	var notify []string
+	var notify []dsn.Notify
 	orcpt := ""
 	if opts != nil {
 		for _, n := range opts.Notify {
-			notify = append(notify, string(n))
+			notify = append(notify, dsn.Notify(n))
 		}
 		if opts.OriginalRecipient != "" {
 			orcpt = string(opts.OriginalRecipientType) + ";" + opts.OriginalRecipient

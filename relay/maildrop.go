@@ -14,6 +14,7 @@ import (
 
 	"github.com/emersion/go-smtp"
 
+	"github.com/outbox-mta/outbox/internal/dsn"
 	"github.com/outbox-mta/outbox/maildrop"
 	"github.com/outbox-mta/outbox/mailhdr"
 	"github.com/outbox-mta/outbox/spool"
@@ -147,11 +148,12 @@ func (r *Relay) importFile(path string) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	var notify []string
-	if env.Notify != "" {
-		for _, n := range strings.Split(env.Notify, ",") {
-			notify = append(notify, strings.ToUpper(strings.TrimSpace(n)))
-		}
+	// The shim checked -N before writing the file; a file that holds
+	// anything else was not written by it, and its recipients get the
+	// notices of a message without NOTIFY.
+	notify, err := dsn.ParseNotify(env.Notify)
+	if err != nil {
+		r.log.Warn("maildrop file with an invalid NOTIFY; using the default", "file", filepath.Base(path), "err", err)
 	}
 	now := r.now()
 	// The submitter is the owner of the file (Read puts it in env.UID),
@@ -216,7 +218,7 @@ func (r *Relay) importFile(path string) (string, error) {
 }
 
 // refusedRecipient is a recipient that failed on import.
-func refusedRecipient(addr string, se *smtp.SMTPError, notify []string, now time.Time) spool.Recipient {
+func refusedRecipient(addr string, se *smtp.SMTPError, notify []dsn.Notify, now time.Time) spool.Recipient {
 	return spool.Recipient{
 		Address: addr, Status: spool.Failed, Notify: notify, Updated: now,
 		Code:      refusal(se).Enhanced,
@@ -263,7 +265,7 @@ func (r *Relay) bounceRefused(m *spool.Message, refused map[int]*smtp.SMTPError,
 	for i, se := range refused {
 		results[i] = attempt{res: refusal(se), tried: true, relay: "maildrop import"}
 		all = append(all, i)
-		if wants(m.Recipients[i].Notify, "FAILURE", true) {
+		if dsn.Wants(m.Recipients[i].Notify, dsn.NotifyFailure) {
 			idx = append(idx, i)
 		}
 	}
@@ -276,7 +278,7 @@ func (r *Relay) bounceRefused(m *spool.Message, refused map[int]*smtp.SMTPError,
 		// The notice goes on the scheduler's list of owed notices (kept in
 		// the spool) before it is queued, as for failures at delivery: one
 		// the spool refuses now is queued later, not lost.
-		if n := r.sched.buildNotice(m, "failed", idx, results, now); n != nil {
+		if n := r.sched.buildNotice(m, dsn.Failed, idx, results, now); n != nil {
 			r.sched.owe([]*owedNotice{n})
 			r.sched.queueOwed(now)
 		}

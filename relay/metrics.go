@@ -9,6 +9,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/outbox-mta/outbox/internal/dsn"
 	"github.com/outbox-mta/outbox/spool"
 	"github.com/outbox-mta/outbox/upstream"
 )
@@ -62,8 +63,8 @@ func newMetrics(sp *spool.Spool, targets func() map[string]upstream.Target) *met
 	for _, r := range []string{"bounced", "expired"} {
 		m.bounced.WithLabelValues(r)
 	}
-	for _, a := range []string{"failed", "delayed", "delivered"} {
-		m.notices.WithLabelValues(a)
+	for _, a := range []dsn.Action{dsn.Failed, dsn.Delayed, dsn.Delivered} {
+		m.notices.WithLabelValues(string(a))
 	}
 	m.tagged = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "outbox_tagged_deliveries_total", Help: "Per-recipient delivery lines of tagged messages (X-Outbox-Tag-NAME, for the names in relay.hcl's tags), by tag, value (the first 50 values of a tag, then \"other\") and status (sent, deferred, bounced, expired).",
@@ -245,8 +246,8 @@ func (m *metrics) tagDelivery(tags map[string]string, status string) {
 	}
 }
 
-func (m *metrics) notice(action string) {
+func (m *metrics) notice(action dsn.Action) {
 	if m != nil {
-		m.notices.WithLabelValues(action).Inc()
+		m.notices.WithLabelValues(string(action)).Inc()
 	}
 }

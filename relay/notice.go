@@ -8,6 +8,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/outbox-mta/outbox/internal/dsn"
 	"github.com/outbox-mta/outbox/spool"
 )
 
@@ -19,7 +20,7 @@ const noticesKey = "notices"
 type owedNotice struct {
 	Message spool.Message `json:"message"` // its envelope, ID assigned
 	About   string        `json:"about"`   // the original's ID
-	Action  string        `json:"action"`  // failed, delayed or delivered
+	Action  dsn.Action    `json:"action"`  // failed, delayed or delivered
 	Report  []byte        `json:"report"`  // the whole notice, CRLF
 }
 

@@ -59,8 +59,8 @@ type notifier struct {
 	queue    chan Event
 
 	mu         sync.Mutex
-	last       map[string]time.Time // rate limit key → last event sent
-	suppressed map[string]int
+	last       map[notifyKey]time.Time // last event sent per rate limit key
+	suppressed map[notifyKey]int
 
 	// What the watcher saw last, to report changes only.
 	paused    map[string]bool
@@ -75,11 +75,17 @@ func newNotifier(conf func() config.Notify, hostname func() string, log *slog.Lo
 			// A redirect could lead away from https: the answer counts.
 			CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }},
 		queue:      make(chan Event, 64),
-		last:       map[string]time.Time{},
-		suppressed: map[string]int{},
+		last:       map[notifyKey]time.Time{},
+		suppressed: map[notifyKey]int{},
 		paused:     map[string]bool{},
 		authFails:  map[string]uint64{},
 	}
+}
+
+// notifyKey is what notifyEvery limits: one event type, per upstream for the
+// upstream events ("" for the others).
+type notifyKey struct {
+	event, upstream string
 }
 
 // send queues e unless the operator did not ask for its type, or one of
@@ -94,7 +100,7 @@ func (n *notifier) send(e Event) {
 	}
 	e.Time = n.now().UTC()
 	e.Hostname = n.hostname()
-	key := e.Event + "\x00" + e.Upstream
+	key := notifyKey{event: e.Event, upstream: e.Upstream}
 	n.mu.Lock()
 	if last, ok := n.last[key]; ok && e.Time.Sub(last) < notifyEvery {
 		n.suppressed[key]++

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/outbox-mta/outbox/config"
+	"github.com/outbox-mta/outbox/internal/dsn"
 	"github.com/outbox-mta/outbox/mailhdr"
 	"github.com/outbox-mta/outbox/spool"
 	"github.com/outbox-mta/outbox/upstream"
@@ -404,11 +405,11 @@ func (s *Scheduler) record(m *spool.Message, results map[int]attempt) {
 		}
 		switch r.Status {
 		case spool.Failed:
-			if wants(r.Notify, "FAILURE", true) {
+			if dsn.Wants(r.Notify, dsn.NotifyFailure) {
 				failed = append(failed, i)
 			}
 		case spool.Sent:
-			if wants(r.Notify, "SUCCESS", false) {
+			if dsn.Wants(r.Notify, dsn.NotifySuccess) {
 				delivered = append(delivered, i)
 			}
 		}
@@ -417,16 +418,16 @@ func (s *Scheduler) record(m *spool.Message, results map[int]attempt) {
 	var delayed []int
 	if warn {
 		for i, r := range next.Recipients {
-			if r.Status == spool.Pending && wants(r.Notify, "DELAY", true) {
+			if r.Status == spool.Pending && dsn.Wants(r.Notify, dsn.NotifyDelay) {
 				delayed = append(delayed, i)
 			}
 		}
 	}
 	var notices []*owedNotice
 	for _, n := range []struct {
-		action string
+		action dsn.Action
 		idx    []int
-	}{{"failed", failed}, {"delivered", delivered}, {"delayed", delayed}} {
+	}{{dsn.Failed, failed}, {dsn.Delivered, delivered}, {dsn.Delayed, delayed}} {
 		if len(n.idx) > 0 {
 			if o := s.buildNotice(&next, n.action, n.idx, results, now); o != nil {
 				notices = append(notices, o)
@@ -604,31 +605,14 @@ func describe(r upstream.Result) string {
 	return msg
 }
 
-// wants reports whether a recipient's NOTIFY asks for this kind of notice;
-// without NOTIFY, failures and delays are reported and successes are not.
-func wants(notify []string, kind string, dflt bool) bool {
-	if len(notify) == 0 {
-		return dflt
-	}
-	for _, n := range notify {
-		if strings.EqualFold(n, "NEVER") {
-			return false
-		}
-		if strings.EqualFold(n, kind) {
-			return true
-		}
-	}
-	return false
-}
-
 // buildNotice builds a DSN about recipients idx of m, nil if none is to be
 // sent. Mail from the null sender is never answered: the notice goes to
 // double_bounce if configured, else it is only logged.
-func (s *Scheduler) buildNotice(m *spool.Message, action string, idx []int, results map[int]attempt, now time.Time) *owedNotice {
+func (s *Scheduler) buildNotice(m *spool.Message, action dsn.Action, idx []int, results map[int]attempt, now time.Time) *owedNotice {
 	cfg := s.conf()
 	to := m.From
 	if to == "" {
-		if action != "failed" || cfg.Queue.DoubleBounce == "" {
+		if action != dsn.Failed || cfg.Queue.DoubleBounce == "" {
 			s.log.Warn("not reporting on a message from the null sender", "id", m.ID, "action", action)
 			return nil
 		}
@@ -648,7 +632,7 @@ func (s *Scheduler) buildNotice(m *spool.Message, action string, idx []int, resu
 		status := r.Code
 		dr := DSNRecipient{Address: r.Address, ORCPT: r.ORCPT, Action: action, RemoteMTA: a.remote, LastAttempt: r.Updated}
 		switch action {
-		case "failed":
+		case dsn.Failed:
 			if status == "" {
 				status = "5.0.0"
 			}
@@ -657,7 +641,7 @@ func (s *Scheduler) buildNotice(m *spool.Message, action string, idx []int, resu
 			} else {
 				dr.Diagnostic, dr.DiagnosticType = r.LastError, "x-outbox"
 			}
-		case "delayed":
+		case dsn.Delayed:
 			status = "4.0.0"
 			if a.res.Code/100 == 4 && a.res.Enhanced != "" {
 				status = a.res.Enhanced
@@ -667,7 +651,7 @@ func (s *Scheduler) buildNotice(m *spool.Message, action string, idx []int, resu
 				dr.Diagnostic, dr.DiagnosticType = describe(a.res), "smtp"
 			}
 			dr.WillRetryUntil = m.Arrived.Add(cfg.Queue.Lifetime)
-		case "delivered":
+		case dsn.Delivered:
 			status = "2.0.0"
 		}
 		dr.Status = status
@@ -690,9 +674,9 @@ func (s *Scheduler) buildNotice(m *spool.Message, action string, idx []int, resu
 	// The notice is itself mail from <>: if it fails, the default NOTIFY
 	// sends it on to double_bounce. A notice about mail from <> (a double
 	// bounce) asks for nothing, so failures end there instead of looping.
-	var notice []string
+	var notice []dsn.Notify
 	if m.From == "" {
-		notice = []string{"NEVER"}
+		notice = []dsn.Notify{dsn.NotifyNever}
 	}
 	var rcpts []spool.Recipient
 	for _, addr := range s.noticeRecipients(to) {
@@ -703,7 +687,7 @@ func (s *Scheduler) buildNotice(m *spool.Message, action string, idx []int, resu
 			ID:         spool.NewID(now),
 			From:       "",
 			Recipients: rcpts,
-			Submitter:  "outbox (" + action + " notice for " + m.ID + ")",
+			Submitter:  "outbox (" + string(action) + " notice for " + m.ID + ")",
 			Arrived:    now,
 		},
 		About:  m.ID,

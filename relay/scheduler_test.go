@@ -135,35 +135,6 @@ func TestSchedApplyExpiry(t *testing.T) {
 	}
 }
 
-func TestSchedWants(t *testing.T) {
-	for _, tc := range []struct {
-		notify []string
-		kind   string
-		dflt   bool
-		want   bool
-	}{
-		{nil, "FAILURE", true, true},
-		{nil, "DELAY", true, true},
-		{nil, "SUCCESS", false, false},
-		{[]string{"NEVER"}, "FAILURE", true, false},
-		{[]string{"never"}, "DELAY", true, false},
-		{[]string{"NEVER"}, "SUCCESS", false, false},
-		{[]string{"SUCCESS"}, "SUCCESS", false, true},
-		{[]string{"SUCCESS"}, "FAILURE", true, false},
-		{[]string{"SUCCESS"}, "DELAY", true, false},
-		{[]string{"FAILURE"}, "FAILURE", true, true},
-		{[]string{"FAILURE"}, "DELAY", true, false},
-		{[]string{"success", "failure"}, "FAILURE", true, true},
-		{[]string{"SUCCESS", "FAILURE"}, "SUCCESS", false, true},
-		{[]string{"DELAY"}, "DELAY", true, true},
-		{[]string{"DELAY"}, "FAILURE", true, false},
-	} {
-		if got := wants(tc.notify, tc.kind, tc.dflt); got != tc.want {
-			t.Errorf("wants(%q, %s) = %v, want %v", tc.notify, tc.kind, got, tc.want)
-		}
-	}
-}
-
 func TestSchedRouter(t *testing.T) {
 	cfg := dlvConfig(t, t.TempDir(), `
 hostname = "relay.test"

@@ -7,6 +7,7 @@ import (
 	"io"
 	"sync"
 
+	"github.com/outbox-mta/outbox/internal/dsn"
 	"github.com/outbox-mta/outbox/upstream"
 )
 
@@ -14,7 +15,7 @@ import (
 type dlvCall struct {
 	From   string
 	To     []string
-	Notify [][]string
+	Notify [][]dsn.Notify
 	Body   []byte
 }
 

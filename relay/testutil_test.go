@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/outbox-mta/outbox/config"
+	"github.com/outbox-mta/outbox/internal/dsn"
 	"github.com/outbox-mta/outbox/spool"
 	"github.com/outbox-mta/outbox/upstream"
 )
@@ -78,7 +79,7 @@ const dlvBody = "From: App <app@example.org>\r\n" +
 	"\r\n" +
 	"Report body.\r\n"
 
-func dlvRcpt(addr string, notify ...string) spool.Recipient {
+func dlvRcpt(addr string, notify ...dsn.Notify) spool.Recipient {
 	return spool.Recipient{Address: addr, Status: spool.Pending, Notify: notify}
 }
 

@@ -3,6 +3,8 @@ package sendmailshim
 import (
 	"fmt"
 	"strings"
+
+	"github.com/outbox-mta/outbox/internal/dsn"
 )
 
 // Mode is what one invocation does.
@@ -231,27 +233,16 @@ func (o *Options) option(c byte, val string) error {
 }
 
 // parseNotify checks a -N value: "never", or a comma-separated list of
-// success, failure and delay. It returns the value in lower case.
+// success, failure and delay. It returns the value in lower case, as the
+// maildrop file and sendmail spell it.
 func parseNotify(v string) (string, error) {
-	v = strings.ToLower(strings.TrimSpace(v))
-	if v == "never" {
-		return v, nil
+	n, err := dsn.ParseNotify(v)
+	if err != nil || len(n) == 0 {
+		return "", usagef("-N needs never, or a list of success, failure and delay, not %q", strings.ToLower(strings.TrimSpace(v)))
 	}
-	seen := map[string]bool{}
-	for _, p := range strings.Split(v, ",") {
-		p = strings.TrimSpace(p)
-		switch p {
-		case "success", "failure", "delay":
-			seen[p] = true
-		default:
-			return "", usagef("-N needs never, or a list of success, failure and delay, not %q", v)
-		}
-	}
-	var out []string
-	for _, k := range []string{"success", "failure", "delay"} {
-		if seen[k] {
-			out = append(out, k)
-		}
+	out := make([]string, len(n))
+	for i, x := range n {
+		out[i] = strings.ToLower(string(x))
 	}
 	return strings.Join(out, ","), nil
 }

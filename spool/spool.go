@@ -31,6 +31,8 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/outbox-mta/outbox/internal/dsn"
+
 	bolt "go.etcd.io/bbolt"
 	berrors "go.etcd.io/bbolt/errors"
 )
@@ -101,15 +103,15 @@ const (
 
 // Recipient is the per-recipient state of a message.
 type Recipient struct {
-	Address   string    `json:"address"`
-	Status    Status    `json:"status"`
-	Attempts  int       `json:"attempts,omitempty"`
-	LastError string    `json:"last_error,omitempty"`
-	Notify    []string  `json:"notify,omitempty"` // DSN NOTIFY as received
-	ORCPT     string    `json:"orcpt,omitempty"`  // DSN ORCPT as received ("rfc822;addr")
-	Remote    string    `json:"remote,omitempty"` // the upstream host that last answered
-	Code      string    `json:"code,omitempty"`   // last enhanced status, e.g. "5.1.1"
-	Updated   time.Time `json:"updated,omitzero"`
+	Address   string       `json:"address"`
+	Status    Status       `json:"status"`
+	Attempts  int          `json:"attempts,omitempty"`
+	LastError string       `json:"last_error,omitempty"`
+	Notify    []dsn.Notify `json:"notify,omitempty"` // DSN NOTIFY as received
+	ORCPT     string       `json:"orcpt,omitempty"`  // DSN ORCPT as received ("rfc822;addr")
+	Remote    string       `json:"remote,omitempty"` // the upstream host that last answered
+	Code      string       `json:"code,omitempty"`   // last enhanced status, e.g. "5.1.1"
+	Updated   time.Time    `json:"updated,omitzero"`
 }
 
 // Message is the envelope of one queued message.

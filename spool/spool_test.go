@@ -14,6 +14,8 @@ import (
 	"time"
 
 	bolt "go.etcd.io/bbolt"
+
+	"github.com/outbox-mta/outbox/internal/dsn"
 )
 
 func openTemp(t testing.TB) *Spool {
@@ -29,7 +31,7 @@ func openTemp(t testing.TB) *Spool {
 func newMsg(rcpts ...string) *Message {
 	m := &Message{From: "alice@example.com", Submitter: "127.0.0.1:1234", EnvID: "env1", Ret: "HDRS"}
 	for _, r := range rcpts {
-		m.Recipients = append(m.Recipients, Recipient{Address: r, Notify: []string{"FAILURE"}, ORCPT: "rfc822;" + r})
+		m.Recipients = append(m.Recipients, Recipient{Address: r, Notify: []dsn.Notify{dsn.NotifyFailure}, ORCPT: "rfc822;" + r})
 	}
 	return m
 }

@@ -370,3 +370,111 @@ func FuzzTo7bit(f *testing.F) {
 		}
 	})
 }
+
+// countedBody is an envelope body that counts how often it is opened and
+// how many bytes are read from it.
+type countedBody struct {
+	msg   string
+	opens int
+	read  int64
+}
+
+func (c *countedBody) open() (io.ReadCloser, error) {
+	c.opens++
+	return io.NopCloser(&countingReader{r: strings.NewReader(c.msg), n: &c.read}), nil
+}
+
+type countingReader struct {
+	r io.Reader
+	n *int64
+}
+
+func (c *countingReader) Read(p []byte) (int, error) {
+	n, err := c.r.Read(p)
+	*c.n += int64(n)
+	return n, err
+}
+
+// TestPlanReadsBodyOnce: a message converted for an upstream without
+// 8BITMIME is read from the spool once per attempt when it fits in
+// keepInMemory (once to look at and convert it, kept for the send), and
+// twice when it does not; what is sent is 7-bit and its SIZE= is exact.
+func TestPlanReadsBodyOnce(t *testing.T) {
+	small := "From: a@example.com\r\nSubject: caf\xc3\xa9\r\n\r\nGr\xc3\xbc\xc3\x9fe aus K\xc3\xb6ln.\r\n"
+	big := "From: a@example.com\r\n\r\n" + strings.Repeat("Gr\xc3\xbc\xc3\x9fe "+strings.Repeat("x", 66)+"\r\n", keepInMemory/80+1)
+	for _, tc := range []struct {
+		name           string
+		msg            string
+		has8bit, utf8  bool
+		opens, convert int
+	}{
+		{"small, converted", small, false, false, 1, 1},
+		{"large, converted", big, false, false, 2, 1},
+		{"small, 7-bit clean", "Subject: x\r\n\r\nhello\r\n", false, false, 1, 0},
+		{"small, 8BITMIME but UTF-8 to check", small, true, true, 1, 0},
+		{"8BITMIME, nothing to check", small, true, false, 1, 0},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cb := &countedBody{msg: tc.msg}
+			env := &Envelope{From: "a@example.com", Recipients: []Rcpt{{Address: "b@example.net"}}, Size: int64(len(tc.msg)), Body: cb.open}
+			res := make([]Result, 1)
+			s := &SMTP{addr: "test:25"}
+			out, ok := s.plan(env, tc.has8bit, tc.utf8, res)
+			if !ok {
+				t.Fatalf("plan refused: %+v", res)
+			}
+			if out.convert != (tc.convert == 1) {
+				t.Errorf("convert = %v", out.convert)
+			}
+			data, done, err := out.open(env)
+			if err != nil {
+				t.Fatal(err)
+			}
+			b, err := io.ReadAll(data)
+			done()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if cb.opens != tc.opens || cb.read != int64(tc.opens)*int64(len(tc.msg)) {
+				t.Errorf("body opened %d times, %d bytes read; want %d times, %d bytes", cb.opens, cb.read, tc.opens, tc.opens*len(tc.msg))
+			}
+			if out.convert {
+				if has8bit(b) {
+					t.Errorf("8-bit data left after conversion")
+				}
+				if out.size != int64(len(b)) {
+					t.Errorf("SIZE=%d, sent %d bytes", out.size, len(b))
+				}
+			} else if string(b) != tc.msg {
+				t.Errorf("sent %q, want the message unchanged", b)
+			}
+		})
+	}
+}
+
+// TestScanner8bit: the scanner finds 8-bit bytes in the header section and
+// in the body, whatever pieces the message is written in.
+func TestScanner8bit(t *testing.T) {
+	for _, tc := range []struct {
+		msg          string
+		header, body bool
+	}{
+		{"Subject: x\r\n\r\nbody\r\n", false, false},
+		{"Subject: caf\xc3\xa9\r\n\r\nbody\r\n", true, false},
+		{"Subject: x\r\n\r\nGr\xc3\xbc\xc3\x9fe\r\n", false, true},
+		{"Subject: x\n\nGr\xc3\xbc\xc3\x9fe\n", false, true},
+		{"Subject: x\r\n\r\n\r\nGr\xc3\xbc\r\n", false, true},
+		{"Subject: x\r\nX: \r\xc3\xa9\r\n", true, false},
+		{"Subject: x", false, false},
+	} {
+		for _, piece := range []int{1, 2, 3, len(tc.msg)} {
+			var s scanner8bit
+			for i := 0; i < len(tc.msg); i += piece {
+				s.Write([]byte(tc.msg[i:min(i+piece, len(tc.msg))]))
+			}
+			if s.header != tc.header || s.body != tc.body {
+				t.Errorf("%q in pieces of %d: header %v body %v, want %v %v", tc.msg, piece, s.header, s.body, tc.header, tc.body)
+			}
+		}
+	}
+}

@@ -418,23 +418,12 @@ func (s *SMTP) transact(ctx context.Context, cn *conn, env *Envelope, res []Resu
 	}
 	// From here on, only the recipients the server may receive are in play.
 	allIdx = out.sendable
-	body, err := env.Body()
+	data, done, err := out.open(env)
 	if err != nil {
 		fill(allIdx, Result{Class: Deferred, Message: "opening message body: " + err.Error()})
 		return st
 	}
-	defer body.Close()
-	var data io.Reader = body
-	if out.convert {
-		pr, pw := io.Pipe()
-		done := make(chan struct{})
-		go func() {
-			defer close(done)
-			pw.CloseWithError(to7bit(pw, body))
-		}()
-		defer func() { pr.Close(); <-done }()
-		data = pr
-	}
+	defer done()
 
 	opts := &smtp.MailOptions{Size: out.size, UTF8: out.utf8}
 	if ok, _ := c.Extension("DSN"); ok {
@@ -532,7 +521,7 @@ func rcptOptions(r Rcpt) *smtp.RcptOptions {
 	opts := &smtp.RcptOptions{}
 	never := false
 	for _, n := range r.Notify {
-		v := smtp.DSNNotify(strings.ToUpper(strings.TrimSpace(n)))
+		v := smtp.DSNNotify(strings.ToUpper(strings.TrimSpace(string(n))))
 		switch v {
 		case smtp.DSNNotifyNever:
 			never = true

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/outbox-mta/outbox/internal/dsn"
 	"github.com/outbox-mta/outbox/internal/testpki"
 	"github.com/outbox-mta/outbox/upstream/settings"
 
@@ -47,7 +48,7 @@ func TestDeliverSTARTTLSAuth(t *testing.T) {
 			s := newTarget(t, cfg)
 			env := envelope(testMessage, "b@example.net", "c@example.net")
 			env.Ret, env.EnvID = "HDRS", "env-1"
-			env.Recipients[0].Notify = []string{"FAILURE", "delay"}
+			env.Recipients[0].Notify = []dsn.Notify{"FAILURE", "delay"}
 			env.Recipients[0].ORCPT = "rfc822;orig@example.net"
 			out := deliver(t, s, env)
 			wantClass(t, out, Sent, Sent)

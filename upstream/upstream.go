@@ -17,6 +17,8 @@ import (
 	"strings"
 
 	"github.com/emersion/go-smtp"
+
+	"github.com/outbox-mta/outbox/internal/dsn"
 )
 
 // Class says what a delivery attempt did for one recipient.
@@ -47,8 +49,8 @@ func (c Class) String() string {
 // Rcpt is one envelope recipient with its DSN parameters.
 type Rcpt struct {
 	Address string
-	Notify  []string // DSN NOTIFY values as received (NEVER, SUCCESS, FAILURE, DELAY), may be empty
-	ORCPT   string   // original recipient in "rfc822;addr" form, may be empty
+	Notify  []dsn.Notify // DSN NOTIFY values as received, may be empty
+	ORCPT   string       // original recipient in "rfc822;addr" form, may be empty
 }
 
 // Envelope is one message to deliver.
