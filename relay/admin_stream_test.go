@@ -19,7 +19,7 @@ import (
 func TestAdminListingOutlastsWriteTimeout(t *testing.T) {
 	saved := adminLimits
 	t.Cleanup(func() { adminLimits = saved })
-	adminLimits.write = 400 * time.Millisecond
+	adminLimits.write = time.Second // 256 envelopes per deadline take ~75 ms here: a wide margin for a loaded machine
 
 	dir := t.TempDir()
 	cfg := dlvConfig(t, dir, schedHCL("", ""))
@@ -48,7 +48,7 @@ func TestAdminListingOutlastsWriteTimeout(t *testing.T) {
 	err := adminapi.NewClient(cfg.Admin.Socket).QueueEach(context.Background(), 0, func(adminapi.Message) error {
 		got++
 		if got%10 == 0 {
-			time.Sleep(2 * time.Millisecond) // a slow reader: 0.8 s in all
+			time.Sleep(3 * time.Millisecond) // a slow reader: 1.2 s in all
 		}
 		return nil
 	})
