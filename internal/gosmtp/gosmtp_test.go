@@ -2,6 +2,7 @@ package gosmtp
 
 import (
 	"bufio"
+	"context"
 	"crypto/tls"
 	"errors"
 	"fmt"
@@ -219,6 +220,32 @@ func TestWholeBodyPassesCompleteBody(t *testing.T) {
 	b, err := io.ReadAll(WholeBody(strings.NewReader("hello"), func() bool { return false }))
 	if err != nil || string(b) != "hello" {
 		t.Fatalf("%q, %v", b, err)
+	}
+}
+
+// TestShutdownWaitsForIdleSessions: the limitation Drain answers.
+func TestShutdownWaitsForIdleSessions(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := NewServer(smtp.BackendFunc(func(*smtp.Conn) (smtp.Session, error) { return &tSession{}, nil }),
+		ServerConfig{Domain: "relay.test"})
+	go srv.Serve(l)
+	defer srv.Close()
+	c, err := net.Dial("tcp", l.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	tp := textproto.NewConn(c)
+	tExpect(t, tp, 220)
+	tCmd(t, tp, 250, "EHLO client.test") // idle from here on
+	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+	defer cancel()
+	if err := srv.Shutdown(ctx); !errors.Is(err, context.DeadlineExceeded) {
+		t.Errorf("Shutdown with an idle session = %v; if go-smtp now closes idle sessions itself, Drain can shrink", err)
 	}
 }
 
