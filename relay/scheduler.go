@@ -55,13 +55,28 @@ type Scheduler struct {
 	wake    chan struct{}
 	workers chan struct{} // bounds concurrent deliveries
 
-	mu       sync.Mutex
-	inflight map[string]bool
-	// cooling holds messages whose results could not be recorded (a spool
-	// that cannot write): they wait until the time given here instead of
+	// busy holds the messages the due index shows as due that must not
+	// be started: the zero time for one being delivered (until its
+	// results are recorded), else the time until which one whose results
+	// could not be recorded (a spool that cannot write) waits instead of
 	// being re-sent in a tight loop.
-	cooling map[string]time.Time
-	wg      sync.WaitGroup
+	//
+	// The spool alone could say this, as mox's queue does: the commit that
+	// claims a message would also move its next attempt to after the
+	// backoff, and dispatch would read only the due index. That costs a
+	// commit before every delivery, which group commit does not absorb:
+	// the dispatcher claims messages one batch at a time, and an idle relay
+	// pays one more fsync between a message's 250 and its delivery.
+	// Measured with outbox-bench (4 KiB messages, 10 injecting sessions,
+	// two runs of each interleaved, 2 cores): the idle relay's median
+	// latency rose from 0.20-0.28 ms to 1.42-2.22 ms, and the end-to-end
+	// relay with max_connections 2 fell from 204-418 to 130-193 msgs/s.
+	// A crash loses nothing kept here: a message being delivered keeps its
+	// past next-attempt time in the spool, so a restarted daemon tries it
+	// again at once.
+	mu   sync.Mutex
+	busy map[string]time.Time
+	wg   sync.WaitGroup
 
 	// owed holds the notices built but not yet queued (see record);
 	// owedRetry is when to try queuing them again.
@@ -85,8 +100,7 @@ func NewScheduler(q Queue, cfg *config.Config, router *Router, log *slog.Logger,
 		ShutdownGrace: 30 * time.Second,
 		wake:          make(chan struct{}, 1),
 		workers:       make(chan struct{}, workers),
-		inflight:      map[string]bool{},
-		cooling:       map[string]time.Time{},
+		busy:          map[string]time.Time{},
 	}
 }
 
@@ -173,7 +187,7 @@ func (s *Scheduler) dispatch(ctx, deliverCtx context.Context) time.Duration {
 	for ctx.Err() == nil {
 		now := s.now()
 		// Read the queue under mu: a worker records its results before it
-		// leaves inflight, so each due message is either still in flight
+		// leaves busy, so each due message is either still in flight
 		// here or read as recorded, never in a stale state that would be
 		// delivered a second time.
 		s.mu.Lock()
@@ -182,7 +196,7 @@ func (s *Scheduler) dispatch(ctx, deliverCtx context.Context) time.Duration {
 			s.mu.Unlock()
 			return idle // all workers busy; a finishing one kicks us
 		}
-		due, err := s.q.DueExcept(now, free, s.isInflight)
+		due, err := s.q.DueExcept(now, free, s.isBusy)
 		if err != nil {
 			s.mu.Unlock()
 			s.log.Error("reading the queue", "err", err)
@@ -190,23 +204,18 @@ func (s *Scheduler) dispatch(ctx, deliverCtx context.Context) time.Duration {
 		}
 		started := 0
 		for _, m := range due {
-			if s.inflight[m.ID] {
-				continue
-			}
 			select {
 			case s.workers <- struct{}{}:
 			default:
 				s.mu.Unlock()
 				return idle // all workers busy; a finishing one kicks us
 			}
-			s.inflight[m.ID] = true
+			s.busy[m.ID] = time.Time{}
 			started++
 			s.wg.Add(1)
 			go func(m *spool.Message) {
 				defer func() {
-					s.mu.Lock()
-					delete(s.inflight, m.ID)
-					s.mu.Unlock()
+					s.finish(m.ID)
 					<-s.workers
 					s.wg.Done()
 					s.Kick()
@@ -230,11 +239,14 @@ func (s *Scheduler) dispatch(ctx, deliverCtx context.Context) time.Duration {
 	}
 	s.mu.Lock()
 	now := s.now()
-	for id, until := range s.cooling {
+	for id, until := range s.busy {
+		if until.IsZero() {
+			continue // in flight: its worker kicks us
+		}
 		if !now.Before(until) {
-			// Over: isInflight no longer holds the message back, and one
-			// that left the due index (held, deleted) must not keep us awake.
-			delete(s.cooling, id)
+			// Over: isBusy no longer holds the message back, and one that
+			// left the due index (held, deleted) must not keep us awake.
+			delete(s.busy, id)
 			continue
 		}
 		wait = min(wait, max(until.Sub(now), 10*time.Millisecond))
@@ -243,36 +255,46 @@ func (s *Scheduler) dispatch(ctx, deliverCtx context.Context) time.Duration {
 	return wait
 }
 
-// nextDue returns the earliest next attempt among messages not in flight.
+// nextDue returns the earliest next attempt among messages not busy.
 // In-flight messages keep their old, past due time until their results
 // are recorded (their workers kick us then); going by the queue's first
 // entry alone would let one slow delivery hold back every retry behind it.
 func (s *Scheduler) nextDue() (time.Time, bool, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return s.q.NextDueExcept(s.isInflight)
+	return s.q.NextDueExcept(s.isBusy)
 }
 
-// isInflight reports whether a message is being delivered or cooling
-// down; s.mu is held.
-func (s *Scheduler) isInflight(id string) bool {
-	if s.inflight[id] {
+// isBusy reports whether a message is being delivered or cooling down;
+// s.mu is held.
+func (s *Scheduler) isBusy(id string) bool {
+	until, ok := s.busy[id]
+	if !ok {
+		return false
+	}
+	if until.IsZero() || s.now().Before(until) {
 		return true
 	}
-	if until, ok := s.cooling[id]; ok {
-		if s.now().Before(until) {
-			return true
-		}
-		delete(s.cooling, id)
-	}
+	delete(s.busy, id)
 	return false
 }
 
+// finish ends the delivery of a message, leaving the cool-down in place
+// if coolDown set one.
+func (s *Scheduler) finish(id string) {
+	s.mu.Lock()
+	if s.busy[id].IsZero() {
+		delete(s.busy, id)
+	}
+	s.mu.Unlock()
+}
+
 // coolDown keeps a message out of dispatch until the backoff after its
-// next attempt, when its state could not be written.
+// next attempt, when its state could not be written; its worker, which
+// calls this, then leaves the entry in place.
 func (s *Scheduler) coolDown(m *spool.Message, now time.Time) {
 	s.mu.Lock()
-	s.cooling[m.ID] = now.Add(s.backoff(m.Attempts + 1))
+	s.busy[m.ID] = now.Add(s.backoff(m.Attempts + 1))
 	s.mu.Unlock()
 }
 
