@@ -10,6 +10,7 @@ import (
 	"math"
 	"math/rand/v2"
 	"net"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -315,22 +316,28 @@ func (s *Scheduler) deliver(ctx context.Context, m *spool.Message) {
 	defer snap.release()
 	router := snap.router
 	results := make(map[int]attempt)
-	// Group pending recipients by their route.
-	groups := map[string][]int{}
-	var order []string
+	// Group pending recipients by their route, in the order first seen; a
+	// message has few distinct routes, so a linear search finds a group.
+	type group struct {
+		route []string // upstream names, tried in turn
+		idx   []int
+	}
+	var groups []group
 	for i, r := range m.Recipients {
 		if r.Status != spool.Pending {
 			continue
 		}
-		key := strings.Join(router.Route(m.From, r.Address), "\x00")
-		if _, ok := groups[key]; !ok {
-			order = append(order, key)
+		route := router.Route(m.From, r.Address)
+		k := slices.IndexFunc(groups, func(g group) bool { return slices.Equal(g.route, route) })
+		if k < 0 {
+			groups = append(groups, group{route: route})
+			k = len(groups) - 1
 		}
-		groups[key] = append(groups[key], i)
+		groups[k].idx = append(groups[k].idx, i)
 	}
-	for _, key := range order {
-		idx := groups[key]
-		for _, name := range strings.Split(key, "\x00") {
+	for _, g := range groups {
+		idx := g.idx
+		for _, name := range g.route {
 			if len(idx) == 0 || ctx.Err() != nil {
 				break
 			}
@@ -588,7 +595,7 @@ func (s *Scheduler) logResult(m, stored *spool.Message, i int, results map[int]a
 func dsnCode(res upstream.Result, tried bool, status, stored string) string {
 	switch {
 	case status == "expired":
-		return "4.4.7"
+		return codeExpired
 	case tried && res.Enhanced != "":
 		return res.Enhanced
 	case tried && res.Code >= 200 && res.Code < 600:
@@ -602,6 +609,12 @@ func dsnCode(res upstream.Result, tried bool, status, stored string) string {
 	}
 	return "4.0.0"
 }
+
+// codeExpired is the enhanced status of a recipient that was still
+// pending when the message's lifetime ran out (RFC 3463, 4.4.7: delivery
+// time expired). apply stores it; the delivery log and the failure notice
+// tell such a recipient from one an upstream refused by it.
+const codeExpired = "4.4.7"
 
 // apply folds one round's results into m: per-recipient state, the attempt
 // count, expiry after lifetime, and the next attempt time.
@@ -636,7 +649,7 @@ func apply(m *spool.Message, results map[int]attempt, now time.Time, lifetime, d
 					last = "no attempt succeeded"
 				}
 				r.LastError = fmt.Sprintf("delivery time expired after %s; last error: %s", lifetime, last)
-				r.Code = "4.4.7"
+				r.Code = codeExpired
 			}
 		}
 	}
@@ -708,7 +721,7 @@ func (s *Scheduler) buildNotice(m *spool.Message, action string, idx []int, resu
 			if status == "" {
 				status = "5.0.0"
 			}
-			if a.res.Code != 0 && r.Code != "4.4.7" {
+			if a.res.Code != 0 && r.Code != codeExpired {
 				dr.Diagnostic = describe(a.res)
 			} else {
 				dr.Diagnostic, dr.DiagnosticType = r.LastError, "x-outbox"
