@@ -48,7 +48,7 @@ func (s *acStore) Enqueue(ctx context.Context, m *spool.Message, body io.Reader)
 func acSession(t *testing.T, store Store) *session {
 	t.Helper()
 	cfg := dlvConfig(t, t.TempDir(), mdHCL)
-	in := &Inbound{cfg: cfg, store: store, log: dlvLogger(t), now: time.Now, policy: NewPolicy(cfg)}
+	in := &Inbound{store: store, log: dlvLogger(t), now: time.Now, live: testLive(cfg, nil)}
 	from := "app@example.org"
 	return &session{in: in, l: newListener(nil, cfg.Listen[0], 10, cfg.Hostname), peer: peer{unix: true, uid: 65534, user: "nobody"},
 		trusted: true, from: &from, rcpts: []spool.Recipient{{Address: "bob@example.com", Status: spool.Pending}}}

@@ -30,7 +30,7 @@ func (s *memStore) Enqueue(ctx context.Context, m *spool.Message, body io.Reader
 func TestDrainKeepsReplyOfCommittedMessage(t *testing.T) {
 	cfg := dlvConfig(t, t.TempDir(), minimalHCL)
 	store := &memStore{}
-	in := &Inbound{cfg: cfg, store: store, log: dlvLogger(t), now: time.Now, policy: NewPolicy(cfg)}
+	in := &Inbound{store: store, log: dlvLogger(t), now: time.Now, live: testLive(cfg, nil)}
 	l := newListener(nil, cfg.Listen[0], 10, cfg.Hostname)
 	server, client := net.Pipe()
 	defer client.Close()

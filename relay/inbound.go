@@ -16,7 +16,6 @@ import (
 	"github.com/emersion/go-smtp"
 	"golang.org/x/crypto/bcrypt"
 
-	"github.com/outbox-mta/outbox/config"
 	"github.com/outbox-mta/outbox/mailhdr"
 	"github.com/outbox-mta/outbox/spool"
 )
@@ -32,25 +31,17 @@ const maxHeaderSection = 1 << 20
 
 // Inbound accepts mail over SMTP and hands it to the spool.
 type Inbound struct {
-	cfg     *config.Config
 	store   Store
 	log     *slog.Logger
 	kick    func() // tells the scheduler new mail arrived
 	now     func() time.Time
-	policy  *Policy
 	metrics *metrics
-	// live, when set, is the configuration in force, which a reload
-	// replaces; cfg and policy are then only the ones at start.
+	// live is the configuration in force, which a reload replaces.
 	live *live
 }
 
 // current returns the configuration in force and its policy.
-func (in *Inbound) current() *snapshot {
-	if in.live != nil {
-		return in.live.load()
-	}
-	return &snapshot{cfg: in.cfg, policy: in.policy}
-}
+func (in *Inbound) current() *snapshot { return in.live.load() }
 
 // backend is the go-smtp backend of one listener.
 type backend struct {

@@ -34,8 +34,8 @@ func TestMaildropKeepsFileOnStorageError(t *testing.T) {
 	defer ro.Close()
 	clock := newDlvClock()
 	r := &Relay{cfg: cfg, log: dlvLogger(t), now: clock.Now, spool: ro,
-		in: &Inbound{cfg: cfg, store: ro, log: dlvLogger(t), now: clock.Now, policy: NewPolicy(cfg)}}
-	r.sched = NewScheduler(ro, cfg, NewRouter(cfg, nil), r.log, clock.Now)
+		in: &Inbound{store: ro, log: dlvLogger(t), now: clock.Now, live: testLive(cfg, nil)}}
+	r.sched = NewScheduler(ro, testLive(cfg, nil), r.log, clock.Now)
 	name, err := maildrop.Write(cfg.Spool.Maildrop, &maildrop.Envelope{From: "app@example.org", Recipients: []string{"bob@example.com"}, UID: os.Getuid()},
 		strings.NewReader("Subject: hi\r\n\r\nhello\r\n"))
 	if err != nil {

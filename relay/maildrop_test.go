@@ -61,8 +61,8 @@ func mdRelayIn(t *testing.T, dir, hcl string) *Relay {
 	t.Cleanup(func() { sp.Close() })
 	clock := newDlvClock()
 	r := &Relay{cfg: cfg, log: dlvLogger(t), now: clock.Now, spool: sp,
-		in: &Inbound{cfg: cfg, store: sp, log: dlvLogger(t), now: clock.Now, policy: NewPolicy(cfg)}}
-	r.sched = NewScheduler(sp, cfg, NewRouter(cfg, nil), r.log, clock.Now)
+		in: &Inbound{store: sp, log: dlvLogger(t), now: clock.Now, live: testLive(cfg, nil)}}
+	r.sched = NewScheduler(sp, testLive(cfg, nil), r.log, clock.Now)
 	if _, err := maildrop.PrivateDir(r.rejectedDir()); err != nil {
 		t.Fatal(err)
 	}
@@ -296,7 +296,7 @@ func (s *mdStore) Enqueue(ctx context.Context, m *spool.Message, body io.Reader)
 func TestUnixSubmissionRecordsUID(t *testing.T) {
 	cfg := dlvConfig(t, t.TempDir(), mdHCL)
 	store := &mdStore{}
-	in := &Inbound{cfg: cfg, store: store, log: dlvLogger(t), now: time.Now, policy: NewPolicy(cfg)}
+	in := &Inbound{store: store, log: dlvLogger(t), now: time.Now, live: testLive(cfg, nil)}
 	from := "app@example.org"
 	s := &session{in: in, l: newListener(nil, cfg.Listen[0], 10, cfg.Hostname), peer: peer{unix: true, uid: 65534, user: "nobody"},
 		trusted: true, from: &from, rcpts: []spool.Recipient{{Address: "bob@example.com", Status: spool.Pending}}}

@@ -44,7 +44,7 @@ func TestNoticeEnqueueFailureDoesNotResend(t *testing.T) {
 	h := schedStart(t, "", "")
 	q := &noticeQueue{Spool: h.sp, fail: true}
 	targets := map[string]upstream.Target{"a": h.targets["a"], "b": h.targets["b"]}
-	h.s = NewScheduler(q, h.cfg, NewRouter(h.cfg, targets), dlvLogger(t), h.clock.Now)
+	h.s = NewScheduler(q, testLive(h.cfg, NewRouter(h.cfg, targets)), dlvLogger(t), h.clock.Now)
 	a := h.targets["a"]
 	a.on("nobody@example.com", dlvFailed550)
 	h.run()
@@ -87,7 +87,7 @@ func TestNoticeOwedSurvivesRestart(t *testing.T) {
 	h := schedStart(t, "", "")
 	q := &noticeQueue{Spool: h.sp, fail: true}
 	targets := map[string]upstream.Target{"a": h.targets["a"], "b": h.targets["b"]}
-	h.s = NewScheduler(q, h.cfg, NewRouter(h.cfg, targets), dlvLogger(t), h.clock.Now)
+	h.s = NewScheduler(q, testLive(h.cfg, NewRouter(h.cfg, targets)), dlvLogger(t), h.clock.Now)
 	a := h.targets["a"]
 	a.on("nobody@example.com", dlvFailed550)
 	h.run()
@@ -97,7 +97,7 @@ func TestNoticeOwedSurvivesRestart(t *testing.T) {
 	h.stop()
 
 	q.setFail(false)
-	h.s = NewScheduler(q, h.cfg, NewRouter(h.cfg, targets), dlvLogger(t), h.clock.Now)
+	h.s = NewScheduler(q, testLive(h.cfg, NewRouter(h.cfg, targets)), dlvLogger(t), h.clock.Now)
 	h.run()
 	dlvWait(t, "the bounce", func() bool { return len(a.bounces("app@example.org")) == 1 })
 }
@@ -136,7 +136,7 @@ func TestNoticeNotDoubledWhenResultsCannotBeRecorded(t *testing.T) {
 	h := schedStart(t, "", "")
 	q := &coolQueue{Spool: h.sp}
 	targets := map[string]upstream.Target{"a": h.targets["a"], "b": h.targets["b"]}
-	h.s = NewScheduler(q, h.cfg, NewRouter(h.cfg, targets), dlvLogger(t), h.clock.Now)
+	h.s = NewScheduler(q, testLive(h.cfg, NewRouter(h.cfg, targets)), dlvLogger(t), h.clock.Now)
 	a := h.targets["a"]
 	a.on("nobody@example.com", dlvFailed550, dlvFailed550)
 	m := &spool.Message{From: "app@example.org", Recipients: []spool.Recipient{dlvRcpt("nobody@example.com")}, Submitter: "test", Arrived: h.clock.Now()}

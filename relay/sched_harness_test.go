@@ -43,6 +43,15 @@ upstream "b" {
 `, queue, extra)
 }
 
+// testLive is a configuration in force for a test: cfg with its policy,
+// and router (nil: one without targets).
+func testLive(cfg *config.Config, router *Router) *live {
+	if router == nil {
+		router = NewRouter(cfg, nil)
+	}
+	return newLive(&snapshot{cfg: cfg, policy: NewPolicy(cfg), router: router})
+}
+
 // schedHarness runs a Scheduler over a real spool with fake targets.
 type schedHarness struct {
 	t       testing.TB
@@ -74,7 +83,7 @@ func schedStart(t testing.TB, queue, extra string) *schedHarness {
 	for n, d := range h.targets {
 		targets[n] = d
 	}
-	h.s = NewScheduler(sp, cfg, NewRouter(cfg, targets), dlvLogger(t), h.clock.Now)
+	h.s = NewScheduler(sp, testLive(cfg, NewRouter(cfg, targets)), dlvLogger(t), h.clock.Now)
 	t.Cleanup(func() {
 		h.stop()
 		sp.Close()

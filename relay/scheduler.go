@@ -37,11 +37,9 @@ type Queue interface {
 // Scheduler hands due messages to delivery workers. It sleeps until the
 // earliest next attempt or until Kick, and never scans the whole queue.
 type Scheduler struct {
-	q      Queue
-	cfg    *config.Config
-	router *Router
-	log    *slog.Logger
-	now    func() time.Time
+	q   Queue
+	log *slog.Logger
+	now func() time.Time
 	// ShutdownGrace is how long in-flight deliveries may run after Run's
 	// context ends before they are cancelled (and stay queued).
 	ShutdownGrace time.Duration
@@ -49,8 +47,7 @@ type Scheduler struct {
 	metrics *metrics  // nil: none
 	notify  *notifier // nil: none
 	health  health
-	// live, when set, is the configuration in force, which a reload
-	// replaces; cfg and router are then only the ones at start.
+	// live is the configuration in force, which a reload replaces.
 	live *live
 
 	wake    chan struct{}
@@ -86,18 +83,19 @@ type Scheduler struct {
 	owedRetry time.Time
 }
 
-// NewScheduler builds a scheduler. now is the clock (time.Now in
-// production; tests inject their own to test backoff and expiry).
-func NewScheduler(q Queue, cfg *config.Config, router *Router, log *slog.Logger, now func() time.Time) *Scheduler {
+// NewScheduler builds a scheduler that works with the configuration in
+// force in l. now is the clock (time.Now in production; tests inject their
+// own to test backoff and expiry).
+func NewScheduler(q Queue, l *live, log *slog.Logger, now func() time.Time) *Scheduler {
 	workers := 0
-	for _, u := range cfg.Upstreams {
+	for _, u := range l.load().cfg.Upstreams {
 		workers += 2 * u.MaxConnections
 	}
 	if workers < 4 {
 		workers = 4
 	}
 	return &Scheduler{
-		q: q, cfg: cfg, router: router, log: log, now: now,
+		q: q, live: l, log: log, now: now,
 		ShutdownGrace: 30 * time.Second,
 		wake:          make(chan struct{}, 1),
 		workers:       make(chan struct{}, workers),
@@ -106,21 +104,11 @@ func NewScheduler(q Queue, cfg *config.Config, router *Router, log *slog.Logger,
 }
 
 // conf returns the configuration in force.
-func (s *Scheduler) conf() *config.Config {
-	if s.live != nil {
-		return s.live.load().cfg
-	}
-	return s.cfg
-}
+func (s *Scheduler) conf() *config.Config { return s.live.load().cfg }
 
 // acquire returns the snapshot a delivery works with; release it when the
 // delivery's results are recorded.
-func (s *Scheduler) acquire() *snapshot {
-	if s.live != nil {
-		return s.live.acquire()
-	}
-	return &snapshot{cfg: s.cfg, router: s.router}
-}
+func (s *Scheduler) acquire() *snapshot { return s.live.acquire() }
 
 // Kick wakes the scheduler: new mail arrived or the clock moved.
 func (s *Scheduler) Kick() {
@@ -787,13 +775,8 @@ func (s *Scheduler) buildNotice(m *spool.Message, action string, idx []int, resu
 // A local name without an alias falls back to double_bounce, if set.
 func (s *Scheduler) noticeRecipients(addr string) []string {
 	// The aliases and catch-all in force now (a reload may have changed them).
-	cfg, pol := s.cfg, (*Policy)(nil)
-	if s.live != nil {
-		snap := s.live.load()
-		cfg, pol = snap.cfg, snap.policy
-	} else {
-		pol = NewPolicy(cfg)
-	}
+	snap := s.live.load()
+	cfg, pol := snap.cfg, snap.policy
 	to, err := pol.Recipient(addr)
 	if err == nil && len(to) > 0 {
 		return to

@@ -14,7 +14,7 @@ import (
 
 func TestSchedBackoff(t *testing.T) {
 	cfg := &config.Config{Queue: config.Queue{RetryInitial: time.Minute, RetryMax: 8 * time.Minute}}
-	s := &Scheduler{cfg: cfg}
+	s := &Scheduler{live: testLive(cfg, nil)}
 	for _, tc := range []struct {
 		attempts int
 		base     time.Duration
@@ -260,7 +260,7 @@ func TestSchedInFlightRetriedAtOnceAfterCrash(t *testing.T) {
 
 	// The restarted daemon's scheduler, on the same spool and clock.
 	after := newDlvTarget("a")
-	s := NewScheduler(h.sp, h.cfg, NewRouter(h.cfg, map[string]upstream.Target{"a": after, "b": h.targets["b"]}), dlvLogger(t), h.clock.Now)
+	s := NewScheduler(h.sp, testLive(h.cfg, NewRouter(h.cfg, map[string]upstream.Target{"a": after, "b": h.targets["b"]})), dlvLogger(t), h.clock.Now)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { s.Run(ctx); close(done) }()
