@@ -66,12 +66,14 @@ type Scheduler struct {
 	// the dispatcher claims messages one batch at a time, and an idle relay
 	// pays one more fsync between a message's 250 and its delivery.
 	// Measured with outbox-bench (4 KiB messages, 10 injecting sessions,
-	// two runs of each interleaved, 2 cores): the idle relay's median
+	// four runs of each interleaved, 2 cores): the idle relay's median
 	// latency rose from 0.20-0.28 ms to 1.42-2.22 ms, and the end-to-end
 	// relay with max_connections 2 fell from 204-418 to 130-193 msgs/s.
-	// A crash loses nothing kept here: a message being delivered keeps its
-	// past next-attempt time in the spool, so a restarted daemon tries it
-	// again at once.
+	// A claim would also have to be told apart from a delivery that is
+	// still running past its claimed time (deliveries have no upper
+	// bound), which needs this memory again. A crash loses nothing kept
+	// here: a message being delivered keeps its past next-attempt time in
+	// the spool, so a restarted daemon tries it again at once.
 	mu   sync.Mutex
 	busy map[string]time.Time
 	wg   sync.WaitGroup
