@@ -4,6 +4,7 @@ import (
 	"errors"
 	"io"
 	"net/http"
+	"time"
 
 	"github.com/outbox-mta/outbox/spool"
 	"github.com/outbox-mta/outbox/upstream"
@@ -20,17 +21,15 @@ var errInFlight = errors.New("the message is being delivered right now; try agai
 // are those of any bounce.
 func (s *Scheduler) Bounce(id string) error {
 	s.mu.Lock()
-	if s.inflight[id] {
+	if until, ok := s.busy[id]; ok && until.IsZero() {
 		s.mu.Unlock()
 		return errInFlight
 	}
 	// In flight for the scheduler meanwhile, so no worker picks it up.
-	s.inflight[id] = true
+	s.busy[id] = time.Time{}
 	s.mu.Unlock()
 	defer func() {
-		s.mu.Lock()
-		delete(s.inflight, id)
-		s.mu.Unlock()
+		s.finish(id)
 		s.Kick()
 	}()
 	g, ok := s.q.(interface {

@@ -35,7 +35,7 @@ func TestCoolDownWhenResultsCannotBeRecorded(t *testing.T) {
 	h := schedStart(t, "", "")
 	q := &coolQueue{Spool: h.sp}
 	targets := map[string]upstream.Target{"a": h.targets["a"], "b": h.targets["b"]}
-	h.s = NewScheduler(q, h.cfg, NewRouter(h.cfg, targets), dlvLogger(t), h.clock.Now)
+	h.s = NewScheduler(q, testLive(h.cfg, NewRouter(h.cfg, targets)), dlvLogger(t), h.clock.Now)
 
 	stuck := h.enqueue("app@example.org", dlvRcpt("stuck@example.com"))
 	q.mu.Lock()

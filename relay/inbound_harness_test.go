@@ -307,5 +307,5 @@ aliases {
 // testInbound is an Inbound with cfg in force, for tests that drive its
 // sessions without a running relay.
 func testInbound(cfg *config.Config, store Store, log *slog.Logger, now func() time.Time) *Inbound {
-	return &Inbound{store: store, log: log, now: now, live: newLive(&snapshot{cfg: cfg, policy: NewPolicy(cfg)})}
+	return &Inbound{store: store, log: log, now: now, live: testLive(cfg, nil)}
 }

@@ -35,7 +35,7 @@ func TestMaildropKeepsFileOnStorageError(t *testing.T) {
 	clock := newDlvClock()
 	r := &Relay{cfg: cfg, log: dlvLogger(t), now: clock.Now, spool: ro,
 		in: testInbound(cfg, ro, dlvLogger(t), clock.Now)}
-	r.sched = NewScheduler(ro, cfg, NewRouter(cfg, nil), r.log, clock.Now)
+	r.sched = NewScheduler(ro, testLive(cfg, nil), r.log, clock.Now)
 	name, err := maildrop.Write(cfg.Spool.Maildrop, &maildrop.Envelope{From: "app@example.org", Recipients: []string{"bob@example.com"}, UID: os.Getuid()},
 		strings.NewReader("Subject: hi\r\n\r\nhello\r\n"))
 	if err != nil {

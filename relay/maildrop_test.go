@@ -62,7 +62,7 @@ func mdRelayIn(t *testing.T, dir, hcl string) *Relay {
 	clock := newDlvClock()
 	r := &Relay{cfg: cfg, log: dlvLogger(t), now: clock.Now, spool: sp,
 		in: testInbound(cfg, sp, dlvLogger(t), clock.Now)}
-	r.sched = NewScheduler(sp, cfg, NewRouter(cfg, nil), r.log, clock.Now)
+	r.sched = NewScheduler(sp, testLive(cfg, nil), r.log, clock.Now)
 	if _, err := maildrop.PrivateDir(r.rejectedDir()); err != nil {
 		t.Fatal(err)
 	}

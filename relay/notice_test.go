@@ -44,7 +44,7 @@ func TestNoticeEnqueueFailureDoesNotResend(t *testing.T) {
 	h := schedStart(t, "", "")
 	q := &noticeQueue{Spool: h.sp, fail: true}
 	targets := map[string]upstream.Target{"a": h.targets["a"], "b": h.targets["b"]}
-	h.s = NewScheduler(q, h.cfg, NewRouter(h.cfg, targets), dlvLogger(t), h.clock.Now)
+	h.s = NewScheduler(q, testLive(h.cfg, NewRouter(h.cfg, targets)), dlvLogger(t), h.clock.Now)
 	a := h.targets["a"]
 	a.on("nobody@example.com", dlvFailed550)
 	h.run()
@@ -57,7 +57,7 @@ func TestNoticeEnqueueFailureDoesNotResend(t *testing.T) {
 		h.enqueue("app@example.org", dlvRcpt("other@example.com"))
 		want := i + 1
 		dlvWait(t, "a later round", func() bool { return len(a.callsTo("other@example.com")) == want })
-		dlvWait(t, "the round to end", func() bool { h.s.mu.Lock(); defer h.s.mu.Unlock(); return len(h.s.inflight) == 0 })
+		dlvWait(t, "the round to end", func() bool { h.s.mu.Lock(); defer h.s.mu.Unlock(); return len(h.s.busy) == 0 })
 	}
 	if n := len(a.callsTo("bob@example.com")); n != 1 {
 		t.Fatalf("bob got %d copies while the bounce could not be queued, want 1", n)
@@ -87,7 +87,7 @@ func TestNoticeOwedSurvivesRestart(t *testing.T) {
 	h := schedStart(t, "", "")
 	q := &noticeQueue{Spool: h.sp, fail: true}
 	targets := map[string]upstream.Target{"a": h.targets["a"], "b": h.targets["b"]}
-	h.s = NewScheduler(q, h.cfg, NewRouter(h.cfg, targets), dlvLogger(t), h.clock.Now)
+	h.s = NewScheduler(q, testLive(h.cfg, NewRouter(h.cfg, targets)), dlvLogger(t), h.clock.Now)
 	a := h.targets["a"]
 	a.on("nobody@example.com", dlvFailed550)
 	h.run()
@@ -97,7 +97,7 @@ func TestNoticeOwedSurvivesRestart(t *testing.T) {
 	h.stop()
 
 	q.setFail(false)
-	h.s = NewScheduler(q, h.cfg, NewRouter(h.cfg, targets), dlvLogger(t), h.clock.Now)
+	h.s = NewScheduler(q, testLive(h.cfg, NewRouter(h.cfg, targets)), dlvLogger(t), h.clock.Now)
 	h.run()
 	dlvWait(t, "the bounce", func() bool { return len(a.bounces("app@example.org")) == 1 })
 }
@@ -136,7 +136,7 @@ func TestNoticeNotDoubledWhenResultsCannotBeRecorded(t *testing.T) {
 	h := schedStart(t, "", "")
 	q := &coolQueue{Spool: h.sp}
 	targets := map[string]upstream.Target{"a": h.targets["a"], "b": h.targets["b"]}
-	h.s = NewScheduler(q, h.cfg, NewRouter(h.cfg, targets), dlvLogger(t), h.clock.Now)
+	h.s = NewScheduler(q, testLive(h.cfg, NewRouter(h.cfg, targets)), dlvLogger(t), h.clock.Now)
 	a := h.targets["a"]
 	a.on("nobody@example.com", dlvFailed550, dlvFailed550)
 	m := &spool.Message{From: "app@example.org", Recipients: []spool.Recipient{dlvRcpt("nobody@example.com")}, Submitter: "test", Arrived: h.clock.Now()}
@@ -150,8 +150,8 @@ func TestNoticeNotDoubledWhenResultsCannotBeRecorded(t *testing.T) {
 	dlvWait(t, "the unrecorded round to cool down", func() bool {
 		h.s.mu.Lock()
 		defer h.s.mu.Unlock()
-		_, ok := h.s.cooling[m.ID]
-		return ok
+		until, ok := h.s.busy[m.ID]
+		return ok && !until.IsZero()
 	})
 	if n := len(a.bounces("app@example.org")); n != 0 {
 		t.Fatalf("%d bounces for a round that was not recorded", n)

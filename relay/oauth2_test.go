@@ -158,7 +158,7 @@ upstream "a" {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { sp.Close() })
-	sched := NewScheduler(sp, cfg, NewRouter(cfg, targets), log, time.Now)
+	sched := NewScheduler(sp, testLive(cfg, NewRouter(cfg, targets)), log, time.Now)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { sched.Run(ctx); close(done) }()

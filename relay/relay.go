@@ -104,9 +104,8 @@ func New(cfg *config.Config, log *slog.Logger, opts Options) (r *Relay, err erro
 	router := NewRouter(cfg, targets)
 	policy := NewPolicy(cfg)
 	r.live = newLive(&snapshot{cfg: cfg, policy: policy, router: router})
-	r.sched = NewScheduler(r.spool, cfg, router, log, r.now)
+	r.sched = NewScheduler(r.spool, r.live, log, r.now)
 	r.sched.metrics = r.metrics
-	r.sched.live = r.live
 	r.notify = newNotifier(func() config.Notify { return r.current().cfg.Notify }, func() string { return r.current().cfg.Hostname }, log, r.now)
 	r.sched.notify = r.notify
 	r.in = &Inbound{store: r.spool, log: log, kick: r.sched.Kick, now: r.now, metrics: r.metrics, live: r.live}

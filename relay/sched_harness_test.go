@@ -43,6 +43,15 @@ upstream "b" {
 `, queue, extra)
 }
 
+// testLive is a configuration in force for a test: cfg with its policy,
+// and router (nil: one without targets).
+func testLive(cfg *config.Config, router *Router) *live {
+	if router == nil {
+		router = NewRouter(cfg, nil)
+	}
+	return newLive(&snapshot{cfg: cfg, policy: NewPolicy(cfg), router: router})
+}
+
 // schedHarness runs a Scheduler over a real spool with fake targets.
 type schedHarness struct {
 	t       testing.TB
@@ -70,7 +79,7 @@ func schedStart(t testing.TB, queue, extra string) *schedHarness {
 	}
 	h := &schedHarness{t: t, cfg: cfg, sp: sp, clock: newDlvClock(),
 		targets: map[string]*dlvTarget{"a": newDlvTarget("a"), "b": newDlvTarget("b")}}
-	h.s = NewScheduler(sp, cfg, h.router(), dlvLogger(t), h.clock.Now)
+	h.s = NewScheduler(sp, testLive(cfg, h.router()), dlvLogger(t), h.clock.Now)
 	t.Cleanup(func() {
 		h.stop()
 		sp.Close()
@@ -90,12 +99,7 @@ func (h *schedHarness) router() *Router {
 // reroute gives the scheduler a router built from h.cfg as a test has
 // changed it, the way a reload publishes one (safe while it runs).
 func (h *schedHarness) reroute() {
-	snap := &snapshot{cfg: h.cfg, policy: NewPolicy(h.cfg), router: h.router()}
-	if h.s.live == nil {
-		h.s.live = newLive(snap)
-		return
-	}
-	h.s.live.publish(snap, nil)
+	h.s.live.publish(&snapshot{cfg: h.cfg, policy: NewPolicy(h.cfg), router: h.router()}, nil)
 }
 
 // run starts the scheduler loop.

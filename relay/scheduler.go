@@ -10,6 +10,7 @@ import (
 	"math"
 	"math/rand/v2"
 	"net"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -37,11 +38,9 @@ type Queue interface {
 // Scheduler hands due messages to delivery workers. It sleeps until the
 // earliest next attempt or until Kick, and never scans the whole queue.
 type Scheduler struct {
-	q      Queue
-	cfg    *config.Config
-	router *Router
-	log    *slog.Logger
-	now    func() time.Time
+	q   Queue
+	log *slog.Logger
+	now func() time.Time
 	// ShutdownGrace is how long in-flight deliveries may run after Run's
 	// context ends before they are cancelled (and stay queued).
 	ShutdownGrace time.Duration
@@ -49,20 +48,36 @@ type Scheduler struct {
 	metrics *metrics  // nil: none
 	notify  *notifier // nil: none
 	health  health
-	// live, when set, is the configuration in force, which a reload
-	// replaces; cfg and router are then only the ones at start.
+	// live is the configuration in force, which a reload replaces.
 	live *live
 
 	wake    chan struct{}
 	workers chan struct{} // bounds concurrent deliveries
 
-	mu       sync.Mutex
-	inflight map[string]bool
-	// cooling holds messages whose results could not be recorded (a spool
-	// that cannot write): they wait until the time given here instead of
+	// busy holds the messages the due index shows as due that must not
+	// be started: the zero time for one being delivered (until its
+	// results are recorded), else the time until which one whose results
+	// could not be recorded (a spool that cannot write) waits instead of
 	// being re-sent in a tight loop.
-	cooling map[string]time.Time
-	wg      sync.WaitGroup
+	//
+	// The spool alone could say this, as mox's queue does: the commit that
+	// claims a message would also move its next attempt to after the
+	// backoff, and dispatch would read only the due index. That costs a
+	// commit before every delivery, which group commit does not absorb:
+	// the dispatcher claims messages one batch at a time, and an idle relay
+	// pays one more fsync between a message's 250 and its delivery.
+	// Measured with outbox-bench (4 KiB messages, 10 injecting sessions,
+	// four runs of each interleaved, 2 cores): the idle relay's median
+	// latency rose from 0.20-0.28 ms to 1.42-2.22 ms, and the end-to-end
+	// relay with max_connections 2 fell from 204-418 to 130-193 msgs/s.
+	// A claim would also have to be told apart from a delivery that is
+	// still running past its claimed time (deliveries have no upper
+	// bound), which needs this memory again. A crash loses nothing kept
+	// here: a message being delivered keeps its past next-attempt time in
+	// the spool, so a restarted daemon tries it again at once.
+	mu   sync.Mutex
+	busy map[string]time.Time
+	wg   sync.WaitGroup
 
 	// owed holds the notices built but not yet queued (see record);
 	// owedRetry is when to try queuing them again.
@@ -71,42 +86,32 @@ type Scheduler struct {
 	owedRetry time.Time
 }
 
-// NewScheduler builds a scheduler. now is the clock (time.Now in
-// production; tests inject their own to test backoff and expiry).
-func NewScheduler(q Queue, cfg *config.Config, router *Router, log *slog.Logger, now func() time.Time) *Scheduler {
+// NewScheduler builds a scheduler that works with the configuration in
+// force in l. now is the clock (time.Now in production; tests inject their
+// own to test backoff and expiry).
+func NewScheduler(q Queue, l *live, log *slog.Logger, now func() time.Time) *Scheduler {
 	workers := 0
-	for _, u := range cfg.Upstreams {
+	for _, u := range l.load().cfg.Upstreams {
 		workers += 2 * u.MaxConnections
 	}
 	if workers < 4 {
 		workers = 4
 	}
 	return &Scheduler{
-		q: q, cfg: cfg, router: router, log: log, now: now,
+		q: q, live: l, log: log, now: now,
 		ShutdownGrace: 30 * time.Second,
 		wake:          make(chan struct{}, 1),
 		workers:       make(chan struct{}, workers),
-		inflight:      map[string]bool{},
-		cooling:       map[string]time.Time{},
+		busy:          map[string]time.Time{},
 	}
 }
 
 // conf returns the configuration in force.
-func (s *Scheduler) conf() *config.Config {
-	if s.live != nil {
-		return s.live.load().cfg
-	}
-	return s.cfg
-}
+func (s *Scheduler) conf() *config.Config { return s.live.load().cfg }
 
 // acquire returns the snapshot a delivery works with; release it when the
 // delivery's results are recorded.
-func (s *Scheduler) acquire() *snapshot {
-	if s.live != nil {
-		return s.live.acquire()
-	}
-	return &snapshot{cfg: s.cfg, router: s.router}
-}
+func (s *Scheduler) acquire() *snapshot { return s.live.acquire() }
 
 // Kick wakes the scheduler: new mail arrived or the clock moved.
 func (s *Scheduler) Kick() {
@@ -174,7 +179,7 @@ func (s *Scheduler) dispatch(ctx, deliverCtx context.Context) time.Duration {
 	for ctx.Err() == nil {
 		now := s.now()
 		// Read the queue under mu: a worker records its results before it
-		// leaves inflight, so each due message is either still in flight
+		// leaves busy, so each due message is either still in flight
 		// here or read as recorded, never in a stale state that would be
 		// delivered a second time.
 		s.mu.Lock()
@@ -183,7 +188,7 @@ func (s *Scheduler) dispatch(ctx, deliverCtx context.Context) time.Duration {
 			s.mu.Unlock()
 			return idle // all workers busy; a finishing one kicks us
 		}
-		due, err := s.q.DueExcept(now, free, s.isInflight)
+		due, err := s.q.DueExcept(now, free, s.isBusy)
 		if err != nil {
 			s.mu.Unlock()
 			s.log.Error("reading the queue", "err", err)
@@ -191,23 +196,18 @@ func (s *Scheduler) dispatch(ctx, deliverCtx context.Context) time.Duration {
 		}
 		started := 0
 		for _, m := range due {
-			if s.inflight[m.ID] {
-				continue
-			}
 			select {
 			case s.workers <- struct{}{}:
 			default:
 				s.mu.Unlock()
 				return idle // all workers busy; a finishing one kicks us
 			}
-			s.inflight[m.ID] = true
+			s.busy[m.ID] = time.Time{}
 			started++
 			s.wg.Add(1)
 			go func(m *spool.Message) {
 				defer func() {
-					s.mu.Lock()
-					delete(s.inflight, m.ID)
-					s.mu.Unlock()
+					s.finish(m.ID)
 					<-s.workers
 					s.wg.Done()
 					s.Kick()
@@ -231,11 +231,14 @@ func (s *Scheduler) dispatch(ctx, deliverCtx context.Context) time.Duration {
 	}
 	s.mu.Lock()
 	now := s.now()
-	for id, until := range s.cooling {
+	for id, until := range s.busy {
+		if until.IsZero() {
+			continue // in flight: its worker kicks us
+		}
 		if !now.Before(until) {
-			// Over: isInflight no longer holds the message back, and one
-			// that left the due index (held, deleted) must not keep us awake.
-			delete(s.cooling, id)
+			// Over: isBusy no longer holds the message back, and one that
+			// left the due index (held, deleted) must not keep us awake.
+			delete(s.busy, id)
 			continue
 		}
 		wait = min(wait, max(until.Sub(now), 10*time.Millisecond))
@@ -244,36 +247,46 @@ func (s *Scheduler) dispatch(ctx, deliverCtx context.Context) time.Duration {
 	return wait
 }
 
-// nextDue returns the earliest next attempt among messages not in flight.
+// nextDue returns the earliest next attempt among messages not busy.
 // In-flight messages keep their old, past due time until their results
 // are recorded (their workers kick us then); going by the queue's first
 // entry alone would let one slow delivery hold back every retry behind it.
 func (s *Scheduler) nextDue() (time.Time, bool, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return s.q.NextDueExcept(s.isInflight)
+	return s.q.NextDueExcept(s.isBusy)
 }
 
-// isInflight reports whether a message is being delivered or cooling
-// down; s.mu is held.
-func (s *Scheduler) isInflight(id string) bool {
-	if s.inflight[id] {
+// isBusy reports whether a message is being delivered or cooling down;
+// s.mu is held.
+func (s *Scheduler) isBusy(id string) bool {
+	until, ok := s.busy[id]
+	if !ok {
+		return false
+	}
+	if until.IsZero() || s.now().Before(until) {
 		return true
 	}
-	if until, ok := s.cooling[id]; ok {
-		if s.now().Before(until) {
-			return true
-		}
-		delete(s.cooling, id)
-	}
+	delete(s.busy, id)
 	return false
 }
 
+// finish ends the delivery of a message, leaving the cool-down in place
+// if coolDown set one.
+func (s *Scheduler) finish(id string) {
+	s.mu.Lock()
+	if s.busy[id].IsZero() {
+		delete(s.busy, id)
+	}
+	s.mu.Unlock()
+}
+
 // coolDown keeps a message out of dispatch until the backoff after its
-// next attempt, when its state could not be written.
+// next attempt, when its state could not be written; its worker, which
+// calls this, then leaves the entry in place.
 func (s *Scheduler) coolDown(m *spool.Message, now time.Time) {
 	s.mu.Lock()
-	s.cooling[m.ID] = now.Add(s.backoff(m.Attempts + 1))
+	s.busy[m.ID] = now.Add(s.backoff(m.Attempts + 1))
 	s.mu.Unlock()
 }
 
@@ -295,22 +308,28 @@ func (s *Scheduler) deliver(ctx context.Context, m *spool.Message) {
 	defer snap.release()
 	router := snap.router
 	results := make(map[int]attempt)
-	// Group pending recipients by their route.
-	groups := map[string][]int{}
-	var order []string
+	// Group pending recipients by their route, in the order first seen; a
+	// message has few distinct routes, so a linear search finds a group.
+	type group struct {
+		route []string // upstream names, tried in turn
+		idx   []int
+	}
+	var groups []group
 	for i, r := range m.Recipients {
 		if r.Status != spool.Pending {
 			continue
 		}
-		key := strings.Join(router.Route(m.From, r.Address), "\x00")
-		if _, ok := groups[key]; !ok {
-			order = append(order, key)
+		route := router.Route(m.From, r.Address)
+		k := slices.IndexFunc(groups, func(g group) bool { return slices.Equal(g.route, route) })
+		if k < 0 {
+			groups = append(groups, group{route: route})
+			k = len(groups) - 1
 		}
-		groups[key] = append(groups[key], i)
+		groups[k].idx = append(groups[k].idx, i)
 	}
-	for _, key := range order {
-		idx := groups[key]
-		for _, name := range strings.Split(key, "\x00") {
+	for _, g := range groups {
+		idx := g.idx
+		for _, name := range g.route {
 			if len(idx) == 0 || ctx.Err() != nil {
 				break
 			}
@@ -533,7 +552,7 @@ func (s *Scheduler) logResult(m, stored *spool.Message, i int, results map[int]a
 func dsnCode(res upstream.Result, tried bool, status, stored string) string {
 	switch {
 	case status == "expired":
-		return "4.4.7"
+		return codeExpired
 	case tried && res.Enhanced != "":
 		return res.Enhanced
 	case tried && res.Code >= 200 && res.Code < 600:
@@ -547,6 +566,12 @@ func dsnCode(res upstream.Result, tried bool, status, stored string) string {
 	}
 	return "4.0.0"
 }
+
+// codeExpired is the enhanced status of a recipient that was still
+// pending when the message's lifetime ran out (RFC 3463, 4.4.7: delivery
+// time expired). apply stores it; the delivery log and the failure notice
+// tell such a recipient from one an upstream refused by it.
+const codeExpired = "4.4.7"
 
 // apply folds one round's results into m: per-recipient state, the attempt
 // count, expiry after lifetime, and the next attempt time.
@@ -581,7 +606,7 @@ func apply(m *spool.Message, results map[int]attempt, now time.Time, lifetime, d
 					last = "no attempt succeeded"
 				}
 				r.LastError = fmt.Sprintf("delivery time expired after %s; last error: %s", lifetime, last)
-				r.Code = "4.4.7"
+				r.Code = codeExpired
 			}
 		}
 	}
@@ -636,7 +661,7 @@ func (s *Scheduler) buildNotice(m *spool.Message, action dsn.Action, idx []int, 
 			if status == "" {
 				status = "5.0.0"
 			}
-			if a.res.Code != 0 && r.Code != "4.4.7" {
+			if a.res.Code != 0 && r.Code != codeExpired {
 				dr.Diagnostic = describe(a.res)
 			} else {
 				dr.Diagnostic, dr.DiagnosticType = r.LastError, "x-outbox"
@@ -702,13 +727,8 @@ func (s *Scheduler) buildNotice(m *spool.Message, action dsn.Action, idx []int, 
 // A local name without an alias falls back to double_bounce, if set.
 func (s *Scheduler) noticeRecipients(addr string) []string {
 	// The aliases and catch-all in force now (a reload may have changed them).
-	cfg, pol := s.cfg, (*Policy)(nil)
-	if s.live != nil {
-		snap := s.live.load()
-		cfg, pol = snap.cfg, snap.policy
-	} else {
-		pol = NewPolicy(cfg)
-	}
+	snap := s.live.load()
+	cfg, pol := snap.cfg, snap.policy
 	to, err := pol.Recipient(addr)
 	if err == nil && len(to) > 0 {
 		return to

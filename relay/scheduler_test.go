@@ -1,6 +1,7 @@
 package relay
 
 import (
+	"context"
 	"slices"
 	"strings"
 	"testing"
@@ -13,7 +14,7 @@ import (
 
 func TestSchedBackoff(t *testing.T) {
 	cfg := &config.Config{Queue: config.Queue{RetryInitial: time.Minute, RetryMax: 8 * time.Minute}}
-	s := &Scheduler{cfg: cfg}
+	s := &Scheduler{live: testLive(cfg, nil)}
 	for _, tc := range []struct {
 		attempts int
 		base     time.Duration
@@ -206,4 +207,35 @@ func TestSchedApplyNextAttemptCappedAtLifetime(t *testing.T) {
 	if want := arrived.Add(15 * time.Minute); !m.NextAttempt.Equal(want) {
 		t.Errorf("next attempt %s, want %s", m.NextAttempt, want)
 	}
+}
+
+// TestSchedInFlightRetriedAtOnceAfterCrash: what a crash during a delivery
+// leaves in the spool is the message with its past next-attempt time, so
+// the scheduler of a restarted daemon (one without the first one's memory
+// of what is in flight) tries it again at once, not after a backoff.
+func TestSchedInFlightRetriedAtOnceAfterCrash(t *testing.T) {
+	h := schedStart(t, "", "")
+	h.s.ShutdownGrace = 10 * time.Millisecond
+	a := h.targets["a"]
+	a.block, a.started = make(chan struct{}), make(chan struct{}, 4)
+	h.run()
+	id := h.enqueue("app@example.org", dlvRcpt("bob@example.com"))
+	select {
+	case <-a.started:
+	case <-time.After(15 * time.Second):
+		t.Fatal("delivery never started")
+	}
+	if m := h.get(id); m == nil || m.NextAttempt.After(h.clock.Now()) {
+		t.Fatalf("in-flight message not due in the spool: %+v", m)
+	}
+
+	// The restarted daemon's scheduler, on the same spool and clock.
+	after := newDlvTarget("a")
+	s := NewScheduler(h.sp, testLive(h.cfg, NewRouter(h.cfg, map[string]upstream.Target{"a": after, "b": h.targets["b"]})), dlvLogger(t), h.clock.Now)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { s.Run(ctx); close(done) }()
+	defer func() { cancel(); <-done }()
+	dlvWait(t, "the retry after the restart", func() bool { return len(after.callsTo("bob@example.com")) == 1 })
+	dlvWait(t, "the message to leave the queue", func() bool { return h.get(id) == nil })
 }

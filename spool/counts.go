@@ -8,11 +8,13 @@ import (
 	bolt "go.etcd.io/bbolt"
 )
 
-// keyCounts holds the queue's counts by state in the meta bucket: four
-// big-endian int64s (pending, deferred, held, total). Every write that
-// adds, changes or removes an envelope adjusts them in its own
-// transaction, so they are exact at every commit and cost O(1) to read:
-// a metrics scrape never walks the queue.
+// keyCounts holds the queue's counts by state in the meta bucket: three
+// big-endian int64s (pending, deferred, held). Every write that adds,
+// changes or removes an envelope adjusts them in its own transaction, so
+// they are exact at every commit and cost O(1) to read: a metrics scrape
+// never walks the queue. The total is their sum, since each message is in
+// exactly one state; earlier releases stored it as a fourth int64, which
+// is read past and dropped at the next write.
 var keyCounts = []byte("counts")
 
 // Counts is how many messages the queue holds, by state. Each message is
@@ -24,7 +26,7 @@ type Counts struct {
 	Deferred int
 	// Held messages are held (outbox queue hold) and never tried.
 	Held int
-	// Total is Pending + Deferred + Held.
+	// Total is Pending + Deferred + Held (derived, not stored).
 	Total int
 }
 
@@ -39,11 +41,14 @@ func state(m *Message) int {
 	return 0
 }
 
-type counts [4]int64 // pending, deferred, held, total
+type counts [3]int64 // pending, deferred, held
+
+// legacyCountsLen is the size of the record that also stored the total.
+const legacyCountsLen = 8 * 4
 
 func readCounts(tx *bolt.Tx) (c counts, ok bool) {
 	v := tx.Bucket(bucketMeta).Get(keyCounts)
-	if len(v) != 8*len(c) {
+	if len(v) != 8*len(c) && len(v) != legacyCountsLen {
 		return c, false
 	}
 	for i := range c {
@@ -71,11 +76,9 @@ func adjustCounts(tx *bolt.Tx, old, new *Message) error {
 	}
 	if old != nil {
 		c[state(old)]--
-		c[3]--
 	}
 	if new != nil {
 		c[state(new)]++
-		c[3]++
 	}
 	return writeCounts(tx, c)
 }
@@ -93,7 +96,6 @@ func countAll(tx *bolt.Tx) (counts, error) {
 			return fmt.Errorf("message %s: %w (%v)", k, ErrCorrupt, err)
 		}
 		c[state(&Message{Held: m.Held, Attempts: m.Attempts})]++
-		c[3]++
 		return nil
 	})
 	return c, err
@@ -126,5 +128,5 @@ func (s *Spool) Counts() (Counts, error) {
 		c, err = countAll(tx)
 		return err
 	})
-	return Counts{Pending: int(c[0]), Deferred: int(c[1]), Held: int(c[2]), Total: int(c[3])}, err
+	return Counts{Pending: int(c[0]), Deferred: int(c[1]), Held: int(c[2]), Total: int(c[0] + c[1] + c[2])}, err
 }

@@ -2,6 +2,7 @@ package spool
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"path/filepath"
 	"strings"
@@ -148,5 +149,69 @@ func TestOldestDamagedEnvelope(t *testing.T) {
 	}
 	if id, _, err := s.Oldest(); !errors.Is(err, ErrCorrupt) {
 		t.Errorf("Oldest = %q, %v; want ErrCorrupt", id, err)
+	}
+}
+
+// A spool whose counts record also holds the total, as earlier releases
+// of schema 3 wrote it, opens with the right counts (the stored total is
+// not trusted: the sum is) and keeps them right as it is written.
+func TestCountsLegacyTotal(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "spool.db")
+	s, err := Open(path, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ids []string
+	for range 3 {
+		m := newMsg("a@example.com", "b@example.com")
+		if err := s.Enqueue(context.Background(), m, strings.NewReader("Subject: x\r\n\r\nx\r\n")); err != nil {
+			t.Fatal(err)
+		}
+		ids = append(ids, m.ID)
+	}
+	s.Close()
+
+	// The record as the earlier layout had it: pending 3, deferred 0,
+	// held 0, and a total (here a wrong one, to see it ignored).
+	db, err := bolt.Open(path, 0o600, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	legacy := make([]byte, legacyCountsLen)
+	for i, n := range []uint64{3, 0, 0, 99} {
+		binary.BigEndian.PutUint64(legacy[8*i:], n)
+	}
+	if err := db.Update(func(tx *bolt.Tx) error { return tx.Bucket(bucketMeta).Put(keyCounts, legacy) }); err != nil {
+		t.Fatal(err)
+	}
+	db.Close()
+
+	ro, err := Open(path, Options{ReadOnly: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	wantStateCounts(t, ro, 3, 0, 0)
+	ro.Close()
+	s, err = Open(path, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	wantStateCounts(t, s, 3, 0, 0)
+	if _, err := s.Update(ids[0], func(m *Message) error { m.Attempts = 1; return nil }); err != nil {
+		t.Fatal(err)
+	}
+	wantStateCounts(t, s, 2, 1, 0)
+	if err := s.Delete(ids[1]); err != nil {
+		t.Fatal(err)
+	}
+	wantStateCounts(t, s, 1, 1, 0)
+	if err := s.view(func(tx *bolt.Tx) error {
+		if n := len(tx.Bucket(bucketMeta).Get(keyCounts)); n != 8*len(counts{}) {
+			t.Errorf("counts record is %d bytes after a write, want %d", n, 8*len(counts{}))
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
 	}
 }
