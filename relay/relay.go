@@ -201,9 +201,6 @@ func buildTarget(cfg *config.Config, u *config.Upstream, log *slog.Logger, histo
 		}
 		sc.OAuth = src
 	}
-	if u.InsecureSkipVerify {
-		log.Warn("TLS certificate verification is off for this upstream (tls_skip_verify); anyone on the path can read the mail and the password", "upstream", u.Name)
-	}
 	return upstream.NewSMTP(sc)
 }
 

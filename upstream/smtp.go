@@ -159,7 +159,7 @@ func NewSMTP(cfg SMTPConfig) (*SMTP, error) {
 		s.rate.seed(cfg.RateHistory)
 	}
 	if cfg.InsecureSkipVerify {
-		s.log.Warn("TLS certificate verification is disabled for this upstream (insecure_skip_verify)")
+		s.log.Warn("TLS certificate verification is off for this upstream (tls_skip_verify); anyone on the path can read the mail and the password")
 	}
 	s.janitor.Add(1)
 	go s.reapLoop()
