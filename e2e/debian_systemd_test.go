@@ -114,16 +114,25 @@ upstream "capture" {
 		if o, code := c.run("systemctl", "reload", "outbox.service"); code != 0 {
 			t.Fatalf("systemctl reload: exit %d\n%s", code, o)
 		}
-		// A daemon that dies on SIGHUP is restarted by systemd after
-		// RestartSec (5 s): watch longer than that.
-		deadline := time.Now().Add(7 * time.Second)
-		for time.Now().Before(deadline) {
+		// The reload is done when the process that got SIGHUP logs it; a
+		// daemon that died on the signal never does, and one restarted by
+		// systemd has another PID.
+		samePID := func() {
 			if pid := c.mainPID(t); pid != before {
 				o, _ := c.run("journalctl", "-u", "outbox", "--no-pager", "-n", "20")
 				t.Fatalf("MainPID %d became %d after reload\n%s", before, pid, o)
 			}
-			time.Sleep(200 * time.Millisecond) // poll interval
 		}
+		waitFor(t, "the daemon to log its reload", 20*time.Second, func() bool {
+			samePID()
+			o, _ := c.run("journalctl", "-u", "outbox", "_PID="+strconv.Itoa(before), "-o", "cat", "--no-pager")
+			return strings.Contains(o, "configuration reloaded")
+		})
+		waitFor(t, "outbox.service active after the reload", 20*time.Second, func() bool {
+			samePID()
+			o, _ := c.run("systemctl", "is-active", "outbox.service")
+			return strings.TrimSpace(o) == "active"
+		})
 	})
 
 	t.Run("socket activation starts a stopped service", func(t *testing.T) {

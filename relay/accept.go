@@ -86,17 +86,17 @@ func (s submitter) uidOf() (uint32, bool) {
 // and when. Local submissions name the uid, as Postfix does; the formats
 // are the ones the daemon has always written, which filters may match.
 func (s submitter) received(host string, m *spool.Message, now time.Time) string {
-	date := now.Format(time.RFC1123Z)
 	if s.maildrop {
-		return fmt.Sprintf("Received: by %s (Outbox, from userid %d)\r\n\tid %s; %s\r\n", host, s.uid, m.ID, date)
+		return mailhdr.LocalReceived(host, strconv.Itoa(s.uid), m.ID, now)
 	}
 	if s.unix {
 		who := strconv.Itoa(s.uid)
 		if s.user != "" {
 			who += " (" + s.user + ")"
 		}
-		return fmt.Sprintf("Received: by %s (Outbox, from userid %s)\r\n\tid %s; %s\r\n", host, who, m.ID, date)
+		return mailhdr.LocalReceived(host, who, m.ID, now)
 	}
+	date := now.Format(time.RFC1123Z)
 	forClause := ""
 	if len(m.Recipients) == 1 {
 		forClause = "\r\n\tfor <" + m.Recipients[0].Address + ">"
@@ -129,21 +129,6 @@ type bodyError struct{ err error }
 
 func (e *bodyError) Error() string { return e.err.Error() }
 func (e *bodyError) Unwrap() error { return e.err }
-
-// readWatch remembers the first error, other than io.EOF, that its reader
-// returned.
-type readWatch struct {
-	r   io.Reader
-	err error
-}
-
-func (w *readWatch) Read(p []byte) (int, error) {
-	n, err := w.r.Read(p)
-	if err != nil && err != io.EOF && w.err == nil {
-		w.err = err
-	}
-	return n, err
-}
 
 // accept is the one way into the queue. It builds the message from env,
 // reads the header section (at most maxHeaderSection), applies the header
@@ -185,13 +170,13 @@ func (in *Inbound) accept(ctx context.Context, conf *snapshot, env *envelope, bo
 		// Both doors count recipients as they come; this is the last word.
 		return refuse(errTooManyRecipients, nil)
 	}
-	watch := &readWatch{r: body}
-	br := getReader(mailhdr.NewCRLFReader(&sizeLimit{r: watch, left: cfg.Limits.MaxMessageSize}))
+	watch := &mailhdr.ReadWatch{R: body}
+	br := getReader(mailhdr.NewCRLFReader(&mailhdr.LimitReader{R: watch, Max: cfg.Limits.MaxMessageSize, Err: smtp.ErrDataTooLarge}))
 	defer putReader(br)
 	hdr, err := mailhdr.ReadHeader(br, maxHeaderSection)
 	switch {
-	case watch.err != nil:
-		return nil, &bodyError{watch.err}
+	case watch.Err != nil:
+		return nil, &bodyError{watch.Err}
 	case errors.Is(err, mailhdr.ErrHeaderTooLarge):
 		return refuse(errHeaderTooBig, nil)
 	case errors.Is(err, smtp.ErrDataTooLarge):
@@ -211,8 +196,8 @@ func (in *Inbound) accept(ctx context.Context, conf *snapshot, env *envelope, bo
 	switch {
 	case err == nil:
 		return m, nil
-	case watch.err != nil:
-		return nil, &bodyError{watch.err}
+	case watch.Err != nil:
+		return nil, &bodyError{watch.Err}
 	case errors.Is(err, smtp.ErrDataTooLarge):
 		return refuse(smtp.ErrDataTooLarge, append([]byte(received), hdr...))
 	}

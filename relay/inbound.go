@@ -28,7 +28,7 @@ type Store interface {
 
 // maxHeaderSection bounds the header section we read into memory to
 // rewrite; the body streams behind it.
-const maxHeaderSection = 1 << 20
+const maxHeaderSection = mailhdr.MaxHeaderSection
 
 // Inbound accepts mail over SMTP and hands it to the spool.
 type Inbound struct {

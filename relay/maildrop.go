@@ -5,7 +5,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"path/filepath"
 	"sort"
@@ -289,22 +288,4 @@ func (r *Relay) bounceRefused(m *spool.Message, refused map[int]*smtp.SMTPError,
 			r.log.Error("cannot remove a message from the queue", "id", m.ID, "err", err)
 		}
 	}
-}
-
-// sizeLimit fails a read that goes beyond the limit, so an oversized
-// message is refused before anything is stored.
-type sizeLimit struct {
-	r    io.Reader
-	left int64
-}
-
-func (l *sizeLimit) Read(p []byte) (int, error) {
-	n, err := l.r.Read(p)
-	l.left -= int64(n)
-	if l.left < 0 {
-		// The bytes go along with the error, so that a header section
-		// read ahead into a buffer can still be quoted in the bounce.
-		return n, smtp.ErrDataTooLarge
-	}
-	return n, err
 }

@@ -2,6 +2,7 @@ package relay
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -71,3 +72,28 @@ upstream "a" {
   tls  = "none"
 }
 `
+
+// TestMaildropNotify: the -N value of a maildrop file is stored as the
+// NOTIFY values the SMTP side stores; a value the shim would not have
+// written gives the default notices, not none.
+func TestMaildropNotify(t *testing.T) {
+	for _, tc := range []struct{ file, want string }{
+		{"failure,delay", "[FAILURE DELAY]"},
+		{"Never", "[NEVER]"},
+		{"", "[]"},
+		{"sometimes", "[]"},
+	} {
+		r := mdRelay(t)
+		mdWrite(t, r, &maildrop.Envelope{From: "app@example.org", Recipients: []string{"bob@example.com"}, Notify: tc.file}, "Subject: hi\r\n\r\nhello\r\n")
+		if n := r.importMaildrop(context.Background()); n != 1 {
+			t.Fatalf("%q: imported %d files, want 1", tc.file, n)
+		}
+		orig, _ := mdQueue(t, r)
+		if len(orig) != 1 || len(orig[0].Recipients) != 1 {
+			t.Fatalf("%q: queue holds %v", tc.file, orig)
+		}
+		if got := fmt.Sprint(orig[0].Recipients[0].Notify); got != tc.want {
+			t.Errorf("-N %q stored as NOTIFY %s, want %s", tc.file, got, tc.want)
+		}
+	}
+}

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"strconv"
 	"strings"
 	"time"
 
@@ -142,7 +143,7 @@ func (s *shim) submit(env *envelope, msg *content) error {
 	defer c.Close()
 	r := msg.reader(s.cfg.Limits.MaxMessageSize)
 	err = s.transactPipelined(c, env, r)
-	if err != nil && r.n == 0 && fallback(err) {
+	if err != nil && r.N == 0 && fallback(err) {
 		// The daemon went away before taking any of the message.
 		s.verbosef("daemon unavailable (%v); writing to the maildrop folder", err)
 		return s.drop(env, msg, err)
@@ -280,10 +281,6 @@ func (s *shim) drop(env *envelope, msg *content, why error) error {
 	return nil
 }
 
-// daemonMaxHeader is the daemon's bound on a header section (its
-// maxHeaderSection), its own Received field and blank line included.
-const daemonMaxHeader = 1 << 20
-
 // checkImport applies to the message as completed here, the bytes the
 // maildrop file will hold, the limits the daemon applies when it imports
 // the file, so that exit 0 means the daemon will take it: the number of
@@ -305,18 +302,17 @@ func (s *shim) checkImport(env *envelope, msg *content) error {
 	}
 	qualified, _ := mailhdr.Qualify(msg.header, s.cfg.Hostname)
 	size := max(len(msg.header), len(qualified)) + len("\r\n") + len(s.importReceived())
-	if size > daemonMaxHeader {
-		return fail(ExitDataErr, "the header section is too large: %d bytes with the fields added to it, more than %d; nothing was sent", size, daemonMaxHeader)
+	if size > mailhdr.MaxHeaderSection {
+		return fail(ExitDataErr, "the header section is too large: %d bytes with the fields added to it, more than %d; nothing was sent", size, mailhdr.MaxHeaderSection)
 	}
 	return nil
 }
 
 // importReceived is as long as the Received field the daemon adds when it
-// imports a maildrop file: its queue IDs have 18 characters and the
-// RFC 1123 date with numeric zone always 31.
+// imports a maildrop file: the same field, with a queue ID as long as the
+// spool's (18 characters; the shim does not link the spool for it).
 func (s *shim) importReceived() string {
-	return fmt.Sprintf("Received: by %s (Outbox, from userid %d)\r\n\tid %s; %s\r\n",
-		s.cfg.Hostname, s.uid, strings.Repeat("0", 18), s.now().Format(time.RFC1123Z))
+	return mailhdr.LocalReceived(s.cfg.Hostname, strconv.Itoa(s.uid), strings.Repeat("0", 18), s.now())
 }
 
 func allASCII(list []string) bool {

@@ -255,24 +255,8 @@ func messageID(now time.Time, host string) string {
 	return fmt.Sprintf("<%s.%s@%s>", now.UTC().Format("20060102150405"), hex.EncodeToString(b), host)
 }
 
-// errTooBig is returned by a limitReader past its limit.
+// errTooBig is returned by a content reader past its limit.
 var errTooBig = errors.New("message too big")
-
-// limitReader fails with errTooBig once more than max bytes went through.
-type limitReader struct {
-	r   io.Reader
-	n   int64
-	max int64
-}
-
-func (l *limitReader) Read(p []byte) (int, error) {
-	n, err := l.r.Read(p)
-	l.n += int64(n)
-	if l.max > 0 && l.n > l.max {
-		return n, errTooBig
-	}
-	return n, err
-}
 
 // content is a prepared message: its header section, with CRLF line ends
 // and without the blank line, and the body after it.
@@ -282,9 +266,9 @@ type content struct {
 }
 
 // reader returns the whole message, bounded by max bytes (0: no bound).
-func (c *content) reader(max int64) *limitReader {
+func (c *content) reader(max int64) *mailhdr.LimitReader {
 	r := io.MultiReader(bytes.NewReader(c.header), strings.NewReader("\r\n"), c.body)
-	return &limitReader{r: r, max: max}
+	return &mailhdr.LimitReader{R: r, Max: max, Err: errTooBig}
 }
 
 // readContent reads the header section from r and returns it with the rest

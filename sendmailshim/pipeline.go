@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/emersion/go-smtp"
+
+	"github.com/outbox-mta/outbox/mailhdr"
 )
 
 // submitConn is the shim's own SMTP client for one transaction with the
@@ -147,7 +149,7 @@ func xtext(raw string) string {
 
 // transactPipelined runs one mail transaction on c: the same commands and
 // parameters the go-smtp client sends, pipelined when c allows it.
-func (s *shim) transactPipelined(c *submitConn, env *envelope, r *limitReader) error {
+func (s *shim) transactPipelined(c *submitConn, env *envelope, r *mailhdr.LimitReader) error {
 	utf8 := env.needsUTF8()
 	if utf8 && !c.has("SMTPUTF8") {
 		return fail(ExitUnavailable, "the daemon does not take non-ASCII addresses (no SMTPUTF8); nothing was sent")
@@ -270,7 +272,7 @@ func (s *shim) transactPipelined(c *submitConn, env *envelope, r *limitReader) e
 			c.Close()
 			return fail(ExitUnavailable, "message too big: more than %d bytes (limits.max_message_size); nothing was sent", s.cfg.Limits.MaxMessageSize)
 		}
-		if r.n > 0 && !isNetError(err) {
+		if r.N > 0 && !isNetError(err) {
 			c.Close()
 			return fail(ExitTempFail, "cannot read the message: %v; nothing was sent", err)
 		}

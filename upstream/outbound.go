@@ -460,7 +460,7 @@ func inspect(env *Envelope, convert bool) (*inspection, error) {
 		return nil, fmt.Errorf("opening message body: %w", err)
 	}
 	defer body.Close()
-	rr := &errReader{r: body}
+	rr := &mailhdr.ReadWatch{R: body}
 	// Every byte read passes the scanner and the copy once, in order,
 	// whether the converter or the drain below reads it.
 	tee := io.TeeReader(rr, io.MultiWriter(&in.scan, &in.raw))
@@ -469,28 +469,13 @@ func inspect(env *Envelope, convert bool) (*inspection, error) {
 	}
 	// The converter may stop early: after a multipart's closing boundary,
 	// or at data it cannot convert. The rest is still looked at.
-	if rr.err == nil {
+	if rr.Err == nil {
 		io.Copy(io.Discard, tee)
 	}
-	if rr.err != nil {
-		return nil, fmt.Errorf("reading message body: %w", rr.err)
+	if rr.Err != nil {
+		return nil, fmt.Errorf("reading message body: %w", rr.Err)
 	}
 	return in, nil
-}
-
-// errReader remembers the first error of r other than io.EOF, to tell a
-// body that cannot be read from one that cannot be converted.
-type errReader struct {
-	r   io.Reader
-	err error
-}
-
-func (e *errReader) Read(p []byte) (int, error) {
-	n, err := e.r.Read(p)
-	if err != nil && err != io.EOF && e.err == nil {
-		e.err = err
-	}
-	return n, err
 }
 
 // keepWriter counts the bytes written and keeps them while they stay
