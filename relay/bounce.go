@@ -28,8 +28,9 @@ func (s *Scheduler) Bounce(id string) error {
 	// In flight for the scheduler meanwhile, so no worker picks it up.
 	s.busy[id] = time.Time{}
 	s.mu.Unlock()
+	var coolUntil time.Time
 	defer func() {
-		s.finish(id)
+		s.finish(id, coolUntil)
 		s.Kick()
 	}()
 	g, ok := s.q.(interface {
@@ -49,7 +50,7 @@ func (s *Scheduler) Bounce(id string) error {
 				Message: "bounced by the administrator (outbox queue bounce)"}, relay: "admin", tried: true}
 		}
 	}
-	s.record(m, results)
+	coolUntil = s.record(m, results)
 	return nil
 }
 

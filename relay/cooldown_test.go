@@ -73,8 +73,7 @@ func TestCoolDownWhenResultsCannotBeRecorded(t *testing.T) {
 func TestCoolingEntryOfGoneMessageExpires(t *testing.T) {
 	h := schedStart(t, "", "")
 	id := h.enqueue("app@example.org", dlvRcpt("bob@example.com"))
-	m := h.get(id)
-	h.s.coolDown(m, h.clock.Now())
+	h.s.finish(id, h.clock.Now().Add(time.Minute))
 	if _, err := h.sp.Update(id, func(m *spool.Message) error { m.Held = true; return nil }); err != nil {
 		t.Fatal(err)
 	}
@@ -84,5 +83,41 @@ func TestCoolingEntryOfGoneMessageExpires(t *testing.T) {
 		if wait := h.s.dispatch(ctx, ctx); wait < time.Minute {
 			t.Fatalf("round %d: scheduler sleeps only %v with nothing due", i, wait)
 		}
+	}
+}
+
+// TestInFlightOutlastsItsCoolDownTime: a message whose results could not
+// be recorded stays in flight until its own worker finishes, even when the
+// cool-down time record chose is already past (a slow failing write, a
+// clock step): until then no second delivery of it may start.
+func TestInFlightOutlastsItsCoolDownTime(t *testing.T) {
+	h := schedStart(t, "", "")
+	q := &coolQueue{Spool: h.sp}
+	targets := map[string]upstream.Target{"a": h.targets["a"], "b": h.targets["b"]}
+	h.s = NewScheduler(q, testLive(h.cfg, NewRouter(h.cfg, targets)), dlvLogger(t), h.clock.Now)
+	id := h.enqueue("app@example.org", dlvRcpt("stuck@example.com"))
+	q.failID = id
+	m := h.get(id)
+
+	h.s.mu.Lock()
+	h.s.busy[id] = time.Time{} // claimed, as dispatch does
+	h.s.mu.Unlock()
+	until := h.s.deliver(context.Background(), m)
+	if until.IsZero() {
+		t.Fatal("a round whose results were not written asks for no cool-down")
+	}
+	h.clock.Advance(time.Hour) // the cool-down is over before the worker finishes
+	h.s.mu.Lock()
+	busy := h.s.isBusy(id)
+	h.s.mu.Unlock()
+	if !busy {
+		t.Fatal("the message left busy before its worker finished: a second delivery could start")
+	}
+	h.s.finish(id, until)
+	h.s.mu.Lock()
+	busy = h.s.isBusy(id)
+	h.s.mu.Unlock()
+	if busy {
+		t.Fatal("a cool-down already over still holds the message back")
 	}
 }

@@ -207,12 +207,11 @@ func (s *Scheduler) dispatch(ctx, deliverCtx context.Context) time.Duration {
 			s.wg.Add(1)
 			go func(m *spool.Message) {
 				defer func() {
-					s.finish(m.ID)
 					<-s.workers
 					s.wg.Done()
 					s.Kick()
 				}()
-				s.deliver(deliverCtx, m)
+				s.finish(m.ID, s.deliver(deliverCtx, m))
 			}(m)
 		}
 		s.mu.Unlock()
@@ -271,22 +270,19 @@ func (s *Scheduler) isBusy(id string) bool {
 	return false
 }
 
-// finish ends the delivery of a message, leaving the cool-down in place
-// if coolDown set one.
-func (s *Scheduler) finish(id string) {
+// finish ends the delivery of a message: it leaves busy, or, when its
+// results could not be recorded, stays there cooling down until the time
+// deliver returned. Only the message's own worker calls it, so an
+// in-flight entry never ends while its delivery still runs (a cool-down
+// time written earlier could already be past and free it for a second,
+// concurrent delivery).
+func (s *Scheduler) finish(id string, coolUntil time.Time) {
 	s.mu.Lock()
-	if s.busy[id].IsZero() {
+	if coolUntil.IsZero() {
 		delete(s.busy, id)
+	} else {
+		s.busy[id] = coolUntil
 	}
-	s.mu.Unlock()
-}
-
-// coolDown keeps a message out of dispatch until the backoff after its
-// next attempt, when its state could not be written; its worker, which
-// calls this, then leaves the entry in place.
-func (s *Scheduler) coolDown(m *spool.Message, now time.Time) {
-	s.mu.Lock()
-	s.busy[m.ID] = now.Add(s.backoff(m.Attempts + 1))
 	s.mu.Unlock()
 }
 
@@ -300,8 +296,9 @@ type attempt struct {
 }
 
 // deliver makes one attempt at every pending recipient of m, records the
-// results durably, and sends the notifications they call for.
-func (s *Scheduler) deliver(ctx context.Context, m *spool.Message) {
+// results durably, and sends the notifications they call for. It returns
+// the cool-down time that record returns.
+func (s *Scheduler) deliver(ctx context.Context, m *spool.Message) (coolUntil time.Time) {
 	// The whole attempt routes over one snapshot's targets, which stay
 	// open until it ends even if a reload replaces them meanwhile.
 	snap := s.acquire()
@@ -336,7 +333,7 @@ func (s *Scheduler) deliver(ctx context.Context, m *spool.Message) {
 			idx = s.try(ctx, router, name, m, idx, results)
 		}
 	}
-	s.record(m, results)
+	return s.record(m, results)
 }
 
 // try delivers recipients idx of m through one upstream and returns those
@@ -408,8 +405,10 @@ func (s *Scheduler) backoff(attempts int) time.Duration {
 // recipient) and written to the spool's list of owed notices, then queued;
 // an owed notice that cannot be queued is retried later, after a restart
 // too. A crash between these steps can duplicate a notice but never lose
-// one.
-func (s *Scheduler) record(m *spool.Message, results map[int]attempt) {
+// one. When the results cannot be written it returns the time until which
+// the message waits instead of being re-sent in a tight loop (the zero
+// time otherwise).
+func (s *Scheduler) record(m *spool.Message, results map[int]attempt) (coolUntil time.Time) {
 	cfg := s.conf()
 	now := s.now()
 	// Work out the new state on a copy first, to know which notices to send.
@@ -465,15 +464,14 @@ func (s *Scheduler) record(m *spool.Message, results map[int]attempt) {
 		// The round happened all the same: its notices still go out.
 		s.log.Info("message deleted from the queue during its delivery attempt", "id", m.ID)
 		s.queueOwed(now)
-		return
+		return time.Time{}
 	}
 	if err != nil {
 		// The round will run again and decide again: its notices wait
 		// for that, or they would be sent twice.
 		s.forgive(notices)
 		s.log.Error("cannot record delivery results; the message stays queued and will be retried", "id", m.ID, "err", err)
-		s.coolDown(m, now)
-		return
+		return now.Add(s.backoff(m.Attempts + 1))
 	}
 	s.queueOwed(now)
 	var idx []int
@@ -483,6 +481,7 @@ func (s *Scheduler) record(m *spool.Message, results map[int]attempt) {
 		}
 	}
 	s.report(m, stored, idx, results, now)
+	return time.Time{}
 }
 
 // report writes the delivery lines of recipients idx after a round (see
