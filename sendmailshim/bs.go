@@ -80,8 +80,7 @@ func (b *bsSession) Mail(from string, opts *smtp.MailOptions) error {
 		mo = &smtp.MailOptions{Size: opts.Size, UTF8: opts.UTF8, Return: opts.Return, EnvelopeID: opts.EnvelopeID}
 	}
 	err := b.client.Mail(from, mo)
-	var se *smtp.SMTPError
-	if err != nil && !errors.As(err, &se) {
+	if err != nil && gosmtp.Reply(err) == nil {
 		// The daemon went away between transactions: this one can
 		// still go to the maildrop folder.
 		b.client.Close()

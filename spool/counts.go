@@ -44,6 +44,8 @@ func state(m *Message) int {
 type counts [3]int64 // pending, deferred, held
 
 // legacyCountsLen is the size of the record that also stored the total.
+// Reading it as it is spares a spool written by that version one walk of
+// every message at its first open.
 const legacyCountsLen = 8 * 4
 
 func readCounts(tx *bolt.Tx) (c counts, ok bool) {

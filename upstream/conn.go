@@ -280,7 +280,7 @@ func (s *SMTP) authenticate(ctx context.Context, cn *conn, probe *ProbeReport) e
 		for _, h := range hidden {
 			err = redact(err, h)
 		}
-		if isReply(err) {
+		if gosmtp.Reply(err) != nil {
 			err = fmt.Errorf("AUTH %s rejected by %s: %w", mech, s.addr, err)
 		} else {
 			err = fmt.Errorf("AUTH %s with %s: %w", mech, s.addr, err)

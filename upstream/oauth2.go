@@ -6,6 +6,8 @@ import (
 	"time"
 
 	"github.com/emersion/go-sasl"
+
+	"github.com/outbox-mta/outbox/internal/gosmtp"
 )
 
 // OAuthSource provides the access tokens of an upstream whose OAuth2 flow
@@ -62,5 +64,5 @@ func isConfigProblem(err error) bool {
 // OAUTHBEARER's error challenge. A lost connection is not one.
 func tokenRefused(err error) bool {
 	var be *sasl.OAuthBearerError
-	return isReply(err) || errors.As(err, &be)
+	return gosmtp.Reply(err) != nil || errors.As(err, &be)
 }

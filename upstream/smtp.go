@@ -18,6 +18,7 @@ import (
 
 	"github.com/emersion/go-smtp"
 
+	"github.com/outbox-mta/outbox/internal/gosmtp"
 	"github.com/outbox-mta/outbox/upstream/settings"
 )
 
@@ -436,7 +437,7 @@ func (s *SMTP) transact(ctx context.Context, cn *conn, env *Envelope, res []Resu
 		}
 	}
 	if err := c.Mail(out.from, opts); err != nil {
-		if !isReply(err) || replyCode(err) == 421 {
+		if gosmtp.Reply(err) == nil || replyCode(err) == 421 {
 			connLost(allIdx, err)
 			st.retry = true
 			return st
@@ -453,7 +454,7 @@ func (s *SMTP) transact(ctx context.Context, cn *conn, env *Envelope, res []Resu
 			accepted = append(accepted, i)
 			continue
 		}
-		if !isReply(err) || replyCode(err) == 421 {
+		if gosmtp.Reply(err) == nil || replyCode(err) == 421 {
 			connLost(append(accepted, allIdx[k:]...), err)
 			return st
 		}
@@ -466,7 +467,7 @@ func (s *SMTP) transact(ctx context.Context, cn *conn, env *Envelope, res []Resu
 
 	w, err := c.Data()
 	if err != nil {
-		if !isReply(err) || replyCode(err) == 421 {
+		if gosmtp.Reply(err) == nil || replyCode(err) == 421 {
 			connLost(accepted, err)
 			return st
 		}
@@ -490,15 +491,15 @@ func (s *SMTP) transact(ctx context.Context, cn *conn, env *Envelope, res []Resu
 	}
 	resp, err := w.CloseWithResponse()
 	if err != nil {
-		if !isReply(err) || replyCode(err) == 421 {
+		if gosmtp.Reply(err) == nil || replyCode(err) == 421 {
 			connLost(accepted, err)
 			return st
 		}
 		fill(accepted, classify(err))
 		return st
 	}
-	enh, text := splitEnhanced(resp.StatusText)
-	fill(accepted, Result{Class: Sent, Code: 250, Enhanced: enh, Message: text})
+	se := gosmtp.ReplyError(250, resp.StatusText)
+	fill(accepted, Result{Class: Sent, Code: 250, Enhanced: enhanced(se.EnhancedCode), Message: se.Message})
 	s.log.Debug("message relayed", "from", env.From, "recipients", len(accepted), "reply", resp.StatusText)
 	return st
 }

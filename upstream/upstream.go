@@ -14,7 +14,6 @@ import (
 	"fmt"
 	"io"
 	"strconv"
-	"strings"
 
 	"github.com/emersion/go-smtp"
 
@@ -144,30 +143,4 @@ func replyCode(err error) int {
 		return se.Code
 	}
 	return 0
-}
-
-// isReply reports whether err is a reply from the server (as opposed to a
-// network or local error, after which the connection is unusable).
-func isReply(err error) bool {
-	var se *smtp.SMTPError
-	return errors.As(err, &se)
-}
-
-// splitEnhanced separates a leading enhanced status code from reply text,
-// as in "2.0.0 OK: queued".
-func splitEnhanced(text string) (code, rest string) {
-	first, rest, ok := strings.Cut(text, " ")
-	if !ok {
-		return "", text
-	}
-	parts := strings.Split(first, ".")
-	if len(parts) != 3 {
-		return "", text
-	}
-	for _, p := range parts {
-		if _, err := strconv.Atoi(p); err != nil || p == "" {
-			return "", text
-		}
-	}
-	return first, rest
 }

@@ -250,8 +250,9 @@ func (g *greetedConn) Read(p []byte) (int, error) {
 	return g.Conn.Read(p)
 }
 
-// ReplyError is the *smtp.SMTPError for a reply read without go-smtp's
-// client (the STARTTLS dialogue above, the shim's pipelined submission),
+// ReplyError is the *smtp.SMTPError for a reply text go-smtp's client
+// hands over unparsed (the upstream's STARTTLS greeting and EHLO, the
+// final 250 of CloseWithResponse in the upstream and in sendmail -bs),
 // with a leading enhanced status code split off as the client does:
 // go-smtp's own conversion (toSMTPErr) is not exported. Callers then
 // classify every reply as one type.
