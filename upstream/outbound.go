@@ -451,7 +451,11 @@ type inspection struct {
 // error is a failure to read, worth a retry.
 func inspect(env *Envelope, convert bool) (*inspection, error) {
 	in := &inspection{raw: keepWriter{max: keepInMemory}, converted: keepWriter{max: keepInMemory}}
-	if env.Size > 0 && env.Size <= keepInMemory {
+	switch {
+	case env.Size > keepInMemory:
+		// Too large to keep: copying up to the bound would be thrown away.
+		in.raw.over, in.converted.over = true, true
+	case env.Size > 0:
 		// The stored size is known: one allocation for the copy.
 		in.raw.buf = make([]byte, 0, env.Size)
 	}

@@ -8,6 +8,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -476,5 +477,26 @@ func TestScanner8bit(t *testing.T) {
 				t.Errorf("%q in pieces of %d: header %v body %v, want %v %v", tc.msg, piece, s.header, s.body, tc.header, tc.body)
 			}
 		}
+	}
+}
+
+// TestInspectKeepsNoCopyOfLargeMessage: a message whose stored size is
+// over keepInMemory is looked at without copying it (a copy would be
+// dropped at the bound and the body read again to send). Converting its
+// parts still holds one leaf part at a time, which this does not measure.
+func TestInspectKeepsNoCopyOfLargeMessage(t *testing.T) {
+	msg := "From: a@example.com\r\n\r\n" + strings.Repeat("Gr\xc3\xbc\xc3\x9fe "+strings.Repeat("x", 66)+"\r\n", 4*keepInMemory/80)
+	cb := &countedBody{msg: msg}
+	env := &Envelope{From: "a@example.com", Recipients: []Rcpt{{Address: "b@example.net"}}, Size: int64(len(msg)), Body: cb.open}
+	var before, after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	in, err := inspect(env, false)
+	runtime.ReadMemStats(&after)
+	if err != nil || in.raw.kept() != nil || !in.scan.body {
+		t.Fatalf("inspect: %v, kept %d bytes, 8-bit found %v", err, len(in.raw.kept()), in.scan.body)
+	}
+	if got := after.TotalAlloc - before.TotalAlloc; got > keepInMemory/8 {
+		t.Errorf("looking at a %d-byte message allocated %d bytes", len(msg), got)
 	}
 }
