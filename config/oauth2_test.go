@@ -134,6 +134,12 @@ func TestOAuth2Errors(t *testing.T) {
     flow = "refresh_token"
     client_id = "x"
   }`, "username"},
+		{"no username, auth xoauth2", `provider = "office365"
+  auth = "xoauth2"
+  oauth2 {
+    flow = "refresh_token"
+    client_id = "x"
+  }`, "username"},
 		{"password too", `provider = "office365"
   username = "a@b.c"
   password_env = "P"
@@ -169,6 +175,13 @@ func TestOAuth2Errors(t *testing.T) {
 			}
 			if !strings.Contains(err.Error(), tc.want) {
 				t.Errorf("error %q does not mention %q", err, tc.want)
+			}
+			seen := map[string]bool{}
+			for _, d := range ce.Diags {
+				if seen[d.Summary] {
+					t.Errorf("%q said twice: %v", d.Summary, err)
+				}
+				seen[d.Summary] = true
 			}
 		})
 	}

@@ -124,6 +124,10 @@ func (v *validator) upstream(r *rawUpstream) *Upstream {
 			// The provider will name the host once it is filled in.
 			continue
 		}
+		if pr.Summary == "Missing username" && r.OAuth2 != nil {
+			// v.oauth2 says it for the block, with what to put there.
+			continue
+		}
 		rng := r.DefRange
 		if pr.Key != "" {
 			rng = attrRange(r.Body, pr.Key)

@@ -192,7 +192,7 @@ func (r *Relay) reloadTargets(cur *snapshot, next *config.Config) (map[string]up
 	for _, u := range next.Upstreams {
 		was := cur.cfg.Upstream(u.Name)
 		t := cur.router.targets[u.Name]
-		if was != nil && t != nil && reflect.DeepEqual(*was, *u) {
+		if was != nil && t != nil && sameTarget(was, u) {
 			targets[u.Name] = t
 			continue
 		}
@@ -307,4 +307,12 @@ func describeChanges(old, next *config.Config, fresh []string) []string {
 		out = append(out, "log level: "+next.Log.Level)
 	}
 	return out
+}
+
+// sameTarget reports whether two upstream blocks build the same target:
+// what goes around it (sender rewriting, which NewRouter wraps anew at
+// each reload) does not count, so changing it keeps the pooled
+// connections and the rate state.
+func sameTarget(a, b *config.Upstream) bool {
+	return a.Type == b.Type && a.Path == b.Path && reflect.DeepEqual(a.SMTP, b.SMTP) && reflect.DeepEqual(a.OAuth2, b.OAuth2)
 }

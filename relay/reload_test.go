@@ -262,7 +262,7 @@ func TestReloadUpstreams(t *testing.T) {
 	}
 	sp.Close()
 
-	ups := func(port int) string {
+	ups := func(port int, envelopeFrom string) string {
 		return fmt.Sprintf(`
 upstream "keep" {
   type = "maildir"
@@ -274,12 +274,18 @@ upstream "up" {
   tls  = "none"
   rate = "100/hour"
 }
-`, port)
+upstream "sender" {
+  host          = "127.0.0.1"
+  port          = 2602
+  tls           = "none"
+  envelope_from = %q
+}
+`, port, envelopeFrom)
 	}
-	set := rlSettings{port: dlvFreePort(t), retryInitial: "1m", maxSize: "4KiB", root: "old@example.com", upstreams: ups(2600)}
+	set := rlSettings{port: dlvFreePort(t), retryInitial: "1m", maxSize: "4KiB", root: "old@example.com", upstreams: ups(2600, "old@example.com")}
 	d, lg := rlStart(t, dir, set, Options{})
 	before := d.r.current().router.targets
-	set.upstreams = ups(2601) + "upstream \"added\" {\n  host = \"127.0.0.1\"\n  tls = \"none\"\n}\n"
+	set.upstreams = ups(2601, "new@example.com") + "upstream \"added\" {\n  host = \"127.0.0.1\"\n  tls = \"none\"\n}\n"
 	rlRewrite(t, dir, rlHCL(set))
 	if err := d.r.ReloadFile(); err != nil {
 		t.Fatal(err)
@@ -287,6 +293,14 @@ upstream "up" {
 	after := d.r.current().router.targets
 	if after["keep"] != before["keep"] {
 		t.Error("the unchanged upstream got a new target")
+	}
+	// Sender rewriting goes around the target: changing it keeps the
+	// target, and deliveries use the new address.
+	if after["sender"] != before["sender"] {
+		t.Error("changing envelope_from alone gave the upstream a new target")
+	}
+	if st, ok := d.r.current().router.Target("sender").(*senderTarget); !ok || st.envelopeFrom != "new@example.com" {
+		t.Errorf("deliveries through %#v, want the new envelope_from", d.r.current().router.Target("sender"))
 	}
 	if after["up"] == before["up"] {
 		t.Fatal("the changed upstream kept its old target")
@@ -315,8 +329,8 @@ upstream "up" {
 		}
 	}
 	sort.Strings(paused)
-	if strings.Join(paused, ",") != "added,up" {
-		t.Errorf("outbox_upstream_paused for %v, want added and up", paused)
+	if strings.Join(paused, ",") != "added,sender,up" {
+		t.Errorf("outbox_upstream_paused for %v, want added, sender and up", paused)
 	}
 }
 
