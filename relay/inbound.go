@@ -140,7 +140,7 @@ func (s *session) Mail(from string, opts *smtp.MailOptions) error {
 		return errAuthRequired
 	}
 	conf := s.in.current()
-	if opts != nil && opts.Size > conf.cfg.Limits.MaxMessageSize {
+	if max := conf.cfg.Limits.MaxMessageSize; opts != nil && max > 0 && opts.Size > max { // 0: no limit, as at DATA
 		return &smtp.SMTPError{Code: 552, EnhancedCode: smtp.EnhancedCode{5, 3, 4}, Message: fmt.Sprintf("Message too large (max_message_size is %d bytes)", conf.cfg.Limits.MaxMessageSize)}
 	}
 	if !mailhdr.IsASCII(from) && (opts == nil || !opts.UTF8) {

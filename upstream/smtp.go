@@ -437,7 +437,7 @@ func (s *SMTP) transact(ctx context.Context, cn *conn, env *Envelope, res []Resu
 		}
 	}
 	if err := c.Mail(out.from, opts); err != nil {
-		if gosmtp.Reply(err) == nil || replyCode(err) == 421 {
+		if connGone(err) {
 			connLost(allIdx, err)
 			st.retry = true
 			return st
@@ -454,7 +454,7 @@ func (s *SMTP) transact(ctx context.Context, cn *conn, env *Envelope, res []Resu
 			accepted = append(accepted, i)
 			continue
 		}
-		if gosmtp.Reply(err) == nil || replyCode(err) == 421 {
+		if connGone(err) {
 			connLost(append(accepted, allIdx[k:]...), err)
 			return st
 		}
@@ -467,7 +467,7 @@ func (s *SMTP) transact(ctx context.Context, cn *conn, env *Envelope, res []Resu
 
 	w, err := c.Data()
 	if err != nil {
-		if gosmtp.Reply(err) == nil || replyCode(err) == 421 {
+		if connGone(err) {
 			connLost(accepted, err)
 			return st
 		}
@@ -491,7 +491,7 @@ func (s *SMTP) transact(ctx context.Context, cn *conn, env *Envelope, res []Resu
 	}
 	resp, err := w.CloseWithResponse()
 	if err != nil {
-		if gosmtp.Reply(err) == nil || replyCode(err) == 421 {
+		if connGone(err) {
 			connLost(accepted, err)
 			return st
 		}

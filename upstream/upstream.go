@@ -136,6 +136,13 @@ func enhanced(c smtp.EnhancedCode) string {
 	return fmt.Sprintf("%d.%d.%d", c[0], c[1], c[2])
 }
 
+// connGone reports whether err leaves the connection unusable: a network
+// or local error (no reply), or 421, the server closing the channel.
+func connGone(err error) bool {
+	c := replyCode(err)
+	return c == 0 || c == 421
+}
+
 // replyCode returns the SMTP reply code carried by err, or 0.
 func replyCode(err error) int {
 	var se *smtp.SMTPError
