@@ -26,6 +26,7 @@ type sendEnv struct {
 	dir     string
 	conf    string
 	maildir string
+	seen    map[string]bool // delivered files already returned
 }
 
 func startSendEnv(t *testing.T) *sendEnv {
@@ -128,11 +129,26 @@ func (e *sendEnv) run(uid uint32, stdin string, args ...string) (code int, stder
 // delivered waits for the n-th message in the Maildir (from 1).
 func (e *sendEnv) delivered(n int) []byte {
 	e.t.Helper()
+	// Maildir names do not sort by arrival (the microseconds are not
+	// zero-padded): the message asked for is the one not returned before.
+	if e.seen == nil {
+		e.seen = map[string]bool{}
+	}
 	deadline := time.Now().Add(15 * time.Second)
 	for time.Now().Before(deadline) {
 		ents, _ := os.ReadDir(e.maildir)
 		if len(ents) >= n {
-			b, err := os.ReadFile(filepath.Join(e.maildir, ents[n-1].Name()))
+			var fresh []string
+			for _, ent := range ents {
+				if !e.seen[ent.Name()] {
+					fresh = append(fresh, ent.Name())
+				}
+			}
+			if len(fresh) != 1 || len(ents) != n {
+				e.t.Fatalf("%d messages delivered, %d new; want message %d alone", len(ents), len(fresh), n)
+			}
+			e.seen[fresh[0]] = true
+			b, err := os.ReadFile(filepath.Join(e.maildir, fresh[0]))
 			if err != nil {
 				e.t.Fatal(err)
 			}
