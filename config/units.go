@@ -7,36 +7,13 @@ import (
 	"strconv"
 	"strings"
 	"time"
-	"unicode/utf8"
+
+	"github.com/outbox-mta/outbox/config/lite"
 )
 
 // ParseSize reads a byte count: a plain number, or a number with a unit
 // (KiB, MiB, GiB, or the decimal KB, MB, GB).
-func ParseSize(s string) (int64, error) {
-	s = strings.TrimSpace(s)
-	units := []struct {
-		suffix string
-		mult   int64
-	}{
-		{"KiB", 1 << 10}, {"MiB", 1 << 20}, {"GiB", 1 << 30},
-		{"KB", 1000}, {"MB", 1000 * 1000}, {"GB", 1000 * 1000 * 1000},
-		{"K", 1 << 10}, {"M", 1 << 20}, {"G", 1 << 30}, {"B", 1},
-	}
-	mult := int64(1)
-	for _, u := range units {
-		if strings.HasSuffix(s, u.suffix) {
-			s = strings.TrimSpace(strings.TrimSuffix(s, u.suffix))
-			mult = u.mult
-			break
-		}
-	}
-	f, err := strconv.ParseFloat(s, 64)
-	// !(f >= 0) also refuses NaN, which no comparison catches otherwise.
-	if err != nil || !(f >= 0) || f*float64(mult) > 1<<50 {
-		return 0, fmt.Errorf("invalid size %q", s)
-	}
-	return int64(f * float64(mult)), nil
-}
+func ParseSize(s string) (int64, error) { return lite.ParseSize(s) }
 
 // ParseRate reads "N/unit" where unit is second, minute, hour or day (or s,
 // m, h, d).
@@ -67,78 +44,13 @@ func ParseRate(s string) (int, time.Duration, error) {
 
 // ValidAddress reports whether s is a mailbox local@domain as RFC 5321
 // allows it (dot-atom or quoted local part, UTF-8 permitted for SMTPUTF8).
-func ValidAddress(s string) bool {
-	if len(s) > 254+2 || !utf8.ValidString(s) {
-		return false
-	}
-	at := strings.LastIndexByte(s, '@')
-	if at <= 0 || at == len(s)-1 {
-		return false
-	}
-	local, domain := s[:at], s[at+1:]
-	if len(local) > 64*4 {
-		return false
-	}
-	if strings.HasPrefix(local, `"`) {
-		if len(local) < 2 || !strings.HasSuffix(local, `"`) {
-			return false
-		}
-		for _, c := range local[1 : len(local)-1] {
-			if c < 32 || c == 127 {
-				return false
-			}
-		}
-	} else {
-		if strings.HasPrefix(local, ".") || strings.HasSuffix(local, ".") || strings.Contains(local, "..") {
-			return false
-		}
-		for _, c := range local {
-			if c < 128 && !isAtext(byte(c)) && c != '.' {
-				return false
-			}
-		}
-	}
-	return validDomain(domain)
-}
-
-func isAtext(c byte) bool {
-	return c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' ||
-		strings.IndexByte("!#$%&'*+-/=?^_`{|}~", c) >= 0
-}
-
-func validDomain(d string) bool {
-	if strings.HasPrefix(d, "[") && strings.HasSuffix(d, "]") {
-		return len(d) > 2 // address literal
-	}
-	if len(d) > 253 || d == "" {
-		return false
-	}
-	for _, label := range strings.Split(d, ".") {
-		if label == "" || len(label) > 63 || label[0] == '-' || label[len(label)-1] == '-' {
-			return false
-		}
-		for _, c := range label {
-			if c < 128 && !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_') {
-				return false
-			}
-		}
-	}
-	return true
-}
+func ValidAddress(s string) bool { return lite.ValidAddress(s) }
 
 // ValidLocalName reports whether s is a plausible local user name without a
 // domain ("root", "www-data").
-func ValidLocalName(s string) bool {
-	if s == "" || len(s) > 64 || s[0] == '.' || s[len(s)-1] == '.' || strings.Contains(s, "..") {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		if !isAtext(s[i]) && s[i] != '.' {
-			return false
-		}
-	}
-	return true
-}
+func ValidLocalName(s string) bool { return lite.ValidLocalName(s) }
+
+func validDomain(d string) bool { return lite.ValidDomain(d) }
 
 // AliasEntry is one line of an aliases file.
 type AliasEntry struct {
