@@ -3,11 +3,10 @@ package sendmailshim
 import (
 	"bufio"
 	"bytes"
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"net/mail"
 	"strings"
 	"time"
@@ -249,10 +248,12 @@ func formatFrom(name, addr string) string {
 	return strings.TrimSuffix(s, "<x@x>") + "<" + addr + ">"
 }
 
+// messageID makes a Message-ID unique by 80 random bits. math/rand/v2's
+// generator is seeded from the kernel's randomness at start; crypto/rand
+// would do no better here and links the FIPS module, whose package
+// initialisation every call would pay.
 func messageID(now time.Time, host string) string {
-	b := make([]byte, 10)
-	rand.Read(b)
-	return fmt.Sprintf("<%s.%s@%s>", now.UTC().Format("20060102150405"), hex.EncodeToString(b), host)
+	return fmt.Sprintf("<%s.%016x%04x@%s>", now.UTC().Format("20060102150405"), rand.Uint64(), rand.Uint32()&0xffff, host)
 }
 
 // errTooBig is returned by a limitReader past its limit.

@@ -9,8 +9,6 @@ import (
 	"strconv"
 	"strings"
 	"time"
-
-	"github.com/emersion/go-smtp"
 )
 
 // submitConn is the shim's own SMTP client for one transaction with the
@@ -47,9 +45,9 @@ func (d debugConn) Write(p []byte) (int, error) {
 
 // dialSubmit connects to the daemon's submission socket, reads its
 // greeting and says EHLO. Its errors are those fallback understands: net
-// errors and *smtp.SMTPError.
+// errors and *replyError.
 func (s *shim) dialSubmit() (*submitConn, error) {
-	sock := s.cfg.SubmitSocket()
+	sock := s.submitSocket()
 	if sock == "" {
 		return nil, &net.OpError{Op: "dial", Net: "unix", Err: errors.New("no unix listener in the configuration")}
 	}
@@ -93,43 +91,43 @@ func (c *submitConn) has(ext string) bool {
 
 func (c *submitConn) Close() error { return c.conn.Close() }
 
-// reply reads one reply and returns its text, or an *smtp.SMTPError
+// reply reads one reply and returns its text, or a *replyError
 // when its code is not the one expected (a net error when none came).
 func (c *submitConn) reply(want int) (string, error) {
 	code, msg, err := c.tp.ReadResponse(want)
 	if err != nil {
 		var pe *textproto.Error
 		if errors.As(err, &pe) {
-			return "", toSMTPError(code, msg)
+			return "", toReplyError(code, msg)
 		}
 		return "", err
 	}
 	return msg, nil
 }
 
-// toSMTPError parses the enhanced status code at the start of a reply, as
+// toReplyError parses the enhanced status code at the start of a reply, as
 // the go-smtp client does, so that stageError reads both the same way.
-func toSMTPError(code int, msg string) *smtp.SMTPError {
-	se := &smtp.SMTPError{Code: code, Message: msg}
+func toReplyError(code int, msg string) *replyError {
+	re := &replyError{Code: code, Message: msg}
 	first, rest, ok := strings.Cut(msg, " ")
 	if !ok {
-		return se
+		return re
 	}
 	parts := strings.Split(first, ".")
 	if len(parts) != 3 {
-		return se
+		return re
 	}
-	var enh smtp.EnhancedCode
+	var enh [3]int
 	for i, p := range parts {
 		n, err := strconv.Atoi(p)
 		if err != nil {
-			return se
+			return re
 		}
 		enh[i] = n
 	}
-	se.EnhancedCode = enh
-	se.Message = strings.ReplaceAll(rest, "\n"+first+" ", "\n")
-	return se
+	re.EnhancedCode = enh
+	re.Message = strings.ReplaceAll(rest, "\n"+first+" ", "\n")
+	return re
 }
 
 // xtext encodes an ENVID value (RFC 3461).
@@ -211,8 +209,7 @@ func (s *shim) transactPipelined(c *submitConn, env *envelope, r *limitReader) e
 		_, err := c.reply(st.want)
 		if err != nil && first == nil {
 			if st.stage == "DATA" {
-				var se *smtp.SMTPError
-				if !errors.As(err, &se) {
+				if _, ok := daemonReply(err); !ok {
 					first = err // nothing of the message is gone yet
 					return
 				}
@@ -268,7 +265,7 @@ func (s *shim) transactPipelined(c *submitConn, env *envelope, r *limitReader) e
 			// what it got: it stores a message only once the dot
 			// has arrived whole.
 			c.Close()
-			return fail(ExitUnavailable, "message too big: more than %d bytes (limits.max_message_size); nothing was sent", s.cfg.Limits.MaxMessageSize)
+			return fail(ExitUnavailable, "message too big: more than %d bytes (limits.max_message_size); nothing was sent", s.maxMessageSize())
 		}
 		if r.n > 0 && !isNetError(err) {
 			c.Close()

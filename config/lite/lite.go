@@ -31,6 +31,10 @@ import (
 	"unicode/utf8"
 )
 
+// DefaultPath is where relay.hcl lives when neither --config (-C) nor
+// OUTBOX_CONFIG says otherwise; config.DefaultPath is the same.
+const DefaultPath = "/etc/outbox/relay.hcl"
+
 // DefaultSubmitSocket is the submission socket when relay.hcl has no
 // listen block.
 const DefaultSubmitSocket = "/run/outbox/submit.sock"
