@@ -14,12 +14,14 @@ import (
 // submitConn is the shim's own SMTP client for one transaction with the
 // daemon over its unix socket. Where the daemon advertises PIPELINING it
 // sends MAIL, every RCPT and DATA in one write and reads their replies
-// together (RFC 2920): a message takes four round trips (greeting, EHLO,
-// the envelope, the body's final reply) instead of five plus one per
-// recipient, and each round trip wakes both processes. Measured on a
-// loaded 2-core VM with two recipients and a 4 KiB message, connect to
-// "stored" took a median 3.6 ms instead of 4.0 ms with the go-smtp client,
-// which does not pipeline; most of what is left is the daemon's commit.
+// together (RFC 2920), and it says EHLO without waiting for the greeting:
+// a message takes three round trips (greeting and EHLO, the envelope, the
+// body's final reply) instead of five plus one per recipient, and each
+// round trip wakes both processes. Measured on a loaded 2-core VM with two
+// recipients and a 4 KiB message, connect to "stored" took a median 3.6 ms
+// instead of 4.0 ms with the go-smtp client, which does not pipeline
+// (before EHLO was sent early); most of what is left is the daemon's
+// commit.
 type submitConn struct {
 	conn net.Conn
 	tp   *textproto.Conn
@@ -62,13 +64,19 @@ func (s *shim) dialSubmit() (*submitConn, error) {
 	}
 	c.tp = textproto.NewConn(rw)
 	conn.SetDeadline(time.Now().Add(commandTimeout))
+	// EHLO goes out before the greeting is read: the daemon reads it once
+	// it has greeted, and the shim waits for the two replies at once,
+	// which saves a round trip (a wake-up of each process, long on a busy
+	// machine). A refusing greeting still decides; a failed write matters
+	// only after a greeting that welcomed.
+	werr := c.tp.PrintfLine("EHLO localhost")
 	if _, err := c.reply(220); err != nil {
 		conn.Close()
 		return nil, err
 	}
-	if err := c.tp.PrintfLine("EHLO localhost"); err != nil {
+	if werr != nil {
 		conn.Close()
-		return nil, err
+		return nil, werr
 	}
 	msg, err := c.reply(250)
 	if err != nil {

@@ -19,6 +19,14 @@ import (
 // "stored" after the final dot, "hangup" when the client closed before it.
 func scriptedDaemon(t *testing.T, sock string, rcptReply func(rcpt string) string) <-chan string {
 	t.Helper()
+	return scriptedDaemonGreeting(t, sock, rcptReply, false)
+}
+
+// scriptedDaemonGreeting is scriptedDaemon; with greetLate it sends its
+// greeting only once EHLO has arrived, so that a client that waits for
+// the greeting before saying EHLO hangs until the deadline.
+func scriptedDaemonGreeting(t *testing.T, sock string, rcptReply func(rcpt string) string, greetLate bool) <-chan string {
+	t.Helper()
 	l, err := net.Listen("unix", sock)
 	if err != nil {
 		t.Fatal(err)
@@ -33,10 +41,15 @@ func scriptedDaemon(t *testing.T, sock string, rcptReply func(rcpt string) strin
 		defer c.Close()
 		c.SetDeadline(time.Now().Add(10 * time.Second))
 		r := bufio.NewReader(c)
-		c.Write([]byte("220 scripted ESMTP\r\n"))
+		if !greetLate {
+			c.Write([]byte("220 scripted ESMTP\r\n"))
+		}
 		if line, _ := r.ReadString('\n'); !strings.HasPrefix(line, "EHLO") {
 			done <- "no EHLO: " + line
 			return
+		}
+		if greetLate {
+			c.Write([]byte("220 scripted ESMTP\r\n"))
 		}
 		c.Write([]byte("250-scripted\r\n250-PIPELINING\r\n250-8BITMIME\r\n250 DSN\r\n"))
 		var replies []string
@@ -128,5 +141,19 @@ func TestSubmitBodyType(t *testing.T) {
 	}
 	if m := d.wait(t, 1); m.MailOpts.Body != "7BIT" {
 		t.Errorf("BODY = %q, want 7BIT as -B asked", m.MailOpts.Body)
+	}
+}
+
+// EHLO goes out without waiting for the greeting: one round trip less.
+func TestSubmitEHLOBeforeGreeting(t *testing.T) {
+	dir := testDir(t)
+	cfg := writeConfig(t, dir, "")
+	done := scriptedDaemonGreeting(t, filepath.Join(dir, "var", "submit.sock"), func(string) string { return "250 2.1.5 ok" }, true)
+	code, _, stderr := run(t, cfg, "To: a@example.com\nSubject: s\n\nbody\n", "-t", "-i")
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, stderr)
+	}
+	if got := <-done; got != "stored" {
+		t.Errorf("daemon saw %q, want EHLO before its greeting and a stored message", got)
 	}
 }
