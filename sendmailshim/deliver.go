@@ -137,6 +137,15 @@ func (s *shim) submit(env *envelope, msg *content) error {
 		return daemonFailure(err)
 	}
 	defer c.Close()
+	if len(env.rcpts) == 1 && c.has("PIPELINING") && c.has("CHUNKING") {
+		whole, err := msg.whole(bdatMax)
+		if err != nil {
+			return fail(ExitTempFail, "cannot read the message: %v; nothing was sent", err)
+		}
+		if whole != nil {
+			return s.transactWhole(c, env, whole)
+		}
+	}
 	r := msg.reader(s.maxMessageSize())
 	err = s.transactPipelined(c, env, r)
 	if err != nil && r.n == 0 && fallback(err) {

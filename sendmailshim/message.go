@@ -288,6 +288,23 @@ func (c *content) reader(max int64) *limitReader {
 	return &limitReader{r: r, max: max}
 }
 
+// whole returns the whole message when it is at most max bytes long, and
+// nil when it is longer; either way c can still be read whole with reader.
+func (c *content) whole(max int) ([]byte, error) {
+	body, err := io.ReadAll(io.LimitReader(c.body, int64(max+1)))
+	if err != nil {
+		return nil, err
+	}
+	if len(c.header)+len("\r\n")+len(body) > max {
+		c.body = io.MultiReader(bytes.NewReader(body), c.body)
+		return nil, nil
+	}
+	c.body = bytes.NewReader(body)
+	msg := make([]byte, 0, len(c.header)+2+len(body))
+	msg = append(append(append(msg, c.header...), "\r\n"...), body...)
+	return msg, nil
+}
+
 // readContent reads the header section from r and returns it with the rest
 // of r as the body, bare LFs turned into CRLF.
 func readContent(r io.Reader) (*content, error) {

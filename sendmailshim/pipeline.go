@@ -151,45 +151,96 @@ func xtext(raw string) string {
 	return sb.String()
 }
 
-// transactPipelined runs one mail transaction on c: the same commands and
-// parameters the go-smtp client sends, pipelined when c allows it.
-func (s *shim) transactPipelined(c *submitConn, env *envelope, r *limitReader) error {
+// envelopeCommands returns the MAIL command for env and the parameters of
+// its RCPT commands, as the daemon's extensions allow them.
+func envelopeCommands(c *submitConn, env *envelope) (mail, rcptParams string, err error) {
 	utf8 := env.needsUTF8()
 	if utf8 && !c.has("SMTPUTF8") {
-		return fail(ExitUnavailable, "the daemon does not take non-ASCII addresses (no SMTPUTF8); nothing was sent")
+		return "", "", fail(ExitUnavailable, "the daemon does not take non-ASCII addresses (no SMTPUTF8); nothing was sent")
 	}
 	lines := []string{env.from}
 	lines = append(lines, env.rcpts...)
 	for _, l := range lines {
 		if strings.ContainsAny(l, "\r\n") {
-			return fail(ExitDataErr, "line break in an address; nothing was sent")
+			return "", "", fail(ExitDataErr, "line break in an address; nothing was sent")
 		}
 	}
-	var mail strings.Builder
-	fmt.Fprintf(&mail, "MAIL FROM:<%s>", env.from)
+	var b strings.Builder
+	fmt.Fprintf(&b, "MAIL FROM:<%s>", env.from)
 	if c.has("8BITMIME") {
 		// -B's body type when given (RFC 6152 allows BODY=7BIT too).
 		body := "8BITMIME"
 		if env.body != "" {
 			body = strings.ToUpper(env.body)
 		}
-		mail.WriteString(" BODY=" + body)
+		b.WriteString(" BODY=" + body)
 	}
 	if utf8 {
-		mail.WriteString(" SMTPUTF8")
+		b.WriteString(" SMTPUTF8")
 	}
 	dsn := c.has("DSN")
 	if dsn {
 		if env.ret != "" {
-			mail.WriteString(" RET=" + strings.ToUpper(env.ret))
+			b.WriteString(" RET=" + strings.ToUpper(env.ret))
 		}
 		if env.envID != "" {
-			mail.WriteString(" ENVID=" + xtext(env.envID))
+			b.WriteString(" ENVID=" + xtext(env.envID))
 		}
 	}
-	rcptParams := ""
 	if dsn && env.notify != "" {
 		rcptParams = " NOTIFY=" + strings.ToUpper(env.notify)
+	}
+	return b.String(), rcptParams, nil
+}
+
+// bdatMax is the largest message sent whole with BDAT; larger ones stream
+// with DATA.
+const bdatMax = 256 << 10
+
+// transactWhole runs the transaction of a message to one recipient that is
+// whole in memory in a single write: MAIL, RCPT and BDAT LAST with the
+// message (RFC 3030, which needs no 354 before the content), then the three
+// replies. That is one round trip, against two for DATA, which must wait
+// for 354. It takes one recipient only: a refused RCPT leaves BDAT without
+// recipients, which the daemon refuses, discarding the chunk, so that
+// nothing is stored, as when the shim hangs up before DATA's final dot;
+// with several recipients it would store the message for the others.
+// Once the message is written, a lost connection means it may be stored,
+// as after DATA's final dot: exit 75, not the maildrop folder.
+func (s *shim) transactWhole(c *submitConn, env *envelope, whole []byte) error {
+	mail, rcptParams, err := envelopeCommands(c, env)
+	if err != nil {
+		return err
+	}
+	if max := s.maxMessageSize(); max > 0 && int64(len(whole)) > max {
+		return fail(ExitUnavailable, "message too big: more than %d bytes (limits.max_message_size); nothing was sent", max)
+	}
+	w := c.tp.Writer.W
+	fmt.Fprintf(w, "%s\r\nRCPT TO:<%s>%s\r\nBDAT %d LAST\r\n", mail, env.rcpts[0], rcptParams, len(whole))
+	w.Write(whole)
+	c.conn.SetDeadline(time.Now().Add(dataTimeout))
+	if err := w.Flush(); err != nil {
+		return stageError("DATA", "", err)
+	}
+	for _, st := range []struct{ stage, addr string }{{"MAIL", env.from}, {"RCPT", env.rcpts[0]}, {"DATA", ""}} {
+		if _, err := c.reply(250); err != nil {
+			if _, ok := daemonReply(err); !ok {
+				return stageError("DATA", "", err)
+			}
+			return stageError(st.stage, st.addr, err)
+		}
+	}
+	s.verbosef("message stored by the daemon for %s", env.rcpts[0])
+	c.Close()
+	return nil
+}
+
+// transactPipelined runs one mail transaction on c: the same commands and
+// parameters the go-smtp client sends, pipelined when c allows it.
+func (s *shim) transactPipelined(c *submitConn, env *envelope, r *limitReader) error {
+	mail, rcptParams, err := envelopeCommands(c, env)
+	if err != nil {
+		return err
 	}
 	pipe := c.has("PIPELINING")
 	w := c.tp.Writer.W
@@ -225,7 +276,7 @@ func (s *shim) transactPipelined(c *submitConn, env *envelope, r *limitReader) e
 			first = stageError(st.stage, st.addr, err)
 		}
 	}
-	if err := send("%s", mail.String()); err != nil {
+	if err := send("%s", mail); err != nil {
 		return err
 	}
 	if !pipe {
