@@ -43,6 +43,9 @@ type leanState struct {
 }
 
 func (s *shim) begin(args, env []string) {
+	if len(args) == 0 {
+		args = []string{"sendmail"}
+	}
 	s.args, s.env, s.in = args, env, s.stdin
 	s.seen = &recorder{r: s.stdin}
 	s.stdin = s.seen
@@ -87,6 +90,14 @@ func (s *shim) drop(env *envelope, msg *content, why error) error {
 // this process's place.
 func (s *shim) handOver() error {
 	exe, err := os.Executable()
+	if err != nil {
+		// Without /proc: the program the caller named, links followed
+		// (mailq is a link to sendmail).
+		exe, err = exec.LookPath(s.args[0])
+		if err == nil {
+			exe, err = filepath.EvalSymlinks(exe)
+		}
+	}
 	if err != nil {
 		return fail(ExitTempFail, "cannot find the shim's own program (%v) to run %s; nothing was sent", err, FullProgram)
 	}
