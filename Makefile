@@ -6,7 +6,10 @@ LDFLAGS := -s -w -X main.version=$(VERSION)
 # exception: it runs once per message for an unprivileged caller, and as a
 # static non-PIE binary it starts without the dynamic loader relocating
 # its data, which took 15% of a `sendmail -t -i` call (lintian is told so
-# in packaging/deb/lintian-overrides).
+# in packaging/deb/lintian-overrides). sendmail itself is the lean build
+# (-tags shimlean: submission to the daemon only, without HCL, TLS or
+# bbolt); it hands every other call to outbox-sendmail, the whole shim,
+# installed beside it.
 
 # nfpm is fetched through the Go module proxy at this version into .tools/,
 # so `make dist` needs nothing but Go.
@@ -25,7 +28,8 @@ CHANGE_DATE := $(shell date -R -u -d @$$(git log -1 --format=%ct 2>/dev/null || 
 build:
 	mkdir -p dist
 	CGO_ENABLED=0 go build -trimpath -buildmode=pie -ldflags "$(LDFLAGS)" -o dist/outbox ./cmd/outbox
-	CGO_ENABLED=0 go build -trimpath -ldflags "$(LDFLAGS)" -o dist/sendmail ./cmd/sendmail
+	CGO_ENABLED=0 go build -trimpath -tags shimlean -ldflags "$(LDFLAGS)" -o dist/sendmail ./cmd/sendmail
+	CGO_ENABLED=0 go build -trimpath -ldflags "$(LDFLAGS)" -o dist/outbox-sendmail ./cmd/sendmail
 
 test:
 	go test -race ./...

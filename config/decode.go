@@ -13,8 +13,13 @@ import (
 // decodeBody fills the struct v points to from body, following `hcl` field
 // tags as gohcl does (attr, optional, block, label, body, remain,
 // def_range). It exists so that the configuration can be read without
-// gohcl, whose dependency on hclwrite and go-cmp costs the sendmail shim a
-// millisecond of start-up on every call.
+// gohcl, which links hclwrite and go-cmp. Measured side by side (300 calls
+// of each, in turn, on a 2-core VM at load average 12 to 17), the whole
+// shim's start-up with a configuration-only call (`outbox-sendmail -bv
+// addr`) took a median of 69.6 ms wall and 24.4 ms CPU with this decoder
+// against 77.7 ms and 27.2 ms with gohcl.DecodeBody: gohcl costs 11% more.
+// (The lean sendmail reads no HCL; this decoder serves outbox-sendmail, the
+// daemon and the outbox commands.)
 func decodeBody(body hcl.Body, v any) hcl.Diagnostics {
 	return decodeValue(body, reflect.ValueOf(v).Elem(), hcl.Range{})
 }

@@ -34,14 +34,20 @@ var (
 	shimErr  error
 )
 
-// buildShim builds cmd/sendmail once, next to the outbox binary.
+// buildShim builds cmd/sendmail once, next to the outbox binary, as the
+// package installs it.
 func buildShim(t *testing.T) string {
 	t.Helper()
 	shimOnce.Do(func() {
+		// As the package installs them: the lean shim, and the whole one
+		// (outbox-sendmail) beside it for what the lean one hands over.
 		shimBin = filepath.Join(filepath.Dir(outboxBin), "sendmail")
-		out, err := exec.Command("go", "build", "-o", shimBin, "github.com/outbox-mta/outbox/cmd/sendmail").CombinedOutput()
-		if err != nil {
-			shimErr = fmt.Errorf("building sendmail: %v\n%s", err, out)
+		for _, b := range []struct{ path, tags string }{{shimBin, "shimlean"}, {filepath.Join(filepath.Dir(outboxBin), "outbox-sendmail"), ""}} {
+			out, err := exec.Command("go", "build", "-tags", b.tags, "-o", b.path, "github.com/outbox-mta/outbox/cmd/sendmail").CombinedOutput()
+			if err != nil {
+				shimErr = fmt.Errorf("building %s: %v\n%s", b.path, err, out)
+				return
+			}
 		}
 	})
 	if shimErr != nil {

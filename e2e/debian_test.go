@@ -422,6 +422,7 @@ func (r *debianRoot) checkInstalled(t *testing.T) {
 	t.Helper()
 	want := map[string]string{
 		"/usr/sbin/sendmail":         "755 root root",
+		"/usr/sbin/outbox-sendmail":  "755 root root",
 		"/usr/bin/outbox":            "755 root root",
 		"/etc/outbox":                "755 root root",
 		"/etc/outbox/relay.hcl":      "644 root root",

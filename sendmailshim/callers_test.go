@@ -1,3 +1,5 @@
+//go:build !shimlean
+
 package sendmailshim
 
 import (
@@ -19,7 +21,8 @@ var (
 )
 
 // shimBinary builds cmd/sendmail once per test run and returns the folder
-// holding it as sendmail, with mailq and newaliases symlinks.
+// holding it as sendmail (the lean build) and outbox-sendmail (the whole
+// shim), with mailq and newaliases symlinks.
 func shimBinary(t testing.TB) string {
 	t.Helper()
 	buildOnce.Do(func() {
@@ -27,12 +30,15 @@ func shimBinary(t testing.TB) string {
 		if buildErr != nil {
 			return
 		}
-		bin := filepath.Join(buildDir, "sendmail")
-		out, err := exec.Command("go", "build", "-o", bin, "github.com/outbox-mta/outbox/cmd/sendmail").CombinedOutput()
-		if err != nil {
-			buildErr = err
-			buildDir = string(out)
-			return
+		// As the package installs it: the lean shim, and the whole one
+		// beside it for what the lean one hands over.
+		for _, b := range []struct{ name, tags string }{{"sendmail", "shimlean"}, {FullProgram, ""}} {
+			out, err := exec.Command("go", "build", "-tags", b.tags, "-o", filepath.Join(buildDir, b.name), "github.com/outbox-mta/outbox/cmd/sendmail").CombinedOutput()
+			if err != nil {
+				buildErr = err
+				buildDir = string(out)
+				return
+			}
 		}
 		for _, n := range []string{"mailq", "newaliases"} {
 			if err := os.Symlink("sendmail", filepath.Join(buildDir, n)); err != nil {

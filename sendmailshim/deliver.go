@@ -5,14 +5,10 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"strconv"
 	"strings"
 	"time"
 
-	"github.com/emersion/go-smtp"
-
-	"github.com/outbox-mta/outbox/config"
-	"github.com/outbox-mta/outbox/maildrop"
+	"github.com/outbox-mta/outbox/config/lite"
 	"github.com/outbox-mta/outbox/mailhdr"
 )
 
@@ -93,14 +89,14 @@ func (s *shim) deliver() error {
 	}
 	for i, r := range env.rcpts {
 		if !strings.Contains(r, "@") {
-			if !config.ValidLocalName(r) {
+			if !lite.ValidLocalName(r) {
 				return fail(ExitDataErr, "%q is not a valid recipient address; nothing was sent", r)
 			}
 			// The daemon takes local names qualified with its hostname
 			// and resolves them through the aliases, as it does for
 			// SMTP clients.
-			env.rcpts[i] = r + "@" + s.cfg.Hostname
-		} else if !config.ValidAddress(r) {
+			env.rcpts[i] = r + "@" + s.hostname()
+		} else if !lite.ValidAddress(r) {
 			return fail(ExitDataErr, "%q is not a valid recipient address; nothing was sent", r)
 		}
 	}
@@ -108,7 +104,7 @@ func (s *shim) deliver() error {
 	msg.header = fixup{
 		sender:    from,
 		fullName:  s.displayName(),
-		hostname:  s.cfg.Hostname,
+		hostname:  s.hostname(),
 		now:       s.now(),
 		removeBcc: true,
 	}.fix(msg.header)
@@ -141,7 +137,16 @@ func (s *shim) submit(env *envelope, msg *content) error {
 		return daemonFailure(err)
 	}
 	defer c.Close()
-	r := msg.reader(s.cfg.Limits.MaxMessageSize)
+	if len(env.rcpts) == 1 && c.has("PIPELINING") && c.has("CHUNKING") {
+		whole, err := msg.whole(bdatMax)
+		if err != nil {
+			return fail(ExitTempFail, "cannot read the message: %v; nothing was sent", err)
+		}
+		if whole != nil {
+			return s.transactWhole(c, env, whole)
+		}
+	}
+	r := msg.reader(s.maxMessageSize())
 	err = s.transactPipelined(c, env, r)
 	if err != nil && r.N == 0 && fallback(err) {
 		// The daemon went away before taking any of the message.
@@ -151,37 +156,12 @@ func (s *shim) submit(env *envelope, msg *content) error {
 	return err
 }
 
-// dialDaemon connects to the daemon's submission socket and says EHLO,
-// for -bs, which relays its client's commands one by one.
-func (s *shim) dialDaemon() (*smtp.Client, error) {
-	sock := s.cfg.SubmitSocket()
-	if sock == "" {
-		return nil, &net.OpError{Op: "dial", Net: "unix", Err: errors.New("no unix listener in the configuration")}
-	}
-	conn, err := net.DialTimeout("unix", sock, dialTimeout)
-	if err != nil {
-		return nil, err
-	}
-	c := smtp.NewClient(conn)
-	c.CommandTimeout = commandTimeout
-	c.SubmissionTimeout = dataTimeout
-	if s.opts.Verbose {
-		c.DebugWriter = s.stderr
-	}
-	if err := c.Hello("localhost"); err != nil {
-		c.Close()
-		return nil, err
-	}
-	return c, nil
-}
-
 // fallback reports whether err means the daemon cannot take mail now
 // (not running, refusing connections, shutting down, 4yz at the greeting)
 // so that the maildrop folder should.
 func fallback(err error) bool {
-	var se *smtp.SMTPError
-	if errors.As(err, &se) {
-		return se.Code/100 == 4
+	if re, ok := daemonReply(err); ok {
+		return re.Code/100 == 4
 	}
 	var ee *exitError
 	return !errors.As(err, &ee)
@@ -195,8 +175,8 @@ func isNetError(err error) bool {
 // stageError turns a failure of one SMTP command into an exit status and
 // one line. Errors that are not replies keep their type, for fallback.
 func stageError(stage, addr string, err error) error {
-	var se *smtp.SMTPError
-	if !errors.As(err, &se) {
+	se, ok := daemonReply(err)
+	if !ok {
 		if stage == "DATA" {
 			return fail(ExitTempFail, "lost the connection to the daemon during %s: %v; nothing was sent", stage, err)
 		}
@@ -229,7 +209,7 @@ func stageError(stage, addr string, err error) error {
 	return fail(code, "%s refused by the daemon: %s; %s", what, replyText(se), tail)
 }
 
-func replyText(se *smtp.SMTPError) string {
+func replyText(se *replyError) string {
 	if se.EnhancedCode[0] > 0 {
 		return fmt.Sprintf("%d %d.%d.%d %s", se.Code, se.EnhancedCode[0], se.EnhancedCode[1], se.EnhancedCode[2], se.Message)
 	}
@@ -237,82 +217,10 @@ func replyText(se *smtp.SMTPError) string {
 }
 
 func daemonFailure(err error) error {
-	var se *smtp.SMTPError
-	if errors.As(err, &se) {
+	if se, ok := daemonReply(err); ok {
 		return fail(ExitUnavailable, "the daemon refused the connection: %s; nothing was sent", replyText(se))
 	}
 	return fail(ExitTempFail, "cannot reach the daemon: %v; nothing was sent", err)
-}
-
-// drop writes the message into the maildrop folder, where the daemon
-// picks it up when it runs. why is the reason the daemon was not used.
-func (s *shim) drop(env *envelope, msg *content, why error) error {
-	// The daemon checks each recipient when it imports the file; check
-	// them now with the same function, so that the caller still learns
-	// of an unknown local name.
-	for _, r := range env.rcpts {
-		if res, err := s.cfg.ResolveRecipient(r); errors.Is(err, config.ErrUnknownLocal) {
-			return fail(ExitNoUser, "%s: unknown local name: no entry in the aliases block of %s, and no local_catchall; nothing was sent", res.Local, s.cfgPath)
-		}
-	}
-	if err := s.checkImport(env, msg); err != nil {
-		return err
-	}
-	md := &maildrop.Envelope{
-		From:       env.from,
-		Recipients: env.rcpts,
-		Notify:     env.notify,
-		Ret:        env.ret,
-		EnvID:      env.envID,
-		BodyType:   env.body,
-		SMTPUTF8:   env.needsUTF8(),
-		UID:        s.uid,
-		User:       s.user,
-		Time:       s.now(),
-	}
-	name, err := maildrop.Write(s.cfg.Spool.Maildrop, md, msg.reader(s.cfg.Limits.MaxMessageSize))
-	if err != nil {
-		if errors.Is(err, errTooBig) {
-			return fail(ExitUnavailable, "message too big: more than %d bytes (limits.max_message_size); nothing was sent", s.cfg.Limits.MaxMessageSize)
-		}
-		return fail(ExitTempFail, "the daemon is not running (%v) and the maildrop folder %s cannot take the message (%v); nothing was sent", why, s.cfg.Spool.Maildrop, err)
-	}
-	s.verbosef("daemon not running; message stored as %s in %s", name, s.cfg.Spool.Maildrop)
-	return nil
-}
-
-// checkImport applies to the message as completed here, the bytes the
-// maildrop file will hold, the limits the daemon applies when it imports
-// the file, so that exit 0 means the daemon will take it: the number of
-// recipients once aliases are expanded and the size of the header section
-// once the daemon has qualified bare names in it and added its Received
-// field. (max_message_size is applied while the file is written, to the
-// same bytes the daemon counts.)
-func (s *shim) checkImport(env *envelope, msg *content) error {
-	n := 0
-	for _, r := range env.rcpts {
-		if res, err := s.cfg.ResolveRecipient(r); err == nil {
-			n += len(res.Addrs)
-		} else {
-			n++
-		}
-	}
-	if n > s.cfg.Limits.MaxRecipients {
-		return fail(ExitUnavailable, "too many recipients: %d once aliases are expanded, more than limits.max_recipients (%d); nothing was sent", n, s.cfg.Limits.MaxRecipients)
-	}
-	qualified, _ := mailhdr.Qualify(msg.header, s.cfg.Hostname)
-	size := max(len(msg.header), len(qualified)) + len("\r\n") + len(s.importReceived())
-	if size > mailhdr.MaxHeaderSection {
-		return fail(ExitDataErr, "the header section is too large: %d bytes with the fields added to it, more than %d; nothing was sent", size, mailhdr.MaxHeaderSection)
-	}
-	return nil
-}
-
-// importReceived is as long as the Received field the daemon adds when it
-// imports a maildrop file: the same field, with a queue ID as long as the
-// spool's (18 characters; the shim does not link the spool for it).
-func (s *shim) importReceived() string {
-	return mailhdr.LocalReceived(s.cfg.Hostname, strconv.Itoa(s.uid), strings.Repeat("0", 18), s.now())
 }
 
 func allASCII(list []string) bool {

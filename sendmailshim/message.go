@@ -3,11 +3,10 @@ package sendmailshim
 import (
 	"bufio"
 	"bytes"
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"net/mail"
 	"strings"
 	"time"
@@ -249,10 +248,12 @@ func formatFrom(name, addr string) string {
 	return strings.TrimSuffix(s, "<x@x>") + "<" + addr + ">"
 }
 
+// messageID makes a Message-ID unique by 80 random bits. math/rand/v2's
+// generator is seeded from the kernel's randomness at start; crypto/rand
+// would do no better here and links the FIPS module, whose package
+// initialisation every call would pay.
 func messageID(now time.Time, host string) string {
-	b := make([]byte, 10)
-	rand.Read(b)
-	return fmt.Sprintf("<%s.%s@%s>", now.UTC().Format("20060102150405"), hex.EncodeToString(b), host)
+	return fmt.Sprintf("<%s.%016x%04x@%s>", now.UTC().Format("20060102150405"), rand.Uint64(), rand.Uint32()&0xffff, host)
 }
 
 // errTooBig is returned by a content reader past its limit.
@@ -269,6 +270,23 @@ type content struct {
 func (c *content) reader(max int64) *mailhdr.LimitReader {
 	r := io.MultiReader(bytes.NewReader(c.header), strings.NewReader("\r\n"), c.body)
 	return &mailhdr.LimitReader{R: r, Max: max, Err: errTooBig}
+}
+
+// whole returns the whole message when it is at most max bytes long, and
+// nil when it is longer; either way c can still be read whole with reader.
+func (c *content) whole(max int) ([]byte, error) {
+	body, err := io.ReadAll(io.LimitReader(c.body, int64(max+1)))
+	if err != nil {
+		return nil, err
+	}
+	if len(c.header)+len("\r\n")+len(body) > max {
+		c.body = io.MultiReader(bytes.NewReader(body), c.body)
+		return nil, nil
+	}
+	c.body = bytes.NewReader(body)
+	msg := make([]byte, 0, len(c.header)+2+len(body))
+	msg = append(append(append(msg, c.header...), "\r\n"...), body...)
+	return msg, nil
 }
 
 // readContent reads the header section from r and returns it with the rest

@@ -1,7 +1,11 @@
+//go:build !shimlean
+
 package sendmailshim
 
 import (
 	"bufio"
+	"fmt"
+	"io"
 	"net"
 	"path/filepath"
 	"strings"
@@ -17,6 +21,14 @@ import (
 // "stored" after the final dot, "hangup" when the client closed before it.
 func scriptedDaemon(t *testing.T, sock string, rcptReply func(rcpt string) string) <-chan string {
 	t.Helper()
+	return scriptedDaemonGreeting(t, sock, rcptReply, false)
+}
+
+// scriptedDaemonGreeting is scriptedDaemon; with greetLate it sends its
+// greeting only once EHLO has arrived, so that a client that waits for
+// the greeting before saying EHLO hangs until the deadline.
+func scriptedDaemonGreeting(t *testing.T, sock string, rcptReply func(rcpt string) string, greetLate bool) <-chan string {
+	t.Helper()
 	l, err := net.Listen("unix", sock)
 	if err != nil {
 		t.Fatal(err)
@@ -31,10 +43,15 @@ func scriptedDaemon(t *testing.T, sock string, rcptReply func(rcpt string) strin
 		defer c.Close()
 		c.SetDeadline(time.Now().Add(10 * time.Second))
 		r := bufio.NewReader(c)
-		c.Write([]byte("220 scripted ESMTP\r\n"))
+		if !greetLate {
+			c.Write([]byte("220 scripted ESMTP\r\n"))
+		}
 		if line, _ := r.ReadString('\n'); !strings.HasPrefix(line, "EHLO") {
 			done <- "no EHLO: " + line
 			return
+		}
+		if greetLate {
+			c.Write([]byte("220 scripted ESMTP\r\n"))
 		}
 		c.Write([]byte("250-scripted\r\n250-PIPELINING\r\n250-8BITMIME\r\n250 DSN\r\n"))
 		var replies []string
@@ -126,5 +143,126 @@ func TestSubmitBodyType(t *testing.T) {
 	}
 	if m := d.wait(t, 1); m.MailOpts.Body != "7BIT" {
 		t.Errorf("BODY = %q, want 7BIT as -B asked", m.MailOpts.Body)
+	}
+}
+
+// EHLO goes out without waiting for the greeting: one round trip less.
+func TestSubmitEHLOBeforeGreeting(t *testing.T) {
+	dir := testDir(t)
+	cfg := writeConfig(t, dir, "")
+	done := scriptedDaemonGreeting(t, filepath.Join(dir, "var", "submit.sock"), func(string) string { return "250 2.1.5 ok" }, true)
+	code, _, stderr := run(t, cfg, "To: a@example.com\nSubject: s\n\nbody\n", "-t", "-i")
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, stderr)
+	}
+	if got := <-done; got != "stored" {
+		t.Errorf("daemon saw %q, want EHLO before its greeting and a stored message", got)
+	}
+}
+
+// chunkingDaemon answers on sock as a daemon advertising PIPELINING and
+// CHUNKING would, but reads MAIL, RCPT and BDAT with its chunk before it
+// replies to any of them, so that a client waiting for a reply before its
+// next command hangs until the deadline. rcptReply gives the RCPT reply.
+// It sends the message it stored on the returned channel, or what went
+// wrong.
+func chunkingDaemon(t *testing.T, sock string, rcptReply string) <-chan string {
+	t.Helper()
+	l, err := net.Listen("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { l.Close() })
+	done := make(chan string, 1)
+	go func() {
+		c, err := l.Accept()
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		c.SetDeadline(time.Now().Add(10 * time.Second))
+		r := bufio.NewReader(c)
+		c.Write([]byte("220 scripted ESMTP\r\n"))
+		if line, _ := r.ReadString('\n'); !strings.HasPrefix(line, "EHLO") {
+			done <- "no EHLO: " + line
+			return
+		}
+		c.Write([]byte("250-scripted\r\n250-PIPELINING\r\n250-8BITMIME\r\n250 CHUNKING\r\n"))
+		var cmds []string
+		for i := 0; i < 3; i++ {
+			line, err := r.ReadString('\n')
+			if err != nil {
+				done <- "envelope cut: " + err.Error()
+				return
+			}
+			cmds = append(cmds, strings.TrimRight(line, "\r\n"))
+		}
+		var size int
+		if !strings.HasPrefix(cmds[0], "MAIL FROM:") || !strings.HasPrefix(cmds[1], "RCPT TO:") {
+			done <- "unexpected " + strings.Join(cmds, " | ")
+			return
+		}
+		if _, err := fmt.Sscanf(cmds[2], "BDAT %d LAST", &size); err != nil {
+			done <- "unexpected " + cmds[2]
+			return
+		}
+		chunk := make([]byte, size)
+		if _, err := io.ReadFull(r, chunk); err != nil {
+			done <- "chunk cut: " + err.Error()
+			return
+		}
+		if !strings.HasPrefix(rcptReply, "250") {
+			c.Write([]byte("250 2.1.0 ok\r\n" + rcptReply + "\r\n554 5.5.1 no valid recipients\r\n"))
+			done <- "refused"
+			return
+		}
+		c.Write([]byte("250 2.1.0 ok\r\n" + rcptReply + "\r\n250 2.0.0 queued\r\n"))
+		done <- string(chunk)
+	}()
+	return done
+}
+
+// A message to one recipient goes in one write with BDAT: the daemon
+// replies to nothing before it has the whole message.
+func TestSubmitWholeWithBDAT(t *testing.T) {
+	dir := testDir(t)
+	cfg := writeConfig(t, dir, "")
+	done := chunkingDaemon(t, filepath.Join(dir, "var", "submit.sock"), "250 2.1.5 ok")
+	code, _, stderr := run(t, cfg, "To: a@example.com\nSubject: whole\n\nline one\nline two\n", "-t", "-i")
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, stderr)
+	}
+	got := <-done
+	if !strings.Contains(got, "Subject: whole\r\n") || !strings.HasSuffix(got, "\r\n\r\nline one\r\nline two\r\n") {
+		t.Errorf("daemon stored %q", got)
+	}
+}
+
+// The recipient refused: the daemon refuses BDAT too and stores nothing,
+// and the call fails as it does when DATA is never finished.
+func TestSubmitWholeRcptRefused(t *testing.T) {
+	dir := testDir(t)
+	cfg := writeConfig(t, dir, "")
+	done := chunkingDaemon(t, filepath.Join(dir, "var", "submit.sock"), "550 5.1.1 no such user")
+	code, _, stderr := run(t, cfg, "To: bad@example.com\nSubject: s\n\nbody\n", "-t", "-i")
+	if code != ExitNoUser || !strings.Contains(stderr, "bad@example.com") || !strings.Contains(stderr, "nothing was sent") {
+		t.Errorf("exit %d, want %d naming the recipient: %s", code, ExitNoUser, stderr)
+	}
+	if got := <-done; got != "refused" {
+		t.Errorf("daemon: %q", got)
+	}
+}
+
+// A message larger than bdatMax streams with DATA, whole.
+func TestSubmitLargeStreams(t *testing.T) {
+	dir := testDir(t)
+	cfg := writeConfig(t, dir, "")
+	d := startDaemon(t, filepath.Join(dir, "var", "submit.sock"))
+	body := strings.Repeat("0123456789 abcdefghijklmnopqrstuvwxyz\n", bdatMax/38+100)
+	if code, _, stderr := run(t, cfg, "Subject: large\n\n"+body, "-i", "x@example.com"); code != 0 {
+		t.Fatalf("exit %d: %s", code, stderr)
+	}
+	if m := d.wait(t, 1); !strings.HasSuffix(string(m.Data), strings.ReplaceAll(body, "\n", "\r\n")) {
+		t.Errorf("stored %d bytes, not ending with the %d-byte body", len(m.Data), len(body))
 	}
 }

@@ -1,9 +1,12 @@
+//go:build !shimlean
+
 package sendmailshim
 
 import (
 	"bufio"
 	"bytes"
 	"io"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -204,5 +207,59 @@ func TestDaemonDownOrdinaryUserBs(t *testing.T) {
 	send("QUIT\r\n", "221")
 	if names, _ := maildrop.List(filepath.Join(dir, "var", "maildrop")); len(names) != 1 {
 		t.Errorf("maildrop holds %v, want the first message only", names)
+	}
+}
+
+// TestHandOverAfterReading: when the daemon refuses for now only after
+// the shim has read the message (here a 421 greeting), the lean sendmail
+// hands the call to the whole shim with the input it read, and the
+// maildrop file holds the whole message, the part read ahead included.
+func TestHandOverAfterReading(t *testing.T) {
+	bin, dir, cfg := userE2E(t)
+	sock := filepath.Join(dir, "var", "submit.sock")
+	l, err := net.Listen("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	if err := os.Chmod(sock, 0o666); err != nil {
+		t.Fatal(err)
+	}
+	greetings := 0
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			greetings++
+			io.WriteString(c, "421 4.3.2 shutting down\r\n")
+			c.Close()
+		}
+	}()
+	body := strings.Repeat("0123456789 abcdefghijklmnopqrstuvwxyz\n", 5000) // 190 KiB: more than the readers buffer
+	code, out := runShimAs(t, nobodyUID, bin, cfg, "To: root\nSubject: handed over\n\n"+body+"the end\n", "-t", "-i")
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, out)
+	}
+	l.Close()
+	<-done
+	if greetings != 2 {
+		t.Errorf("%d connections, want 2 (the lean shim's, then the whole shim's)", greetings)
+	}
+	md := filepath.Join(dir, "var", "maildrop")
+	names, err := maildrop.List(md)
+	if err != nil || len(names) != 1 {
+		t.Fatalf("maildrop = %v, %v; want one file", names, err)
+	}
+	data, err := os.ReadFile(filepath.Join(md, names[0]))
+	if err != nil {
+		t.Fatal(err)
+	}
+	crlf := strings.ReplaceAll(body+"the end\n", "\n", "\r\n")
+	if !bytes.Contains(data, []byte("Subject: handed over\r\n")) || !bytes.HasSuffix(data, []byte(crlf)) {
+		t.Errorf("maildrop file (%d bytes) does not end with the whole body (%d bytes)", len(data), len(crlf))
 	}
 }

@@ -18,7 +18,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/outbox-mta/outbox/config"
+	"github.com/outbox-mta/outbox/config/lite"
 )
 
 // Exit statuses, from sysexits.h.
@@ -33,6 +33,11 @@ const (
 	ExitTempFail    = 75 // EX_TEMPFAIL: nothing stored, try again
 	ExitConfig      = 78 // EX_CONFIG: configuration error
 )
+
+// FullProgram is the name the whole shim is installed under, beside
+// sendmail, built without the shimlean tag; the lean build (sendmail
+// itself) hands it every call it does not make itself.
+const FullProgram = "outbox-sendmail"
 
 // exitError is a failure with its exit status; its message is the one
 // line printed on stderr after the program name.
@@ -63,10 +68,12 @@ type shim struct {
 	now      func() time.Time
 
 	cfgPath string
-	cfg     *config.Config
+	cfg     *shimConfig
 	queue   queueAdmin // mailq and -q; nil: the admin API
 	// reload asks the daemon to reload for newaliases; nil: signalDaemon.
 	reload func(adminSocket string) (pid int, err error)
+
+	leanState
 }
 
 // Main runs the shim with the process's arguments (args[0] included:
@@ -82,6 +89,7 @@ func Main(args []string, stdin io.Reader, stdout, stderr io.Writer, env []string
 		uid:    os.Getuid(),
 		now:    time.Now,
 	}
+	s.begin(args, env)
 	if len(args) > 0 {
 		s.prog = filepath.Base(args[0])
 		args = args[1:]
@@ -136,55 +144,6 @@ func oneLine(s string) string {
 	return strings.Join(strings.Fields(s), " ")
 }
 
-func (s *shim) dispatch() error {
-	if s.opts.QueueIntvl != "" && s.opts.Mode != ModeFlush {
-		// -q15m asks a daemon to run the queue every 15 minutes; ours
-		// does that on its own schedule.
-		return nil
-	}
-	if err := s.loadConfig(); err != nil {
-		return err
-	}
-	switch s.opts.Mode {
-	case ModeQueue:
-		return s.mailq()
-	case ModeNewAliases:
-		return s.newaliases()
-	case ModeFlush:
-		return s.flush()
-	case ModeSMTP:
-		if err := s.identify(); err != nil {
-			return err
-		}
-		return s.serveSMTP()
-	case ModeVerify:
-		return s.verify()
-	}
-	if err := s.identify(); err != nil {
-		return err
-	}
-	return s.deliver()
-}
-
-func (s *shim) loadConfig() error {
-	s.cfgPath = s.opts.Config
-	if s.cfgPath == "" {
-		s.cfgPath = s.getenv("OUTBOX_CONFIG")
-	}
-	if s.cfgPath == "" {
-		s.cfgPath = config.DefaultPath
-	}
-	// Placeholders in the packaged relay.hcl keep the daemon from
-	// starting, not the shim: mail waits in the maildrop folder until the
-	// configuration is filled in.
-	cfg, err := config.LoadAllowingPlaceholders(s.cfgPath)
-	if err != nil {
-		return fail(ExitConfig, "%v", err)
-	}
-	s.cfg = cfg
-	return nil
-}
-
 // identify finds the invoking user's login and full name, as Postfix does
 // from the password database, falling back on LOGNAME and USER for
 // user IDs the database does not know (containers run with arbitrary
@@ -203,7 +162,7 @@ func (s *shim) identify() error {
 	} else {
 		return fail(ExitTempFail, "no login name found for user ID %d", s.uid)
 	}
-	if !config.ValidLocalName(s.user) {
+	if !lite.ValidLocalName(s.user) {
 		return fail(ExitDataErr, "the login name %q cannot be a mail address; pass a sender with -f", s.user)
 	}
 	return nil
@@ -213,7 +172,7 @@ func (s *shim) identify() error {
 // when it has no domain, or the invoking user at the hostname.
 func (s *shim) sender() (string, error) {
 	if !s.opts.SenderSet {
-		return s.user + "@" + s.cfg.Hostname, nil
+		return s.user + "@" + s.hostname(), nil
 	}
 	v := strings.TrimSpace(s.opts.Sender)
 	if v == "" || v == "<>" {
@@ -225,9 +184,9 @@ func (s *shim) sender() (string, error) {
 	}
 	a := addrs[0]
 	if !strings.Contains(a, "@") {
-		a += "@" + s.cfg.Hostname
+		a += "@" + s.hostname()
 	}
-	if !config.ValidAddress(a) {
+	if !lite.ValidAddress(a) {
 		return "", fail(ExitUsage, "-f %q is not a mail address", s.opts.Sender)
 	}
 	return a, nil

@@ -1,3 +1,5 @@
+//go:build !shimlean
+
 package sendmailshim
 
 import (

@@ -104,6 +104,13 @@ type LatencyResult struct {
 }
 
 func main() {
+	if len(os.Args) > 1 && os.Args[1] == "sendmail" {
+		if err := sendmailBench(os.Args[2:]); err != nil {
+			fmt.Fprintln(os.Stderr, "outbox-bench sendmail:", err)
+			os.Exit(1)
+		}
+		return
+	}
 	o, err := parseFlags(os.Args[1:])
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "outbox-bench:", err)
