@@ -631,18 +631,37 @@ func runClient(bin string, args []string, bound time.Duration, took *string) (*t
 	cmd := exec.CommandContext(ctx, bin, args...)
 	cmd.Stdout, cmd.Stderr = t, &stderr
 	start := time.Now()
-	t.err = cmd.Run()
-	*took = secs(time.Since(start))
-	var peak int64 = -1
-	if cmd.ProcessState != nil {
-		if ru, ok := cmd.ProcessState.SysUsage().(*syscall.Rusage); ok {
-			peak = ru.Maxrss // kB on Linux
-		}
+	if t.err = cmd.Start(); t.err != nil {
+		return t, -1, t.err
 	}
+	// The peak is read from the running command's VmHWM, not from
+	// wait4's rusage: that counts the memory of the process that forked
+	// it (this one, with its spool mapped) as the child's.
+	var peak atomic.Int64
+	peak.Store(-1)
+	done := make(chan struct{})
+	sampled := make(chan struct{})
+	go func() {
+		defer close(sampled)
+		for {
+			if h, ok := procStatus(cmd.Process.Pid)["VmHWM"]; ok && h > peak.Load() {
+				peak.Store(h)
+			}
+			select {
+			case <-done:
+				return
+			case <-time.After(5 * time.Millisecond): // sampling period
+			}
+		}
+	}()
+	t.err = cmd.Wait()
+	*took = secs(time.Since(start))
+	close(done)
+	<-sampled
 	if t.err != nil {
 		t.err = fmt.Errorf("%s %s: %v: %s", filepath.Base(bin), strings.Join(args[:min(len(args), 3)], " "), t.err, strings.TrimSpace(stderr.String()))
 	}
-	return t, peak, t.err
+	return t, peak.Load(), t.err
 }
 
 // sink is a go-smtp server on loopback that takes and counts every
