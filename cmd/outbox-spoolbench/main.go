@@ -72,7 +72,7 @@ func fill(args []string) error {
 	if *path == "" {
 		return fmt.Errorf("fill: -spool is required")
 	}
-	st, el, err := fillSpool(*path, *n, *size, *writers)
+	_, st, el, err := fillSpool(*path, *n, *size, *writers, time.Time{})
 	if err != nil {
 		return err
 	}

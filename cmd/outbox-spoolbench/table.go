@@ -92,7 +92,7 @@ func table(args []string, out io.Writer) error {
 	fs.StringVar(&o.sendmail, "sendmail", "", "sendmail binary, run as mailq (default: built like -outbox)")
 	fs.BoolVar(&o.cold, "cold", true, "measure cold opens: drop the page cache first (root only; otherwise those rows say skipped)")
 	fs.BoolVar(&o.keep, "keep", false, "keep the scratch folder and the spool")
-	fs.DurationVar(&o.phaseTime, "phase-time", 10*time.Minute, "bound on each start, listing and flush")
+	fs.DurationVar(&o.phaseTime, "phase-time", 10*time.Minute, "bound on the fill and on each start, listing and flush")
 	fs.DurationVar(&o.drainTime, "drain-time", 10*time.Minute, "bound on the drain; what is left stays queued")
 	fs.IntVar(&o.conns, "conns", 8, "the sink upstream's max_connections")
 	fs.DurationVar(&o.settle, "settle", 2*time.Second, "idle time before each at-rest reading")
@@ -149,12 +149,15 @@ func runTable(o *tableOpts, progress io.Writer) (rows []row, err error) {
 	if path == "" {
 		path = filepath.Join(dir, "spool.db")
 		say("fill: %d messages of %d bytes into %s ...", o.n, o.size, path)
-		st, el, err := fillSpool(path, o.n, o.size, 256)
+		filled, st, el, err := fillSpool(path, o.n, o.size, 256, time.Now().Add(o.phaseTime))
 		if err != nil {
 			return rows, fmt.Errorf("fill: %w", err)
 		}
 		r.took = secs(el)
-		r.result = fmt.Sprintf("%d msgs, %.0f msgs/s, %.1f per commit", o.n, float64(o.n)/el.Seconds(), float64(st.Writes)/float64(max(st.Commits, 1)))
+		r.result = fmt.Sprintf("%d msgs, %.0f msgs/s, %.1f per commit", filled, float64(filled)/el.Seconds(), float64(st.Writes)/float64(max(st.Commits, 1)))
+		if filled < o.n {
+			r.result += fmt.Sprintf(" (stopped at -phase-time %v)", o.phaseTime)
+		}
 	} else {
 		r.took, r.result = "—", "existing spool "+path
 	}
@@ -364,17 +367,18 @@ func build(out, pkg string) error {
 
 // fillSpool stores n deferred messages of size bytes (one recipient each,
 // due in a day) through the spool's own Enqueue, from many goroutines so
-// that group commit batches them.
-func fillSpool(path string, n, size, writers int) (spool.Stats, time.Duration, error) {
+// that group commit batches them. It stops early at deadline, unless
+// that is zero, and returns how many it stored.
+func fillSpool(path string, n, size, writers int, deadline time.Time) (int, spool.Stats, time.Duration, error) {
 	s, err := spool.Open(path, spool.Options{MaxBatch: 4096, Timeout: 5 * time.Second})
 	if err != nil {
-		return spool.Stats{}, 0, err
+		return 0, spool.Stats{}, 0, err
 	}
 	defer s.Close()
 	line := strings.Repeat("x", 76) + "\r\n"
 	body := []byte("Subject: bench\r\n\r\n" + strings.Repeat(line, size/len(line)+1))[:size]
 	next := time.Now().Add(24 * time.Hour)
-	var left atomic.Int64
+	var left, stored atomic.Int64
 	left.Store(int64(n))
 	start := time.Now()
 	var wg sync.WaitGroup
@@ -383,7 +387,7 @@ func fillSpool(path string, n, size, writers int) (spool.Stats, time.Duration, e
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			for left.Add(-1) >= 0 {
+			for left.Add(-1) >= 0 && (deadline.IsZero() || time.Now().Before(deadline)) {
 				m := &spool.Message{
 					From:        "bench@example.org",
 					Recipients:  []spool.Recipient{{Address: "sink@example.net", Status: spool.Pending, Attempts: 1, LastError: "451 4.3.0 try later"}},
@@ -395,15 +399,16 @@ func fillSpool(path string, n, size, writers int) (spool.Stats, time.Duration, e
 					errc <- err
 					return
 				}
+				stored.Add(1)
 			}
 		}()
 	}
 	wg.Wait()
 	close(errc)
 	if err := <-errc; err != nil {
-		return spool.Stats{}, 0, err
+		return int(stored.Load()), spool.Stats{}, 0, err
 	}
-	return s.Stats(), time.Since(start), nil
+	return int(stored.Load()), s.Stats(), time.Since(start), nil
 }
 
 // writeConfig writes the daemon's relay.hcl into dir: a loopback listener,
