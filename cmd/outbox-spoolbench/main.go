@@ -26,9 +26,12 @@ package main
 import (
 	"bytes"
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"os"
+	"runtime"
+	"runtime/pprof"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -134,24 +137,34 @@ func status(field string) string {
 	return "?"
 }
 
+// errStop ends a Range early.
+var errStop = errors.New("stop")
+
 func drain(args []string) error {
 	fs := flag.NewFlagSet("drain", flag.ExitOnError)
 	path := fs.String("spool", "", "spool file")
 	n := fs.Int("n", 0, "messages to delete, oldest first")
 	serial := fs.Int("serial", 300, "single-message commits to time afterwards")
+	memprofile := fs.String("memprofile", "", "write a heap profile to this file once the messages are deleted")
 	fs.Parse(args)
 	s, err := spool.Open(*path, spool.Options{MaxBatch: 4096, Timeout: 5 * time.Second})
 	if err != nil {
 		return err
 	}
 	defer s.Close()
-	list, err := s.List()
-	if err != nil {
+	// Only the IDs are kept: the heap figures below are then the spool's.
+	var todo []string
+	err = s.Range("", func(m *spool.Message) error {
+		if len(todo) >= *n {
+			return errStop
+		}
+		todo = append(todo, m.ID)
+		return nil
+	})
+	if err != nil && err != errStop {
 		return err
 	}
-	if *n > len(list) {
-		*n = len(list)
-	}
+	*n = len(todo)
 	ids := make(chan string)
 	start := time.Now()
 	var wg sync.WaitGroup
@@ -167,15 +180,29 @@ func drain(args []string) error {
 			}
 		}()
 	}
-	for _, m := range list[:*n] {
-		ids <- m.ID
+	for _, id := range todo {
+		ids <- id
 	}
 	close(ids)
 	wg.Wait()
 	if err, _ := failed.Load().(error); err != nil {
 		return err
 	}
-	fmt.Printf("deleted %d messages in %.1f s\n", *n, time.Since(start).Seconds())
+	todo = nil
+	runtime.GC()
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	fmt.Printf("deleted %d messages in %.1f s; heap in use afterwards %.1f MiB, RssAnon %s\n", *n, time.Since(start).Seconds(), float64(ms.HeapInuse)/(1<<20), status("RssAnon"))
+	if *memprofile != "" {
+		f, err := os.Create(*memprofile)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		if err := pprof.Lookup("heap").WriteTo(f, 0); err != nil {
+			return err
+		}
+	}
 	body := bytes.Repeat([]byte("x"), 1024)
 	start = time.Now()
 	for i := 0; i < *serial; i++ {
