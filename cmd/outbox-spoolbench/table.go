@@ -86,7 +86,7 @@ func table(args []string, out io.Writer) error {
 	fs := flag.NewFlagSet("table", flag.ContinueOnError)
 	fs.IntVar(&o.n, "n", 100000, "messages to fill the spool with")
 	fs.IntVar(&o.size, "size", 1024, "body size in bytes")
-	fs.StringVar(&o.dir, "dir", "", "scratch folder for the spool, the daemon's sockets and binaries (default: a new folder under /var/tmp, removed afterwards unless -keep)")
+	fs.StringVar(&o.dir, "dir", "", "folder for the spool, the daemon's configuration and sockets and the binaries; afterwards, unless -keep, what the run put there is removed (default: a new folder under /var/tmp, removed whole)")
 	fs.StringVar(&o.spoolPath, "spool", "", "measure this existing spool instead of filling one (it is used, flushed and drained in place)")
 	fs.StringVar(&o.outbox, "outbox", "", "outbox binary (default: built from this module into the scratch folder)")
 	fs.StringVar(&o.sendmail, "sendmail", "", "sendmail binary, run as mailq (default: built like -outbox)")
@@ -115,6 +115,7 @@ func table(args []string, out io.Writer) error {
 // first error that stopped the run.
 func runTable(o *tableOpts, progress io.Writer) (rows []row, err error) {
 	say := func(format string, args ...any) { fmt.Fprintf(progress, format+"\n", args...) }
+	var built []string // files this run made in a folder the user named
 	dir := o.dir
 	if dir == "" {
 		// The admin socket's path must fit in 108 bytes: a short folder.
@@ -123,22 +124,38 @@ func runTable(o *tableOpts, progress io.Writer) (rows []row, err error) {
 			return nil, err
 		}
 		dir = d
-	} else if err := os.MkdirAll(dir, 0o750); err != nil {
-		return nil, err
-	}
-	if !o.keep {
-		defer os.RemoveAll(dir)
+		if !o.keep {
+			defer os.RemoveAll(dir)
+		}
+	} else {
+		if err := os.MkdirAll(dir, 0o750); err != nil {
+			return nil, err
+		}
+		if !o.keep {
+			// A folder the user named may hold other things: remove only
+			// what this run puts there.
+			defer func() {
+				for _, name := range []string{"relay.hcl", "daemon.log", "maildrop", "maildrop-rejected", "admin.sock"} {
+					os.RemoveAll(filepath.Join(dir, name))
+				}
+				for _, f := range built {
+					os.Remove(f)
+				}
+			}()
+		}
 	}
 	if o.outbox == "" || o.sendmail == "" {
 		say("building outbox and sendmail into %s ...", dir)
 		if o.outbox == "" {
 			o.outbox = filepath.Join(dir, "outbox")
+			built = append(built, o.outbox)
 			if err := build(o.outbox, "github.com/outbox-mta/outbox/cmd/outbox"); err != nil {
 				return nil, err
 			}
 		}
 		if o.sendmail == "" {
 			o.sendmail = filepath.Join(dir, "sendmail")
+			built = append(built, o.sendmail)
 			if err := build(o.sendmail, "github.com/outbox-mta/outbox/cmd/sendmail"); err != nil {
 				return nil, err
 			}
@@ -148,6 +165,10 @@ func runTable(o *tableOpts, progress io.Writer) (rows []row, err error) {
 	r := newRow("fill")
 	if path == "" {
 		path = filepath.Join(dir, "spool.db")
+		if _, err := os.Stat(path); err == nil {
+			return nil, fmt.Errorf("%s exists: measure it with -spool, or remove it", path)
+		}
+		built = append(built, path)
 		say("fill: %d messages of %d bytes into %s ...", o.n, o.size, path)
 		filled, st, el, err := fillSpool(path, o.n, o.size, 256, time.Now().Add(o.phaseTime))
 		if err != nil {

@@ -2,6 +2,8 @@ package main
 
 import (
 	"bytes"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -20,6 +22,11 @@ func TestTableSmall(t *testing.T) {
 		n: n, size: 1024, dir: t.TempDir(), cold: false,
 		phaseTime: time.Minute, drainTime: time.Minute, conns: 4,
 		settle: 50 * time.Millisecond, sample: 10 * time.Millisecond,
+	}
+	// A folder the user names is cleaned of the run's files alone.
+	other := filepath.Join(o.dir, "other")
+	if err := os.WriteFile(other, nil, 0o600); err != nil {
+		t.Fatal(err)
 	}
 	var progress bytes.Buffer
 	rows, err := runTable(o, &progress)
@@ -65,5 +72,13 @@ func TestTableSmall(t *testing.T) {
 	}
 	if r := byPhase["queue ls"]; !strings.Contains(r.result, "lines") {
 		t.Errorf("queue ls: result %q", r.result)
+	}
+	left, _ := os.ReadDir(o.dir)
+	if len(left) != 1 || left[0].Name() != "other" {
+		var names []string
+		for _, e := range left {
+			names = append(names, e.Name())
+		}
+		t.Errorf("the folder holds %v afterwards, want only the file that was there before", names)
 	}
 }
