@@ -1,11 +1,19 @@
 // Command outbox-spoolbench builds large spools and measures what their
 // size costs: how long the spool takes to open with a cold and a warm page
-// cache, to count and to list, and the memory each takes. It works on the
-// spool file directly, without a daemon.
+// cache, to count and to list, and the memory each takes.
 //
+//	outbox-spoolbench table -n 1000000 [-dir /var/tmp/big] [-drain-time 10m]
 //	outbox-spoolbench fill -spool /var/tmp/big/spool.db -n 1000000
 //	outbox-spoolbench open -spool /var/tmp/big/spool.db -cold
 //	outbox-spoolbench drain -spool /var/tmp/big/spool.db -n 90000 -serial 300
+//
+// table does it all and prints one table: it fills a spool, opens it with
+// a cold and a warm page cache, starts a real daemon (`outbox serve`, built
+// from this module unless -outbox is given) on it and times its first 220,
+// runs queue stats, queue ls, queue ls --json and mailq through the
+// daemon's admin socket, flushes the queue and drains it to a loopback
+// SMTP sink, and reads the daemon's memory over each phase. fill, open and
+// drain work on the spool file directly, without a daemon.
 //
 // fill stores N deferred messages of -size bytes (one recipient each, due
 // in a day) through the spool's own Enqueue, from many goroutines so that
@@ -18,9 +26,12 @@ package main
 import (
 	"bytes"
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"os"
+	"runtime"
+	"runtime/pprof"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -32,7 +43,7 @@ import (
 
 func main() {
 	if len(os.Args) < 2 {
-		fmt.Fprintln(os.Stderr, "usage: outbox-spoolbench fill|open [flags]")
+		fmt.Fprintln(os.Stderr, "usage: outbox-spoolbench fill|open|drain|table [flags]")
 		os.Exit(64)
 	}
 	var err error
@@ -43,8 +54,10 @@ func main() {
 		err = open(os.Args[2:])
 	case "drain":
 		err = drain(os.Args[2:])
+	case "table":
+		err = table(os.Args[2:], os.Stdout)
 	default:
-		err = fmt.Errorf("unknown subcommand %q (fill, open, drain)", os.Args[1])
+		err = fmt.Errorf("unknown subcommand %q (fill, open, drain, table)", os.Args[1])
 	}
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "outbox-spoolbench:", err)
@@ -62,45 +75,10 @@ func fill(args []string) error {
 	if *path == "" {
 		return fmt.Errorf("fill: -spool is required")
 	}
-	s, err := spool.Open(*path, spool.Options{MaxBatch: 4096, Timeout: 5 * time.Second})
+	_, st, el, err := fillSpool(*path, *n, *size, *writers, time.Time{})
 	if err != nil {
 		return err
 	}
-	defer s.Close()
-	line := strings.Repeat("x", 76) + "\r\n"
-	body := []byte("Subject: bench\r\n\r\n" + strings.Repeat(line, *size/len(line)+1))[:*size]
-	next := time.Now().Add(24 * time.Hour)
-	var left atomic.Int64
-	left.Store(int64(*n))
-	start := time.Now()
-	var wg sync.WaitGroup
-	errc := make(chan error, *writers)
-	for w := 0; w < *writers; w++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for left.Add(-1) >= 0 {
-				m := &spool.Message{
-					From:        "bench@example.org",
-					Recipients:  []spool.Recipient{{Address: "sink@example.net", Status: spool.Pending, Attempts: 1, LastError: "451 4.3.0 try later"}},
-					Submitter:   "127.0.0.1",
-					Attempts:    1,
-					NextAttempt: next,
-				}
-				if err := s.Enqueue(context.Background(), m, bytes.NewReader(body)); err != nil {
-					errc <- err
-					return
-				}
-			}
-		}()
-	}
-	wg.Wait()
-	close(errc)
-	if err := <-errc; err != nil {
-		return err
-	}
-	el := time.Since(start)
-	st := s.Stats()
 	fmt.Printf("filled %d messages of %d bytes in %.1f s (%.0f msgs/s, %d commits)\n", *n, *size, el.Seconds(), float64(*n)/el.Seconds(), st.Commits)
 	return nil
 }
@@ -159,24 +137,34 @@ func status(field string) string {
 	return "?"
 }
 
+// errStop ends a Range early.
+var errStop = errors.New("stop")
+
 func drain(args []string) error {
 	fs := flag.NewFlagSet("drain", flag.ExitOnError)
 	path := fs.String("spool", "", "spool file")
 	n := fs.Int("n", 0, "messages to delete, oldest first")
 	serial := fs.Int("serial", 300, "single-message commits to time afterwards")
+	memprofile := fs.String("memprofile", "", "write a heap profile to this file once the messages are deleted")
 	fs.Parse(args)
 	s, err := spool.Open(*path, spool.Options{MaxBatch: 4096, Timeout: 5 * time.Second})
 	if err != nil {
 		return err
 	}
 	defer s.Close()
-	list, err := s.List()
-	if err != nil {
+	// Only the IDs are kept: the heap figures below are then the spool's.
+	var todo []string
+	err = s.Range("", func(m *spool.Message) error {
+		if len(todo) >= *n {
+			return errStop
+		}
+		todo = append(todo, m.ID)
+		return nil
+	})
+	if err != nil && err != errStop {
 		return err
 	}
-	if *n > len(list) {
-		*n = len(list)
-	}
+	*n = len(todo)
 	ids := make(chan string)
 	start := time.Now()
 	var wg sync.WaitGroup
@@ -192,15 +180,29 @@ func drain(args []string) error {
 			}
 		}()
 	}
-	for _, m := range list[:*n] {
-		ids <- m.ID
+	for _, id := range todo {
+		ids <- id
 	}
 	close(ids)
 	wg.Wait()
 	if err, _ := failed.Load().(error); err != nil {
 		return err
 	}
-	fmt.Printf("deleted %d messages in %.1f s\n", *n, time.Since(start).Seconds())
+	todo = nil
+	runtime.GC()
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	fmt.Printf("deleted %d messages in %.1f s; heap in use afterwards %.1f MiB, RssAnon %s\n", *n, time.Since(start).Seconds(), float64(ms.HeapInuse)/(1<<20), status("RssAnon"))
+	if *memprofile != "" {
+		f, err := os.Create(*memprofile)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		if err := pprof.Lookup("heap").WriteTo(f, 0); err != nil {
+			return err
+		}
+	}
 	body := bytes.Repeat([]byte("x"), 1024)
 	start = time.Now()
 	for i := 0; i < *serial; i++ {
