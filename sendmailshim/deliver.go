@@ -143,7 +143,13 @@ func (s *shim) submit(env *envelope, msg *content) error {
 			return fail(ExitTempFail, "cannot read the message: %v; nothing was sent", err)
 		}
 		if whole != nil {
-			return s.transactWhole(c, env, whole)
+			err := s.transactWhole(c, env, whole)
+			if err != nil && fallback(err) {
+				// The daemon went away before it could store the message.
+				s.verbosef("daemon unavailable (%v); writing to the maildrop folder", err)
+				return s.drop(env, msg, err)
+			}
+			return err
 		}
 	}
 	r := msg.reader(s.maxMessageSize())

@@ -220,17 +220,22 @@ func (s *shim) transactWhole(c *submitConn, env *envelope, whole []byte) error {
 		return fail(ExitUnavailable, "message too big: more than %d bytes (limits.max_message_size); nothing was sent", max)
 	}
 	w := c.tp.Writer.W
+	c.conn.SetDeadline(time.Now().Add(dataTimeout))
 	fmt.Fprintf(w, "%s\r\nRCPT TO:<%s>%s\r\nBDAT %d LAST\r\n", mail, env.rcpts[0], rcptParams, len(whole))
 	w.Write(whole)
-	c.conn.SetDeadline(time.Now().Add(dataTimeout))
 	if err := w.Flush(); err != nil {
-		return stageError("DATA", "", err)
+		// Part of the chunk never left: the daemon stores a message
+		// only once its BDAT LAST chunk is whole. The error stays a
+		// connection error, for the maildrop folder to take the mail.
+		return err
 	}
 	for _, st := range []struct{ stage, addr string }{{"MAIL", env.from}, {"RCPT", env.rcpts[0]}, {"DATA", ""}} {
 		if _, err := c.reply(250); err != nil {
-			if _, ok := daemonReply(err); !ok {
-				return stageError("DATA", "", err)
-			}
+			// A connection lost before the MAIL or RCPT reply: the
+			// daemon never reached the chunk (it answers each command
+			// before it reads the next), so nothing is stored and the
+			// error stays one the maildrop folder may take over. Lost
+			// before BDAT's reply, the message may be stored: 75.
 			return stageError(st.stage, st.addr, err)
 		}
 	}

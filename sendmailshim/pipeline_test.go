@@ -266,3 +266,37 @@ func TestSubmitLargeStreams(t *testing.T) {
 		t.Errorf("stored %d bytes, not ending with the %d-byte body", len(m.Data), len(body))
 	}
 }
+
+// The daemon goes away after reading MAIL (a restart), before it could
+// take the BDAT chunk: the message goes to the maildrop folder and the
+// call succeeds, as it does on the DATA path.
+func TestSubmitWholeDaemonGoneFallsBack(t *testing.T) {
+	dir := testDir(t)
+	cfg := writeConfig(t, dir, "")
+	l, err := net.Listen("unix", filepath.Join(dir, "var", "submit.sock"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { l.Close() })
+	go func() {
+		c, err := l.Accept()
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		c.SetDeadline(time.Now().Add(10 * time.Second))
+		r := bufio.NewReader(c)
+		c.Write([]byte("220 scripted ESMTP\r\n"))
+		r.ReadString('\n') // EHLO
+		c.Write([]byte("250-scripted\r\n250-PIPELINING\r\n250-8BITMIME\r\n250 CHUNKING\r\n"))
+		r.ReadString('\n') // MAIL, then gone
+	}()
+	code, _, stderr := run(t, cfg, "To: a@example.com\nSubject: restart\n\nbody\n", "-t", "-i")
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, stderr)
+	}
+	names, err := filepath.Glob(filepath.Join(dir, "var", "maildrop", "*"))
+	if err != nil || len(names) != 1 {
+		t.Fatalf("maildrop holds %v, want the message", names)
+	}
+}
