@@ -13,6 +13,7 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/outbox-mta/outbox/maildrop"
 )
@@ -261,5 +262,41 @@ func TestHandOverAfterReading(t *testing.T) {
 	crlf := strings.ReplaceAll(body+"the end\n", "\n", "\r\n")
 	if !bytes.Contains(data, []byte("Subject: handed over\r\n")) || !bytes.HasSuffix(data, []byte(crlf)) {
 		t.Errorf("maildrop file (%d bytes) does not end with the whole body (%d bytes)", len(data), len(crlf))
+	}
+}
+
+// TestHandOverEndsAtDotLine: a call handed over after reading (the daemon
+// down) ends when the whole shim has the message — at the "." line
+// without -i — not when the caller closes its end of the input, which a
+// caller waiting for the exit status first never does.
+func TestHandOverEndsAtDotLine(t *testing.T) {
+	bin, dir, cfg := userE2E(t)
+	cmd := asUser(nobodyUID, []string{"OUTBOX_CONFIG=" + cfg, "PATH=/usr/bin:/bin"}, filepath.Join(bin, "sendmail"), "root")
+	in, err := cmd.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer in.Close()
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	io.WriteString(in, "Subject: interactive\n\nhello\n.\n") // and the input stays open
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	select {
+	case err := <-exited:
+		if err != nil {
+			t.Fatalf("%v: %s", err, out.String())
+		}
+	case <-time.After(20 * time.Second):
+		cmd.Process.Kill()
+		<-exited
+		t.Fatalf("the call did not end at the \".\" line while its input stayed open: %s", out.String())
+	}
+	names, err := maildrop.List(filepath.Join(dir, "var", "maildrop"))
+	if err != nil || len(names) != 1 {
+		t.Fatalf("maildrop = %v, %v; want the message", names, err)
 	}
 }

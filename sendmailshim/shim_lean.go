@@ -112,9 +112,23 @@ func (s *shim) handOver() error {
 	cmd := exec.Command(full, s.args[1:]...)
 	cmd.Args[0] = s.args[0]
 	cmd.Env = s.env
-	cmd.Stdin = io.MultiReader(bytes.NewReader(s.seen.buf.Bytes()), s.in)
 	cmd.Stdout, cmd.Stderr = s.stdout, s.stderr
-	err = cmd.Run()
+	// The input goes through a pipe fed by a goroutine that Wait does not
+	// wait for: the whole shim may stop reading before the caller closes
+	// its end (a "." line without -i), and its exit status is the call's
+	// then, not when the caller hangs up.
+	in, err := cmd.StdinPipe()
+	if err == nil {
+		err = cmd.Start()
+	}
+	if err != nil {
+		return fail(ExitTempFail, "cannot run %s: %v; nothing was sent", full, err)
+	}
+	go func() {
+		io.Copy(in, io.MultiReader(bytes.NewReader(s.seen.buf.Bytes()), s.in))
+		in.Close()
+	}()
+	err = cmd.Wait()
 	var ee *exec.ExitError
 	switch {
 	case errors.As(err, &ee) && ee.ExitCode() >= 0:
