@@ -100,8 +100,8 @@ func Parse(path string, src []byte) (*Settings, error) {
 				return nil, ErrNotSimple
 			}
 			listens++
-			addr, ok := it.attr("address")
-			if !ok || addr.kind != tokString {
+			addr, ok, err := it.attr("address")
+			if err != nil || !ok || addr.kind != tokString {
 				return nil, ErrNotSimple
 			}
 			if sock, isUnix := strings.CutPrefix(addr.text, "unix:"); isUnix {
@@ -137,7 +137,11 @@ func Parse(path string, src []byte) (*Settings, error) {
 		return nil, ErrNotSimple
 	}
 	if len(limits) == 1 {
-		if v, ok := limits[0].attr("max_message_size"); ok {
+		v, ok, err := limits[0].attr("max_message_size")
+		if err != nil {
+			return nil, err
+		}
+		if ok {
 			if v.kind != tokString && v.kind != tokNumber {
 				return nil, ErrNotSimple
 			}
@@ -177,22 +181,23 @@ type item struct {
 	items  []*item // a block's body
 }
 
-// attr returns the value of the block's attribute name; a name given
-// twice is an error of the file, which the full reader reports.
-func (it *item) attr(name string) (token, bool) {
+// attr returns the value of the block's attribute name, and whether it is
+// set. A name given twice is an error of the file: ErrNotSimple, for the
+// full reader to report.
+func (it *item) attr(name string) (token, bool, error) {
 	var found *item
 	for _, c := range it.items {
 		if c.name == name && !c.block {
 			if found != nil {
-				return token{}, false
+				return token{}, false, ErrNotSimple
 			}
 			found = c
 		}
 	}
 	if found == nil {
-		return token{}, false
+		return token{}, false, nil
 	}
-	return found.value, true
+	return found.value, true, nil
 }
 
 type tokKind int
@@ -324,11 +329,19 @@ func (p *parser) str() (token, error) {
 				if err != nil || !utf8.ValidRune(rune(r)) {
 					return token{}, ErrNotSimple
 				}
+				if r >= utf8.RuneSelf {
+					return token{}, ErrNotSimple // see the default case
+				}
 				b.WriteRune(rune(r))
 				p.pos += n
 			default:
 				return token{}, ErrNotSimple
 			}
+		case c >= utf8.RuneSelf:
+			// HCL turns string literals into Unicode normal form C;
+			// rather than carry the tables, lite leaves non-ASCII text
+			// to it (the three settings are ASCII in practice).
+			return token{}, ErrNotSimple
 		default:
 			b.WriteByte(c)
 			p.pos++
@@ -447,15 +460,21 @@ func (p *parser) seq(end string, object bool) error {
 		if _, err := p.value(); err != nil {
 			return err
 		}
-		t, err = p.skipNewlines()
+		t, err = p.next()
 		if err != nil {
 			return err
+		}
+		newline := t.kind == tokNewline
+		if newline {
+			if t, err = p.skipNewlines(); err != nil {
+				return err
+			}
 		}
 		switch {
 		case t.kind == tokPunct && t.text == end:
 			return nil
 		case t.kind == tokPunct && t.text == ",":
-		case object && t.kind != tokEOF:
+		case object && newline && t.kind != tokEOF:
 			// Object elements may be separated by newlines alone.
 			p.unread(t)
 		default:

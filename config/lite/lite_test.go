@@ -101,6 +101,12 @@ func TestLiteValues(t *testing.T) {
 		"hostname = \"${x}\"\n", "hostname = \"a\" + \"b\"\n", "a = <<EOT\nx\nEOT\n", "hostname = \"x\nlisten {}\n",
 		"/* two\nlines */\n", "listen {\n address = \"unix:\"\n}\n", "limits {\n max_message_size = \"big\"\n}\n",
 		"limits {\n}\nlimits {\n}\n", "hostname = \"a\" hostname2 = \"b\"\n", "listen {\n", "x = [1, 2\n", "h\u00e9 = 1\n",
+		// HCL normalises strings to NFC: non-ASCII text is left to it.
+		"listen {\n address = \"unix:/run/cafe\u0301.sock\"\n}\n", "listen {\n address = \"unix:/run/cafe\\u0301.sock\"\n}\n",
+		// A key given twice, and object elements without a separator:
+		// errors of the file, which the full reader reports.
+		"limits {\n max_message_size = \"1MiB\"\n max_message_size = \"2MiB\"\n}\n",
+		"listen {\n address = \"unix:/a\"\n address = \"unix:/b\"\n}\n", "x = {a = 1 b = 2}\n",
 	} {
 		if _, err := lite.Parse("/x/relay.hcl", []byte(src)); !errors.Is(err, lite.ErrNotSimple) {
 			t.Errorf("%q: %v, want ErrNotSimple", src, err)
