@@ -127,11 +127,3 @@ func FuzzLite(f *testing.F) {
 		agree(t, src)
 	})
 }
-
-// TestDefaultPath: the lean shim and the rest of Outbox look for relay.hcl
-// in the same place.
-func TestDefaultPath(t *testing.T) {
-	if lite.DefaultPath != config.DefaultPath {
-		t.Errorf("lite.DefaultPath %q, config.DefaultPath %q", lite.DefaultPath, config.DefaultPath)
-	}
-}
