@@ -326,6 +326,7 @@ func (s *shim) transactPipelined(c *submitConn, env *envelope, r *mailhdr.LimitR
 		return first
 	}
 	c.conn.SetDeadline(time.Now().Add(dataTimeout))
+	s.bodyStreaming()
 	dw := c.tp.DotWriter()
 	if _, err := io.Copy(dw, r); err != nil {
 		if errors.Is(err, errTooBig) {

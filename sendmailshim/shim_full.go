@@ -15,6 +15,9 @@ type leanState struct{}
 
 func (s *shim) begin(args, env []string) {}
 
+// bodyStreaming is where the lean build stops recording its input.
+func (s *shim) bodyStreaming() {}
+
 func (s *shim) hostname() string      { return s.cfg.Hostname }
 func (s *shim) submitSocket() string  { return s.cfg.SubmitSocket() }
 func (s *shim) maxMessageSize() int64 { return s.cfg.Limits.MaxMessageSize }

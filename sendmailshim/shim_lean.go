@@ -144,17 +144,27 @@ func (s *shim) handOver() error {
 // daemon takes the message, when no hand-over can follow.
 const keepLimit = maxHeader + 1<<20
 
-// recorder keeps what is read through it, up to keepLimit.
+// recorder keeps what is read through it, up to keepLimit, or until the
+// body streams to the daemon (stopped), after which no hand-over can
+// follow: what it reads then is not kept.
 type recorder struct {
 	r        io.Reader
 	buf      bytes.Buffer
 	n        int64
-	overflow bool
+	stopped  bool
+	overflow bool // input was read that is not kept: no hand-over
 }
+
+// bodyStreaming stops the recording: the message's body now goes to the
+// daemon, and a DATA or BDAT path that hands over does so before.
+func (s *shim) bodyStreaming() { s.seen.stopped = true }
 
 func (r *recorder) Read(p []byte) (int, error) {
 	n, err := r.r.Read(p)
 	r.n += int64(n)
+	if r.stopped && n > 0 {
+		r.overflow, r.buf = true, bytes.Buffer{}
+	}
 	if !r.overflow {
 		if r.buf.Len()+n > keepLimit {
 			r.overflow = true
