@@ -37,6 +37,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/outbox-mta/outbox/config"
+	"github.com/outbox-mta/outbox/internal/benchsink"
 	"github.com/outbox-mta/outbox/relay"
 	"github.com/outbox-mta/outbox/upstream"
 )
@@ -546,52 +547,6 @@ func sendOne(c *smtp.Client, body []byte) error {
 
 // sink is the upstream of the end-to-end runs: a go-smtp server on
 // loopback that counts what it receives and reports each arrival.
-type sink struct {
-	srv      *smtp.Server
-	port     int
-	received atomic.Int64
-	arrived  chan time.Time // when notify is set
-	notify   atomic.Bool
-}
-
-func newSink() (*sink, error) {
-	s := &sink{arrived: make(chan time.Time, 16)}
-	s.srv = smtp.NewServer(s)
-	s.srv.Domain = "sink.localhost"
-	s.srv.ReadTimeout = time.Minute
-	s.srv.WriteTimeout = time.Minute
-	s.srv.MaxMessageBytes = 64 << 20
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return nil, err
-	}
-	s.port = l.Addr().(*net.TCPAddr).Port
-	go s.srv.Serve(l)
-	return s, nil
-}
-
-func (s *sink) NewSession(*smtp.Conn) (smtp.Session, error) { return sinkSession{s}, nil }
-
-type sinkSession struct{ s *sink }
-
-func (sinkSession) Mail(string, *smtp.MailOptions) error { return nil }
-func (sinkSession) Rcpt(string, *smtp.RcptOptions) error { return nil }
-func (sinkSession) Reset()                               {}
-func (sinkSession) Logout() error                        { return nil }
-func (ss sinkSession) Data(r io.Reader) error {
-	if _, err := io.Copy(io.Discard, r); err != nil {
-		return err
-	}
-	ss.s.received.Add(1)
-	if ss.s.notify.Load() {
-		select {
-		case ss.s.arrived <- time.Now():
-		default:
-		}
-	}
-	return nil
-}
-
 func sinkHCL(port, conns int) string {
 	return fmt.Sprintf(`upstream "sink" {
   type            = "smtp"
@@ -605,12 +560,12 @@ func sinkHCL(port, conns int) string {
 // relay injects relayMessages with relaySessions sessions into a relay
 // whose upstream is the sink, and measures until the sink has them all.
 func (b *bench) relay(conns int) (*RelayResult, error) {
-	sk, err := newSink()
+	sk, err := benchsink.Start()
 	if err != nil {
 		return nil, err
 	}
-	defer sk.srv.Close()
-	in, err := b.start("relay", sinkHCL(sk.port, conns), nil)
+	defer sk.Close()
+	in, err := b.start("relay", sinkHCL(sk.Port, conns), nil)
 	if err != nil {
 		return nil, err
 	}
@@ -643,9 +598,9 @@ func (b *bench) relay(conns int) (*RelayResult, error) {
 	go func() { wg.Wait(); acceptedAt.Store(int64(time.Since(start))) }()
 	want := int64(total) - failed.Load()
 	timeout := time.Now().Add(time.Duration(total)*10*time.Millisecond + 30*time.Second)
-	for sk.received.Load() < want {
+	for sk.Received.Load() < want {
 		if time.Now().After(timeout) {
-			return nil, fmt.Errorf("sink got %d of %d messages", sk.received.Load(), want)
+			return nil, fmt.Errorf("sink got %d of %d messages", sk.Received.Load(), want)
 		}
 		time.Sleep(time.Millisecond) // poll interval
 		want = int64(total) - failed.Load()
@@ -667,12 +622,12 @@ func (b *bench) relay(conns int) (*RelayResult, error) {
 // latency sends n messages one at a time to an idle relay and times each
 // from its 250 to its arrival at the sink.
 func (b *bench) latency(n int) (*LatencyResult, error) {
-	sk, err := newSink()
+	sk, err := benchsink.Start()
 	if err != nil {
 		return nil, err
 	}
-	defer sk.srv.Close()
-	in, err := b.start("latency", sinkHCL(sk.port, 2), nil)
+	defer sk.Close()
+	in, err := b.start("latency", sinkHCL(sk.Port, 2), nil)
 	if err != nil {
 		return nil, err
 	}
@@ -682,7 +637,7 @@ func (b *bench) latency(n int) (*LatencyResult, error) {
 		return nil, err
 	}
 	defer c.Close()
-	sk.notify.Store(true)
+	sk.Notify.Store(true)
 	var samples []time.Duration
 	for range n {
 		if err := sendOne(c, b.body); err != nil {
@@ -690,7 +645,7 @@ func (b *bench) latency(n int) (*LatencyResult, error) {
 		}
 		accepted := time.Now()
 		select {
-		case at := <-sk.arrived:
+		case at := <-sk.Arrived:
 			samples = append(samples, max(0, at.Sub(accepted)))
 		case <-time.After(10 * time.Second):
 			return nil, errors.New("a message did not reach the sink within 10s")

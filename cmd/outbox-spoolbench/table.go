@@ -21,8 +21,7 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"github.com/emersion/go-smtp"
-
+	"github.com/outbox-mta/outbox/internal/benchsink"
 	"github.com/outbox-mta/outbox/spool"
 )
 
@@ -225,12 +224,12 @@ func runTable(o *tableOpts, progress io.Writer) (rows []row, err error) {
 		o.n = queued // for the table's heading
 	}
 
-	sk, err := startSink()
+	sk, err := benchsink.Start()
 	if err != nil {
 		return rows, err
 	}
-	defer sk.srv.Close()
-	conf, addr, err := writeConfig(dir, path, sk.port, o.conns)
+	defer sk.Close()
+	conf, addr, err := writeConfig(dir, path, sk.Port, o.conns)
 	if err != nil {
 		return rows, err
 	}
@@ -331,7 +330,7 @@ func runTable(o *tableOpts, progress io.Writer) (rows []row, err error) {
 	var flushErr error
 	d.phase(&r, o, func() error {
 		_, r.client, flushErr = runClient(o.outbox, []string{"queue", "flush", "--config", conf}, o.phaseTime, &r.took)
-		r.result = fmt.Sprintf("%d delivered meanwhile", sk.received.Load())
+		r.result = fmt.Sprintf("%d delivered meanwhile", sk.Received.Load())
 		return flushErr
 	})
 	if flushErr != nil {
@@ -343,10 +342,10 @@ func runTable(o *tableOpts, progress io.Writer) (rows []row, err error) {
 	var drained time.Duration
 	d.phase(&r, o, func() error {
 		deadline := flushStart.Add(o.drainTime)
-		for sk.received.Load() < int64(queued) && time.Now().Before(deadline) && d.alive() {
+		for sk.Received.Load() < int64(queued) && time.Now().Before(deadline) && d.alive() {
 			time.Sleep(50 * time.Millisecond) // poll interval
 		}
-		delivered, drained = sk.received.Load(), time.Since(flushStart)
+		delivered, drained = sk.Received.Load(), time.Since(flushStart)
 		return nil
 	})
 	r.took = secs(drained)
@@ -692,43 +691,6 @@ func runClient(bin string, args []string, bound time.Duration, took *string) (*t
 
 // sink is a go-smtp server on loopback that takes and counts every
 // message: the fastest upstream the daemon can have.
-type sink struct {
-	srv      *smtp.Server
-	port     int
-	received atomic.Int64
-}
-
-func startSink() (*sink, error) {
-	s := &sink{}
-	s.srv = smtp.NewServer(s)
-	s.srv.Domain = "sink.localhost"
-	s.srv.ReadTimeout = time.Minute
-	s.srv.WriteTimeout = time.Minute
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return nil, err
-	}
-	s.port = l.Addr().(*net.TCPAddr).Port
-	go s.srv.Serve(l)
-	return s, nil
-}
-
-func (s *sink) NewSession(*smtp.Conn) (smtp.Session, error) { return sinkSession{s}, nil }
-
-type sinkSession struct{ s *sink }
-
-func (sinkSession) Mail(string, *smtp.MailOptions) error { return nil }
-func (sinkSession) Rcpt(string, *smtp.RcptOptions) error { return nil }
-func (sinkSession) Reset()                               {}
-func (sinkSession) Logout() error                        { return nil }
-func (ss sinkSession) Data(r io.Reader) error {
-	if _, err := io.Copy(io.Discard, r); err != nil {
-		return err
-	}
-	ss.s.received.Add(1)
-	return nil
-}
-
 // printTable writes the rows, MiB for memory, "—" where a figure does
 // not apply.
 func printTable(w io.Writer, o *tableOpts, rows []row) {
