@@ -13,28 +13,17 @@ import (
 	"time"
 )
 
-// scriptedDaemon answers on sock as a daemon advertising PIPELINING
-// would, but reads the whole envelope (MAIL, each RCPT, DATA) before it
-// replies to any of it, so a client that waits for each reply before
-// the next command hangs there until the deadline. rcptReply gives the
-// reply to each RCPT. It sends what happened on the returned channel:
-// "stored" after the final dot, "hangup" when the client closed before it.
-func scriptedDaemon(t *testing.T, sock string, rcptReply func(rcpt string) string) <-chan string {
-	t.Helper()
-	return scriptedDaemonGreeting(t, sock, rcptReply, false)
-}
-
-// scriptedDaemonGreeting is scriptedDaemon; with greetLate it sends its
-// greeting only once EHLO has arrived, so that a client that waits for
-// the greeting before saying EHLO hangs until the deadline.
-func scriptedDaemonGreeting(t *testing.T, sock string, rcptReply func(rcpt string) string, greetLate bool) <-chan string {
+// scripted accepts one connection on sock and greets it as the daemon
+// would (after EHLO when greetLate is set), answers EHLO with the
+// extensions ehlo lists, then leaves the dialogue to script. A client
+// that does not start with EHLO is reported on done.
+func scripted(t *testing.T, sock string, greetLate bool, ehlo string, done chan<- string, script func(c net.Conn, r *bufio.Reader)) {
 	t.Helper()
 	l, err := net.Listen("unix", sock)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { l.Close() })
-	done := make(chan string, 1)
 	go func() {
 		c, err := l.Accept()
 		if err != nil {
@@ -53,7 +42,29 @@ func scriptedDaemonGreeting(t *testing.T, sock string, rcptReply func(rcpt strin
 		if greetLate {
 			c.Write([]byte("220 scripted ESMTP\r\n"))
 		}
-		c.Write([]byte("250-scripted\r\n250-PIPELINING\r\n250-8BITMIME\r\n250 DSN\r\n"))
+		c.Write([]byte(ehlo))
+		script(c, r)
+	}()
+}
+
+// scriptedDaemon answers on sock as a daemon advertising PIPELINING
+// would, but reads the whole envelope (MAIL, each RCPT, DATA) before it
+// replies to any of it, so a client that waits for each reply before
+// the next command hangs there until the deadline. rcptReply gives the
+// reply to each RCPT. It sends what happened on the returned channel:
+// "stored" after the final dot, "hangup" when the client closed before it.
+func scriptedDaemon(t *testing.T, sock string, rcptReply func(rcpt string) string) <-chan string {
+	t.Helper()
+	return scriptedDaemonGreeting(t, sock, rcptReply, false)
+}
+
+// scriptedDaemonGreeting is scriptedDaemon; with greetLate it sends its
+// greeting only once EHLO has arrived, so that a client that waits for
+// the greeting before saying EHLO hangs until the deadline.
+func scriptedDaemonGreeting(t *testing.T, sock string, rcptReply func(rcpt string) string, greetLate bool) <-chan string {
+	t.Helper()
+	done := make(chan string, 1)
+	scripted(t, sock, greetLate, "250-scripted\r\n250-PIPELINING\r\n250-8BITMIME\r\n250 DSN\r\n", done, func(c net.Conn, r *bufio.Reader) {
 		var replies []string
 		for {
 			line, err := r.ReadString('\n')
@@ -92,7 +103,7 @@ func scriptedDaemonGreeting(t *testing.T, sock string, rcptReply func(rcpt strin
 				return
 			}
 		}
-	}()
+	})
 	return done
 }
 
@@ -168,26 +179,8 @@ func TestSubmitEHLOBeforeGreeting(t *testing.T) {
 // wrong.
 func chunkingDaemon(t *testing.T, sock string, rcptReply string) <-chan string {
 	t.Helper()
-	l, err := net.Listen("unix", sock)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { l.Close() })
 	done := make(chan string, 1)
-	go func() {
-		c, err := l.Accept()
-		if err != nil {
-			return
-		}
-		defer c.Close()
-		c.SetDeadline(time.Now().Add(10 * time.Second))
-		r := bufio.NewReader(c)
-		c.Write([]byte("220 scripted ESMTP\r\n"))
-		if line, _ := r.ReadString('\n'); !strings.HasPrefix(line, "EHLO") {
-			done <- "no EHLO: " + line
-			return
-		}
-		c.Write([]byte("250-scripted\r\n250-PIPELINING\r\n250-8BITMIME\r\n250 CHUNKING\r\n"))
+	scripted(t, sock, false, "250-scripted\r\n250-PIPELINING\r\n250-8BITMIME\r\n250 CHUNKING\r\n", done, func(c net.Conn, r *bufio.Reader) {
 		var cmds []string
 		for i := 0; i < 3; i++ {
 			line, err := r.ReadString('\n')
@@ -218,7 +211,7 @@ func chunkingDaemon(t *testing.T, sock string, rcptReply string) <-chan string {
 		}
 		c.Write([]byte("250 2.1.0 ok\r\n" + rcptReply + "\r\n250 2.0.0 queued\r\n"))
 		done <- string(chunk)
-	}()
+	})
 	return done
 }
 
@@ -273,24 +266,9 @@ func TestSubmitLargeStreams(t *testing.T) {
 func TestSubmitWholeDaemonGoneFallsBack(t *testing.T) {
 	dir := testDir(t)
 	cfg := writeConfig(t, dir, "")
-	l, err := net.Listen("unix", filepath.Join(dir, "var", "submit.sock"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { l.Close() })
-	go func() {
-		c, err := l.Accept()
-		if err != nil {
-			return
-		}
-		defer c.Close()
-		c.SetDeadline(time.Now().Add(10 * time.Second))
-		r := bufio.NewReader(c)
-		c.Write([]byte("220 scripted ESMTP\r\n"))
-		r.ReadString('\n') // EHLO
-		c.Write([]byte("250-scripted\r\n250-PIPELINING\r\n250-8BITMIME\r\n250 CHUNKING\r\n"))
-		r.ReadString('\n') // MAIL, then gone
-	}()
+	done := make(chan string, 1)
+	scripted(t, filepath.Join(dir, "var", "submit.sock"), false, "250-scripted\r\n250-PIPELINING\r\n250-8BITMIME\r\n250 CHUNKING\r\n", done,
+		func(c net.Conn, r *bufio.Reader) { r.ReadString('\n') }) // MAIL, then gone
 	code, _, stderr := run(t, cfg, "To: a@example.com\nSubject: restart\n\nbody\n", "-t", "-i")
 	if code != 0 {
 		t.Fatalf("exit %d: %s", code, stderr)
