@@ -158,9 +158,12 @@ upstream "m365" {
 		return dl.DialContext(ctx, "unix", filepath.Join(dir, "var", "admin.sock"))
 	}}}
 	var text string
+	// Wait for both series of the attempt: Gather collects each family on
+	// its own goroutine, so one scrape can hold one without the other.
 	dlvWait(t, "a deferral to be counted", func() bool {
 		text = metricsGet(t, sock, "http://outbox/metrics")
-		return metricValue(text, `outbox_delivery_results_total{result="deferred",upstream="down"}`) >= 1
+		return metricValue(text, `outbox_delivery_results_total{result="deferred",upstream="down"}`) >= 1 &&
+			metricValue(text, `outbox_delivery_duration_seconds_count{upstream="down"}`) >= 1
 	})
 	served := map[string]bool{}
 	for _, l := range strings.Split(text, "\n") {
