@@ -128,6 +128,25 @@ func dedupe(list []string) []string {
 // the daemon cannot be reached. It returns nil only once one of them has
 // the message durably.
 func (s *shim) submit(env *envelope, msg *content) error {
+	if len(env.rcpts) == 1 {
+		whole, err := msg.whole(bdatMax)
+		if err != nil {
+			return fail(ExitTempFail, "cannot read the message: %v; nothing was sent", err)
+		}
+		if whole != nil {
+			err := s.submitWhole(env, whole)
+			if !errors.Is(err, errNotAsAssumed) {
+				if err != nil && fallback(err) {
+					// The daemon is not there, or went away before it
+					// could store the message.
+					s.verbosef("daemon unavailable (%v); writing to the maildrop folder", err)
+					return s.drop(env, msg, err)
+				}
+				return err
+			}
+			s.verbosef("%v; sending again, EHLO first", err)
+		}
+	}
 	c, err := s.dialSubmit()
 	if err != nil {
 		if fallback(err) {
@@ -137,21 +156,6 @@ func (s *shim) submit(env *envelope, msg *content) error {
 		return daemonFailure(err)
 	}
 	defer c.Close()
-	if len(env.rcpts) == 1 && c.has("PIPELINING") && c.has("CHUNKING") {
-		whole, err := msg.whole(bdatMax)
-		if err != nil {
-			return fail(ExitTempFail, "cannot read the message: %v; nothing was sent", err)
-		}
-		if whole != nil {
-			err := s.transactWhole(c, env, whole)
-			if err != nil && fallback(err) {
-				// The daemon went away before it could store the message.
-				s.verbosef("daemon unavailable (%v); writing to the maildrop folder", err)
-				return s.drop(env, msg, err)
-			}
-			return err
-		}
-	}
 	r := msg.reader(s.maxMessageSize())
 	err = s.transactPipelined(c, env, r)
 	if err != nil && r.N == 0 && fallback(err) {
@@ -175,7 +179,7 @@ func fallback(err error) bool {
 
 func isNetError(err error) bool {
 	var ne net.Error
-	return errors.As(err, &ne) || errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, net.ErrClosed)
+	return errors.As(err, &ne) || errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, errClosed)
 }
 
 // stageError turns a failure of one SMTP command into an exit status and

@@ -4,11 +4,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/textproto"
 	"strconv"
 	"strings"
-	"time"
 
 	"github.com/outbox-mta/outbox/mailhdr"
 )
@@ -27,37 +25,36 @@ import (
 // client, which does not pipeline (before EHLO went early and BDAT was
 // used); most of what is left is the daemon's commit.
 type submitConn struct {
-	conn net.Conn
+	conn *unixConn
 	tp   *textproto.Conn
 	ext  map[string]string
 }
 
 // debugConn copies both directions of the dialogue to w, for -v.
 type debugConn struct {
-	net.Conn
+	*unixConn
 	w io.Writer
 }
 
 func (d debugConn) Read(p []byte) (int, error) {
-	n, err := d.Conn.Read(p)
+	n, err := d.unixConn.Read(p)
 	d.w.Write(p[:n])
 	return n, err
 }
 
 func (d debugConn) Write(p []byte) (int, error) {
 	d.w.Write(p)
-	return d.Conn.Write(p)
+	return d.unixConn.Write(p)
 }
 
-// dialSubmit connects to the daemon's submission socket, reads its
-// greeting and says EHLO. Its errors are those fallback understands: net
-// errors and *replyError.
-func (s *shim) dialSubmit() (*submitConn, error) {
+// connect opens the daemon's submission socket; nothing is said yet. Its
+// errors are those fallback understands.
+func (s *shim) connect() (*submitConn, error) {
 	sock := s.submitSocket()
 	if sock == "" {
-		return nil, &net.OpError{Op: "dial", Net: "unix", Err: errors.New("no unix listener in the configuration")}
+		return nil, &connError{op: "dial", err: errors.New("no unix listener in the configuration")}
 	}
-	conn, err := net.DialTimeout("unix", sock, dialTimeout)
+	conn, err := dialUnix(sock, dialTimeout)
 	if err != nil {
 		return nil, err
 	}
@@ -67,25 +64,43 @@ func (s *shim) dialSubmit() (*submitConn, error) {
 		rw = debugConn{conn, s.stderr}
 	}
 	c.tp = textproto.NewConn(rw)
-	conn.SetDeadline(time.Now().Add(commandTimeout))
+	return c, nil
+}
+
+// dialSubmit connects to the daemon's submission socket, reads its
+// greeting and says EHLO. Its errors are those fallback understands:
+// connection errors and *replyError.
+func (s *shim) dialSubmit() (*submitConn, error) {
+	c, err := s.connect()
+	if err != nil {
+		return nil, err
+	}
+	c.conn.setTimeout(commandTimeout)
 	// EHLO goes out before the greeting is read: the daemon reads it once
 	// it has greeted, and the shim waits for the two replies at once,
 	// which saves a round trip (a wake-up of each process, long on a busy
-	// machine). A refusing greeting still decides; a failed write matters
-	// only after a greeting that welcomed.
-	werr := c.tp.PrintfLine("EHLO localhost")
-	if _, err := c.reply(220); err != nil {
-		conn.Close()
+	// machine).
+	if err := c.hello(c.tp.PrintfLine("EHLO localhost")); err != nil {
+		c.Close()
 		return nil, err
 	}
+	return c, nil
+}
+
+// hello reads the greeting and the reply to EHLO, which went out before
+// the greeting came, and keeps the extensions the daemon names. werr is
+// the error of the write that carried EHLO: a refusing greeting still
+// decides; a failed write matters only after a greeting that welcomed.
+func (c *submitConn) hello(werr error) error {
+	if _, err := c.reply(220); err != nil {
+		return err
+	}
 	if werr != nil {
-		conn.Close()
-		return nil, werr
+		return werr
 	}
 	msg, err := c.reply(250)
 	if err != nil {
-		conn.Close()
-		return nil, err
+		return err
 	}
 	c.ext = map[string]string{}
 	lines := strings.Split(msg, "\n")
@@ -93,7 +108,7 @@ func (s *shim) dialSubmit() (*submitConn, error) {
 		k, v, _ := strings.Cut(l, " ")
 		c.ext[strings.ToUpper(k)] = v
 	}
-	return c, nil
+	return nil
 }
 
 func (c *submitConn) has(ext string) bool {
@@ -201,17 +216,45 @@ func envelopeCommands(c *submitConn, env *envelope) (mail, rcptParams string, er
 // with DATA.
 const bdatMax = 256 << 10
 
-// transactWhole runs the transaction of a message to one recipient that is
-// whole in memory in a single write: MAIL, RCPT and BDAT LAST with the
-// message (RFC 3030, which needs no 354 before the content), then the three
-// replies. That is one round trip, against two for DATA, which must wait
-// for 354. It takes one recipient only: a refused RCPT leaves BDAT without
+// errNotAsAssumed says that submitWhole's daemon did not name every
+// extension the commands used and did not store the message: the call
+// goes again the ordinary way, EHLO first.
+var errNotAsAssumed = errors.New("the daemon does not name the extensions assumed")
+
+// submitWhole submits a message to one recipient that is whole in memory
+// in one round trip: it connects and writes EHLO, MAIL, RCPT and BDAT LAST
+// with the message (RFC 3030, which needs no 354 before the content) in a
+// single write, then reads the five replies, greeting first. The commands
+// use the extensions this version's daemon names before its EHLO reply
+// says so (as RFC 2920 pipelining does not allow a client
+// in general, and this one does only with its own daemon); a daemon that
+// does not name them all and does not store the message gets the call
+// again EHLO first (errNotAsAssumed). The same round trip also serves a
+// daemon that has read nothing yet: it takes the whole write from the
+// socket when it reads EHLO.
+//
+// It takes one recipient only: a refused RCPT leaves BDAT without
 // recipients, which the daemon refuses, discarding the chunk, so that
 // nothing is stored, as when the shim hangs up before DATA's final dot;
 // with several recipients it would store the message for the others.
 // Once the message is written, a lost connection means it may be stored,
 // as after DATA's final dot: exit 75, not the maildrop folder.
-func (s *shim) transactWhole(c *submitConn, env *envelope, whole []byte) error {
+func (s *shim) submitWhole(env *envelope, whole []byte) error {
+	c, err := s.connect()
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	// The extensions the daemon names (gosmtp.NewServer), before
+	// its EHLO reply says so.
+	c.ext = map[string]string{"PIPELINING": "", "CHUNKING": "", "8BITMIME": "", "SMTPUTF8": "", "DSN": ""}
+	used := []string{"PIPELINING", "CHUNKING", "8BITMIME"}
+	if env.needsUTF8() {
+		used = append(used, "SMTPUTF8")
+	}
+	if env.ret != "" || env.envID != "" || env.notify != "" {
+		used = append(used, "DSN")
+	}
 	mail, rcptParams, err := envelopeCommands(c, env)
 	if err != nil {
 		return err
@@ -219,18 +262,29 @@ func (s *shim) transactWhole(c *submitConn, env *envelope, whole []byte) error {
 	if max := s.maxMessageSize(); max > 0 && int64(len(whole)) > max {
 		return fail(ExitUnavailable, "message too big: more than %d bytes (limits.max_message_size); nothing was sent", max)
 	}
+	c.conn.setTimeout(dataTimeout)
 	w := c.tp.Writer.W
-	c.conn.SetDeadline(time.Now().Add(dataTimeout))
-	fmt.Fprintf(w, "%s\r\nRCPT TO:<%s>%s\r\nBDAT %d LAST\r\n", mail, env.rcpts[0], rcptParams, len(whole))
+	fmt.Fprintf(w, "EHLO localhost\r\n%s\r\nRCPT TO:<%s>%s\r\nBDAT %d LAST\r\n", mail, env.rcpts[0], rcptParams, len(whole))
 	w.Write(whole)
-	if err := w.Flush(); err != nil {
-		// Part of the chunk never left: the daemon stores a message
-		// only once its BDAT LAST chunk is whole. The error stays a
-		// connection error, for the maildrop folder to take the mail.
-		return err
+	// A failed write: part of the chunk never left, and the daemon
+	// stores a message only once its BDAT LAST chunk is whole. The error
+	// stays a connection error, for the maildrop folder to take the mail,
+	// unless the greeting refused.
+	if err := c.hello(w.Flush()); err != nil {
+		if fallback(err) {
+			return err
+		}
+		return daemonFailure(err)
+	}
+	assumed := true
+	for _, e := range used {
+		assumed = assumed && c.has(e)
 	}
 	for _, st := range []struct{ stage, addr string }{{"MAIL", env.from}, {"RCPT", env.rcpts[0]}, {"DATA", ""}} {
 		if _, err := c.reply(250); err != nil {
+			if _, ok := daemonReply(err); ok && !assumed {
+				return errNotAsAssumed
+			}
 			// A connection lost before the MAIL or RCPT reply: the
 			// daemon never reached the chunk (it answers each command
 			// before it reads the next), so nothing is stored and the
@@ -240,7 +294,6 @@ func (s *shim) transactWhole(c *submitConn, env *envelope, whole []byte) error {
 		}
 	}
 	s.verbosef("message stored by the daemon for %s", env.rcpts[0])
-	c.Close()
 	return nil
 }
 
@@ -325,7 +378,7 @@ func (s *shim) transactPipelined(c *submitConn, env *envelope, r *mailhdr.LimitR
 		c.Close()
 		return first
 	}
-	c.conn.SetDeadline(time.Now().Add(dataTimeout))
+	c.conn.setTimeout(dataTimeout)
 	s.bodyStreaming()
 	dw := c.tp.DotWriter()
 	if _, err := io.Copy(dw, r); err != nil {

@@ -158,11 +158,12 @@ func TestSubmitBodyType(t *testing.T) {
 }
 
 // EHLO goes out without waiting for the greeting: one round trip less.
+// (Two recipients: the envelope then goes with DATA.)
 func TestSubmitEHLOBeforeGreeting(t *testing.T) {
 	dir := testDir(t)
 	cfg := writeConfig(t, dir, "")
 	done := scriptedDaemonGreeting(t, filepath.Join(dir, "var", "submit.sock"), func(string) string { return "250 2.1.5 ok" }, true)
-	code, _, stderr := run(t, cfg, "To: a@example.com\nSubject: s\n\nbody\n", "-t", "-i")
+	code, _, stderr := run(t, cfg, "To: a@example.com, b@example.com\nSubject: s\n\nbody\n", "-t", "-i")
 	if code != 0 {
 		t.Fatalf("exit %d: %s", code, stderr)
 	}
@@ -276,5 +277,139 @@ func TestSubmitWholeDaemonGoneFallsBack(t *testing.T) {
 	names, err := filepath.Glob(filepath.Join(dir, "var", "maildrop", "*"))
 	if err != nil || len(names) != 1 {
 		t.Fatalf("maildrop holds %v, want the message", names)
+	}
+}
+
+// serveOneWrite serves c, which must carry EHLO, MAIL, RCPT and BDAT LAST
+// with its chunk before the daemon has said anything, not even its
+// greeting; then it gives the replies, the EHLO reply naming ehloExt, and
+// BDAT's reply bdatReply. It returns the MAIL command and the chunk it
+// stored, "refused", or what went wrong.
+func serveOneWrite(c net.Conn, ehloExt []string, bdatReply string) string {
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	r := bufio.NewReader(c)
+	var cmds []string
+	for i := 0; i < 4; i++ {
+		line, err := r.ReadString('\n')
+		if err != nil {
+			return fmt.Sprintf("commands cut after %q: %v", cmds, err)
+		}
+		cmds = append(cmds, strings.TrimRight(line, "\r\n"))
+	}
+	var size int
+	if cmds[0] != "EHLO localhost" || !strings.HasPrefix(cmds[1], "MAIL FROM:<") || !strings.HasPrefix(cmds[2], "RCPT TO:<") {
+		return "unexpected " + strings.Join(cmds, " | ")
+	}
+	if _, err := fmt.Sscanf(cmds[3], "BDAT %d LAST", &size); err != nil {
+		return "unexpected " + cmds[3]
+	}
+	chunk := make([]byte, size)
+	if _, err := io.ReadFull(r, chunk); err != nil {
+		return "chunk cut: " + err.Error()
+	}
+	ehlo := "250-scripted\r\n"
+	for _, e := range ehloExt {
+		ehlo += "250-" + e + "\r\n"
+	}
+	c.Write([]byte("220 scripted ESMTP\r\n" + ehlo + "250 SIZE\r\n250 2.1.0 ok\r\n250 2.1.5 ok\r\n" + bdatReply + "\r\n"))
+	if !strings.HasPrefix(bdatReply, "250") {
+		return "refused"
+	}
+	return cmds[1] + " " + string(chunk)
+}
+
+// listenUnix listens on sock until the test ends.
+func listenUnix(t *testing.T, sock string) net.Listener {
+	t.Helper()
+	l, err := net.Listen("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { l.Close() })
+	return l
+}
+
+// A message to one recipient takes one round trip from connect: the
+// daemon hears the whole transaction before it has said a word.
+func TestSubmitWholeOneWrite(t *testing.T) {
+	dir := testDir(t)
+	cfg := writeConfig(t, dir, "")
+	l := listenUnix(t, filepath.Join(dir, "var", "submit.sock"))
+	done := make(chan string, 1)
+	go func() {
+		c, err := l.Accept()
+		if err != nil {
+			done <- err.Error()
+			return
+		}
+		done <- serveOneWrite(c, []string{"PIPELINING", "8BITMIME", "CHUNKING", "SMTPUTF8", "DSN"}, "250 2.0.0 queued")
+	}()
+	code, _, stderr := run(t, cfg, "To: a@example.com\nSubject: one\n\nbody\n", "-t", "-i", "-N", "failure")
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, stderr)
+	}
+	if got := <-done; !strings.Contains(got, "BODY=8BITMIME") || !strings.Contains(got, "Subject: one\r\n") {
+		t.Errorf("daemon stored %q", got)
+	}
+}
+
+// A daemon that does not name an extension the single write used, and
+// refuses, gets the message again the ordinary way on a new connection:
+// EHLO first, then DATA, as its EHLO reply allows.
+func TestSubmitWholeNotAsAssumed(t *testing.T) {
+	dir := testDir(t)
+	cfg := writeConfig(t, dir, "")
+	l := listenUnix(t, filepath.Join(dir, "var", "submit.sock"))
+	done := make(chan string, 2)
+	go func() {
+		c, err := l.Accept()
+		if err != nil {
+			done <- err.Error()
+			return
+		}
+		done <- serveOneWrite(c, []string{"PIPELINING", "8BITMIME"}, "500 5.5.1 command not recognized")
+		c, err = l.Accept()
+		if err != nil {
+			done <- err.Error()
+			return
+		}
+		defer c.Close()
+		c.SetDeadline(time.Now().Add(10 * time.Second))
+		r := bufio.NewReader(c)
+		c.Write([]byte("220 scripted ESMTP\r\n"))
+		var got []string
+		for {
+			line, err := r.ReadString('\n')
+			if err != nil {
+				done <- fmt.Sprintf("second connection cut after %q: %v", got, err)
+				return
+			}
+			line = strings.TrimRight(line, "\r\n")
+			got = append(got, line)
+			switch {
+			case line == "EHLO localhost":
+				c.Write([]byte("250-scripted\r\n250-PIPELINING\r\n250 8BITMIME\r\n"))
+			case line == "DATA":
+				c.Write([]byte("354 go ahead\r\n"))
+			case line == ".":
+				c.Write([]byte("250 2.0.0 queued\r\n"))
+				done <- strings.Join(got, " | ")
+				return
+			case strings.HasPrefix(line, "MAIL FROM:") || strings.HasPrefix(line, "RCPT TO:"):
+				c.Write([]byte("250 ok\r\n"))
+			}
+		}
+	}()
+	code, _, stderr := run(t, cfg, "To: a@example.com\nSubject: again\n\nbody\n", "-t", "-i")
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, stderr)
+	}
+	if got := <-done; got != "refused" {
+		t.Fatalf("first connection: %q", got)
+	}
+	got := <-done
+	if !strings.HasPrefix(got, "EHLO localhost | MAIL FROM:<") || !strings.Contains(got, " | DATA | ") || !strings.Contains(got, "Subject: again") {
+		t.Errorf("second connection: %q", got)
 	}
 }
