@@ -1,0 +1,457 @@
+package e2e
+
+import (
+	"bufio"
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// The tests here hold the C sendmail (cmd/sendmail-c) to its side of the
+// sendmail protocol against a scripted daemon, and check its hand-overs
+// with a stand-in outbox-sendmail that records how it was called. The
+// daemon's side is tested in package sendmailshim and relay, and both
+// together in TestCSendmailDaemon.
+
+// cShim is a built C sendmail in a folder of its own, with a stand-in
+// outbox-sendmail beside it.
+type cShim struct {
+	dir, bin string
+}
+
+// buildCShim compiles cmd/sendmail-c into a folder every user may enter,
+// with an outbox-sendmail script beside it that writes its arguments and
+// input into the folder and exits 42.
+func buildCShim(t *testing.T) *cShim {
+	t.Helper()
+	cc, err := exec.LookPath("cc")
+	if err != nil {
+		t.Fatal("no C compiler (.ci/run installs gcc):", err)
+	}
+	dir, err := os.MkdirTemp("/tmp", "outbox-csendmail")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	if err := os.Chmod(dir, 0o777); err != nil {
+		t.Fatal(err)
+	}
+	bin := filepath.Join(dir, "sendmail")
+	out, err := exec.Command(cc, "-O2", "-Wall", "-Wextra", "-Werror", "-o", bin, "../cmd/sendmail-c/sendmail.c").CombinedOutput()
+	if err != nil {
+		t.Fatalf("cc: %v\n%s", err, out)
+	}
+	stand := "#!/bin/sh\nd=$(dirname \"$0\")\nprintf '%s\\n' \"$0\" \"$@\" > \"$d/handed-args\"\ncat > \"$d/handed-input\"\nexit 42\n"
+	if err := os.WriteFile(filepath.Join(dir, "outbox-sendmail"), []byte(stand), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	return &cShim{dir: dir, bin: bin}
+}
+
+// handed returns the arguments and input the stand-in outbox-sendmail got,
+// or ok false when it did not run.
+func (c *cShim) handed(t *testing.T) (args []string, input string, ok bool) {
+	t.Helper()
+	a, err := os.ReadFile(filepath.Join(c.dir, "handed-args"))
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, "", false
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	in, _ := os.ReadFile(filepath.Join(c.dir, "handed-input"))
+	return strings.Split(strings.TrimSuffix(string(a), "\n"), "\n"), string(in), true
+}
+
+// cRun is one finished call of the C sendmail.
+type cRun struct {
+	code           int
+	stdout, stderr string
+}
+
+// run calls the shim as name (a link to it when not "sendmail") with args,
+// env and input, as the user nobody when asNobody.
+func (c *cShim) run(t *testing.T, name string, env []string, input string, asNobody bool, args ...string) cRun {
+	t.Helper()
+	cmd := c.command(t, name, env, asNobody, args...)
+	cmd.Stdin = strings.NewReader(input)
+	var out, errb bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	return c.wait(t, cmd, &out, &errb, cmd.Start())
+}
+
+func (c *cShim) command(t *testing.T, name string, env []string, asNobody bool, args ...string) *exec.Cmd {
+	t.Helper()
+	path := c.bin
+	if name != "sendmail" {
+		path = filepath.Join(c.dir, name)
+		if err := os.Symlink("sendmail", path); err != nil && !errors.Is(err, os.ErrExist) {
+			t.Fatal(err)
+		}
+	}
+	cmd := exec.Command(path, args...)
+	cmd.Env = append([]string{"PATH=/usr/bin:/bin"}, env...)
+	if asNobody {
+		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534, Groups: []uint32{}}}
+	}
+	return cmd
+}
+
+func (c *cShim) wait(t *testing.T, cmd *exec.Cmd, out, errb *bytes.Buffer, err error) cRun {
+	t.Helper()
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	select {
+	case err = <-done:
+	case <-time.After(20 * time.Second):
+		cmd.Process.Kill()
+		t.Fatalf("sendmail did not finish within 20 s; stderr: %s", errb)
+	}
+	r := cRun{stdout: out.String(), stderr: errb.String()}
+	var ee *exec.ExitError
+	switch {
+	case errors.As(err, &ee):
+		r.code = ee.ExitCode()
+	case err != nil:
+		t.Fatal(err)
+	}
+	return r
+}
+
+// request is what a scripted daemon read of a request's header.
+type request struct {
+	args, env []string
+}
+
+// fakeDaemon serves one connection on a unix socket in dir with script,
+// which gets the connection, a reader on it and the parsed request. It
+// reports what went wrong on the returned channel, or "" when script
+// returned "".
+func fakeDaemon(t *testing.T, dir string, script func(c net.Conn, r *bufio.Reader, req request) string) (sock string, done <-chan string) {
+	t.Helper()
+	sock = filepath.Join(dir, "sendmail.sock")
+	l, err := net.Listen("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	os.Chmod(sock, 0o666)
+	t.Cleanup(func() { l.Close() })
+	ch := make(chan string, 1)
+	go func() {
+		c, err := l.Accept()
+		if err != nil {
+			ch <- "accept: " + err.Error()
+			return
+		}
+		defer c.Close()
+		c.SetDeadline(time.Now().Add(15 * time.Second))
+		r := bufio.NewReader(c)
+		req, err := readRequest(r)
+		if err != nil {
+			ch <- "request: " + err.Error()
+			return
+		}
+		ch <- script(c, r, req)
+	}()
+	return sock, ch
+}
+
+func readRequest(r *bufio.Reader) (request, error) {
+	var req request
+	line, err := r.ReadString('\n')
+	if err != nil || line != "OUTBOX-SENDMAIL 1\n" {
+		return req, fmt.Errorf("first line %q, %v", line, err)
+	}
+	for {
+		kind, err := r.ReadByte()
+		if err != nil {
+			return req, err
+		}
+		if kind == '.' {
+			if b, err := r.ReadByte(); err != nil || b != '\n' {
+				return req, fmt.Errorf("end of header: %q %v", b, err)
+			}
+			return req, nil
+		}
+		n, err := r.ReadString(':')
+		if err != nil {
+			return req, err
+		}
+		size, err := strconv.Atoi(strings.TrimSuffix(n, ":"))
+		if err != nil {
+			return req, err
+		}
+		v := make([]byte, size+1)
+		if _, err := io.ReadFull(r, v); err != nil || v[size] != '\n' {
+			return req, fmt.Errorf("item of %d bytes: %v", size, err)
+		}
+		switch kind {
+		case 'A':
+			req.args = append(req.args, string(v[:size]))
+		case 'E':
+			req.env = append(req.env, string(v[:size]))
+		default:
+			return req, fmt.Errorf("item kind %q", kind)
+		}
+	}
+}
+
+// readChunks reads the input's chunks up to the "0" one; max stops it
+// early (0: no limit). It returns what it read and whether the end came.
+func readChunks(r *bufio.Reader, max int) (string, bool, error) {
+	var b strings.Builder
+	for {
+		line, err := r.ReadString('\n')
+		if err != nil {
+			return b.String(), false, err
+		}
+		n, err := strconv.Atoi(strings.TrimSuffix(line, "\n"))
+		if err != nil {
+			return b.String(), false, err
+		}
+		if n == 0 {
+			return b.String(), true, nil
+		}
+		chunk := make([]byte, n)
+		if _, err := io.ReadFull(r, chunk); err != nil {
+			return b.String(), false, err
+		}
+		b.Write(chunk)
+		if max > 0 && b.Len() >= max {
+			return b.String(), false, nil
+		}
+	}
+}
+
+func exitLine(code int, text string) string {
+	return fmt.Sprintf("EXIT %d %d:%s\n", code, len(text), text)
+}
+
+// The call goes whole to the daemon: arguments with argv[0], the three
+// environment variables the shim reads and no others, the input in chunks;
+// the daemon's status and text are the call's.
+func TestCSendmailRequest(t *testing.T) {
+	c := buildCShim(t)
+	var got request
+	var body string
+	sock, done := fakeDaemon(t, c.dir, func(conn net.Conn, r *bufio.Reader, req request) string {
+		got = req
+		conn.Write([]byte("GO\n"))
+		var end bool
+		var err error
+		if body, end, err = readChunks(r, 0); err != nil || !end {
+			return fmt.Sprintf("chunks: end %v, %v", end, err)
+		}
+		conn.Write([]byte(exitLine(0, "")))
+		return ""
+	})
+	input := "To: bob@example.org\nSubject: s\n\n" + strings.Repeat("line of the body\n", 8000)
+	res := c.run(t, "sendmail", []string{"OUTBOX_SENDMAIL_SOCKET=" + sock, "NAME=Ann Example", "LOGNAME=ann", "SECRET=x"}, input, true, "-t", "-i", "-f", "ann@example.org")
+	if msg := <-done; msg != "" {
+		t.Fatal(msg)
+	}
+	if res.code != 0 || res.stderr != "" {
+		t.Fatalf("exit %d, stderr %q", res.code, res.stderr)
+	}
+	if want := []string{c.bin, "-t", "-i", "-f", "ann@example.org"}; strings.Join(got.args, "|") != strings.Join(want, "|") {
+		t.Errorf("arguments %q, want %q", got.args, want)
+	}
+	if strings.Join(got.env, "|") != "NAME=Ann Example|LOGNAME=ann" {
+		t.Errorf("environment sent %q, want NAME and LOGNAME only", got.env)
+	}
+	if body != input {
+		t.Errorf("daemon got %d bytes of input, want the %d sent", len(body), len(input))
+	}
+	if _, _, ok := c.handed(t); ok {
+		t.Error("the whole shim ran, though the daemon took the call")
+	}
+}
+
+// A refusal's status and text reach the caller as the daemon gave them.
+func TestCSendmailExitFromDaemon(t *testing.T) {
+	c := buildCShim(t)
+	sock, done := fakeDaemon(t, c.dir, func(conn net.Conn, r *bufio.Reader, _ request) string {
+		conn.Write([]byte("GO\n"))
+		if _, end, err := readChunks(r, 0); err != nil || !end {
+			return fmt.Sprintf("chunks: end %v, %v", end, err)
+		}
+		conn.Write([]byte(exitLine(67, "sendmail: bob@x: no such user; nothing was sent\n")))
+		return ""
+	})
+	res := c.run(t, "sendmail", []string{"OUTBOX_SENDMAIL_SOCKET=" + sock}, "Subject: s\n\nbody\n", false, "bob@x")
+	if msg := <-done; msg != "" {
+		t.Fatal(msg)
+	}
+	if res.code != 67 || res.stderr != "sendmail: bob@x: no such user; nothing was sent\n" {
+		t.Errorf("exit %d, stderr %q", res.code, res.stderr)
+	}
+}
+
+// Without -i a line "." ends the message: the shim sends it, reads no
+// further and exits on the daemon's answer, though its caller has not
+// closed the input.
+func TestCSendmailDotEnds(t *testing.T) {
+	c := buildCShim(t)
+	var body string
+	sock, done := fakeDaemon(t, c.dir, func(conn net.Conn, r *bufio.Reader, _ request) string {
+		conn.Write([]byte("GO DOT\n"))
+		var end bool
+		var err error
+		if body, end, err = readChunks(r, 0); err != nil || !end {
+			return fmt.Sprintf("chunks: end %v, %v", end, err)
+		}
+		conn.Write([]byte(exitLine(0, "")))
+		return ""
+	})
+	cmd := c.command(t, "sendmail", []string{"OUTBOX_SENDMAIL_SOCKET=" + sock}, false, "bob@x")
+	in, err := cmd.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out, errb bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	err = cmd.Start()
+	// Line by line, as an interactive caller writes; the input stays open.
+	for _, l := range []string{"Subject: s\n", "\n", ".not the end\n", ".\r", "\n"} {
+		in.Write([]byte(l))
+		time.Sleep(time.Millisecond)
+	}
+	res := c.wait(t, cmd, &out, &errb, err)
+	in.Close()
+	if msg := <-done; msg != "" {
+		t.Fatal(msg)
+	}
+	if res.code != 0 || body != "Subject: s\n\n.not the end\n.\r\n" {
+		t.Errorf("exit %d (%s), daemon got %q", res.code, res.stderr, body)
+	}
+}
+
+// The daemon may refuse before it has the whole input (too big): the shim
+// stops sending and reports the refusal.
+func TestCSendmailEarlyRefusal(t *testing.T) {
+	c := buildCShim(t)
+	sock, done := fakeDaemon(t, c.dir, func(conn net.Conn, r *bufio.Reader, _ request) string {
+		conn.Write([]byte("GO\n"))
+		if _, _, err := readChunks(r, 100_000); err != nil {
+			return err.Error()
+		}
+		conn.Write([]byte(exitLine(69, "sendmail: message too big; nothing was sent\n")))
+		return ""
+	})
+	res := c.run(t, "sendmail", []string{"OUTBOX_SENDMAIL_SOCKET=" + sock}, strings.Repeat("x", 8<<20), false, "-i", "bob@x")
+	if msg := <-done; msg != "" {
+		t.Fatal(msg)
+	}
+	if res.code != 69 || !strings.Contains(res.stderr, "too big") {
+		t.Errorf("exit %d, stderr %q", res.code, res.stderr)
+	}
+	if _, _, ok := c.handed(t); ok {
+		t.Error("the whole shim ran after the daemon's refusal")
+	}
+}
+
+// A daemon gone before the end of the input stored nothing: the whole
+// shim gets the call, with all of the input.
+func TestCSendmailLostBeforeEnd(t *testing.T) {
+	c := buildCShim(t)
+	sock, done := fakeDaemon(t, c.dir, func(conn net.Conn, r *bufio.Reader, _ request) string {
+		conn.Write([]byte("GO\n"))
+		if _, _, err := readChunks(r, 10_000); err != nil {
+			return err.Error()
+		}
+		return "" // hangs up without an answer
+	})
+	input := strings.Repeat("0123456789abcdef\n", 200_000)
+	res := c.run(t, "sendmail", []string{"OUTBOX_SENDMAIL_SOCKET=" + sock}, input, true, "-i", "bob@x")
+	if msg := <-done; msg != "" {
+		t.Fatal(msg)
+	}
+	args, got, ok := c.handed(t)
+	if !ok || res.code != 42 {
+		t.Fatalf("exit %d (%s), whole shim ran: %v", res.code, res.stderr, ok)
+	}
+	if strings.Join(args[1:], " ") != "-i bob@x" || got != input {
+		t.Errorf("whole shim got %q and %d bytes, want the call's arguments and its %d bytes", args, len(got), len(input))
+	}
+}
+
+// A daemon gone after the whole input reached it may have stored the
+// message: 75, and no second copy through the whole shim.
+func TestCSendmailLostAfterEnd(t *testing.T) {
+	c := buildCShim(t)
+	sock, done := fakeDaemon(t, c.dir, func(conn net.Conn, r *bufio.Reader, _ request) string {
+		conn.Write([]byte("GO\n"))
+		if _, end, err := readChunks(r, 0); err != nil || !end {
+			return fmt.Sprintf("chunks: end %v, %v", end, err)
+		}
+		return ""
+	})
+	res := c.run(t, "sendmail", []string{"OUTBOX_SENDMAIL_SOCKET=" + sock}, "Subject: s\n\nbody\n", false, "-i", "bob@x")
+	if msg := <-done; msg != "" {
+		t.Fatal(msg)
+	}
+	if res.code != 75 || !strings.Contains(res.stderr, "may have been stored") {
+		t.Errorf("exit %d, stderr %q", res.code, res.stderr)
+	}
+	if _, _, ok := c.handed(t); ok {
+		t.Error("the whole shim ran: the message could be stored twice")
+	}
+}
+
+// Calls the daemon does not take go to the whole shim with the same
+// arguments and untouched input: its HANDOVER answer, no daemon, mailq, a
+// configuration named by the call.
+func TestCSendmailHandsOver(t *testing.T) {
+	for _, tc := range []struct {
+		name, argv0 string
+		env         []string
+		args        []string
+		daemon      bool // a scripted daemon answers HANDOVER
+	}{
+		{name: "answer", argv0: "sendmail", args: []string{"-bs"}, daemon: true},
+		{name: "no daemon", argv0: "sendmail", env: []string{"OUTBOX_SENDMAIL_SOCKET=/nonexistent/sendmail.sock"}, args: []string{"-t"}},
+		{name: "mailq", argv0: "mailq", args: []string{"-v"}},
+		{name: "OUTBOX_CONFIG", argv0: "sendmail", env: []string{"OUTBOX_CONFIG=/etc/x.hcl"}, args: []string{"bob@x"}},
+		{name: "-C", argv0: "sendmail", args: []string{"-C/etc/x.hcl", "bob@x"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := buildCShim(t)
+			env := tc.env
+			var done <-chan string
+			if tc.daemon {
+				var sock string
+				sock, done = fakeDaemon(t, c.dir, func(conn net.Conn, _ *bufio.Reader, _ request) string {
+					conn.Write([]byte("HANDOVER\n"))
+					return ""
+				})
+				env = append(env, "OUTBOX_SENDMAIL_SOCKET="+sock)
+			}
+			res := c.run(t, tc.argv0, env, "the input\n", true, tc.args...)
+			if done != nil {
+				if msg := <-done; msg != "" {
+					t.Fatal(msg)
+				}
+			}
+			args, input, ok := c.handed(t)
+			if !ok || res.code != 42 {
+				t.Fatalf("exit %d (%s), whole shim ran: %v", res.code, res.stderr, ok)
+			}
+			if filepath.Base(args[0]) != "outbox-sendmail" || strings.Join(args[1:], " ") != strings.Join(tc.args, " ") || input != "the input\n" {
+				t.Errorf("whole shim got %q with input %q", args, input)
+			}
+		})
+	}
+}
