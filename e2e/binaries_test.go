@@ -3,12 +3,13 @@ package e2e
 import (
 	"bytes"
 	"errors"
-	"fmt"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
+
+	"github.com/outbox-mta/outbox/internal/shimbuild"
 )
 
 // runOutbox runs `outbox ARGS...` and returns its stdout, stderr and exit code.
@@ -34,21 +35,13 @@ var (
 	shimErr  error
 )
 
-// buildShim builds cmd/sendmail once, next to the outbox binary, as the
-// package installs it.
+// buildShim builds sendmail (the C program) and outbox-sendmail once, next
+// to the outbox binary, as the package installs them.
 func buildShim(t *testing.T) string {
 	t.Helper()
 	shimOnce.Do(func() {
-		// As the package installs them: the lean shim, and the whole one
-		// (outbox-sendmail) beside it for what the lean one hands over.
 		shimBin = filepath.Join(filepath.Dir(outboxBin), "sendmail")
-		for _, b := range []struct{ path, tags string }{{shimBin, "shimlean"}, {filepath.Join(filepath.Dir(outboxBin), "outbox-sendmail"), ""}} {
-			out, err := exec.Command("go", "build", "-tags", b.tags, "-o", b.path, "github.com/outbox-mta/outbox/cmd/sendmail").CombinedOutput()
-			if err != nil {
-				shimErr = fmt.Errorf("building %s: %v\n%s", b.path, err, out)
-				return
-			}
-		}
+		shimErr = shimbuild.Build(filepath.Dir(outboxBin))
 	})
 	if shimErr != nil {
 		t.Fatal(shimErr)

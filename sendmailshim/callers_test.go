@@ -1,5 +1,3 @@
-//go:build !shimlean
-
 package sendmailshim
 
 import (
@@ -12,6 +10,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/outbox-mta/outbox/internal/shimbuild"
 )
 
 var (
@@ -20,9 +20,9 @@ var (
 	buildErr  error
 )
 
-// shimBinary builds cmd/sendmail once per test run and returns the folder
-// holding it as sendmail (the lean build) and outbox-sendmail (the whole
-// shim), with mailq and newaliases symlinks.
+// shimBinary builds the shims once per test run and returns the folder
+// holding them as the package installs them: sendmail (the C program) and
+// outbox-sendmail (this shim), with mailq and newaliases symlinks.
 func shimBinary(t testing.TB) string {
 	t.Helper()
 	buildOnce.Do(func() {
@@ -30,15 +30,8 @@ func shimBinary(t testing.TB) string {
 		if buildErr != nil {
 			return
 		}
-		// As the package installs it: the lean shim, and the whole one
-		// beside it for what the lean one hands over.
-		for _, b := range []struct{ name, tags string }{{"sendmail", "shimlean"}, {FullProgram, ""}} {
-			out, err := exec.Command("go", "build", "-tags", b.tags, "-o", filepath.Join(buildDir, b.name), "github.com/outbox-mta/outbox/cmd/sendmail").CombinedOutput()
-			if err != nil {
-				buildErr = err
-				buildDir = string(out)
-				return
-			}
+		if buildErr = shimbuild.Build(buildDir); buildErr != nil {
+			return
 		}
 		for _, n := range []string{"mailq", "newaliases"} {
 			if err := os.Symlink("sendmail", filepath.Join(buildDir, n)); err != nil {

@@ -379,7 +379,6 @@ func (s *shim) transactPipelined(c *submitConn, env *envelope, r *mailhdr.LimitR
 		return first
 	}
 	c.conn.setTimeout(dataTimeout)
-	s.bodyStreaming()
 	dw := c.tp.DotWriter()
 	if _, err := io.Copy(dw, r); err != nil {
 		if errors.Is(err, errTooBig) {

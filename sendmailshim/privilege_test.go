@@ -1,5 +1,3 @@
-//go:build !shimlean
-
 package sendmailshim
 
 import (
@@ -211,11 +209,10 @@ func TestDaemonDownOrdinaryUserBs(t *testing.T) {
 	}
 }
 
-// TestHandOverAfterReading: when the daemon refuses for now only after
-// the shim has read the message (here a 421 greeting), the lean sendmail
-// hands the call to the whole shim with the input it read, and the
-// maildrop file holds the whole message, the part read ahead included.
-func TestHandOverAfterReading(t *testing.T) {
+// TestMaildropAfterReading: when the daemon refuses for now only after the
+// shim has read the message (here a 421 greeting), the maildrop file holds
+// the whole message, the part read ahead included.
+func TestMaildropAfterReading(t *testing.T) {
 	bin, dir, cfg := userE2E(t)
 	sock := filepath.Join(dir, "var", "submit.sock")
 	l, err := net.Listen("unix", sock)
@@ -247,8 +244,8 @@ func TestHandOverAfterReading(t *testing.T) {
 	}
 	l.Close()
 	<-done
-	if greetings != 2 {
-		t.Errorf("%d connections, want 2 (the lean shim's, then the whole shim's)", greetings)
+	if greetings != 1 {
+		t.Errorf("%d connections, want 1", greetings)
 	}
 	md := filepath.Join(dir, "var", "maildrop")
 	names, err := maildrop.List(md)
@@ -265,10 +262,11 @@ func TestHandOverAfterReading(t *testing.T) {
 	}
 }
 
-// TestHandOverEndsAtDotLine: a call handed over after reading (the daemon
-// down) ends when the whole shim has the message — at the "." line
-// without -i — not when the caller closes its end of the input, which a
-// caller waiting for the exit status first never does.
+// TestHandOverEndsAtDotLine: a call sendmail hands to the whole shim (its
+// relay.hcl named, the daemon down) ends when the whole shim has the
+// message — at the "." line without -i — not when the caller closes its
+// end of the input, which a caller waiting for the exit status first
+// never does.
 func TestHandOverEndsAtDotLine(t *testing.T) {
 	bin, dir, cfg := userE2E(t)
 	cmd := asUser(nobodyUID, []string{"OUTBOX_CONFIG=" + cfg, "PATH=/usr/bin:/bin"}, filepath.Join(bin, "sendmail"), "root")

@@ -3,6 +3,8 @@ package sendmailshim
 import (
 	"errors"
 	"fmt"
+
+	"github.com/emersion/go-smtp"
 )
 
 // replyError is the daemon's refusal of a command: its reply code,
@@ -24,4 +26,14 @@ func daemonReply(err error) (*replyError, bool) {
 		return re, true
 	}
 	return clientReply(err)
+}
+
+// clientReply reads the replies of the go-smtp client, which -bs uses to
+// relay its client's commands to the daemon.
+func clientReply(err error) (*replyError, bool) {
+	var se *smtp.SMTPError
+	if errors.As(err, &se) {
+		return &replyError{Code: se.Code, EnhancedCode: se.EnhancedCode, Message: se.Message}, true
+	}
+	return nil, false
 }

@@ -34,9 +34,9 @@ const (
 	ExitConfig      = 78 // EX_CONFIG: configuration error
 )
 
-// FullProgram is the name the whole shim is installed under, beside
-// sendmail, built without the shimlean tag; the lean build (sendmail
-// itself) hands it every call it does not make itself.
+// FullProgram is the name this shim (cmd/sendmail) is installed under,
+// beside sendmail, the small C program (cmd/sendmail-c) that hands it every
+// call the daemon's sendmail socket does not take.
 const FullProgram = "outbox-sendmail"
 
 // exitError is a failure with its exit status; its message is the one
@@ -73,7 +73,6 @@ type shim struct {
 	// reload asks the daemon to reload for newaliases; nil: signalDaemon.
 	reload func(adminSocket string) (pid int, err error)
 
-	leanState
 }
 
 // Main runs the shim with the process's arguments (args[0] included:
@@ -89,7 +88,6 @@ func Main(args []string, stdin io.Reader, stdout, stderr io.Writer, env []string
 		uid:    os.Getuid(),
 		now:    time.Now,
 	}
-	s.begin(args, env)
 	if len(args) > 0 {
 		s.prog = filepath.Base(args[0])
 		args = args[1:]

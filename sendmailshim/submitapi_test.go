@@ -1,5 +1,3 @@
-//go:build !shimlean
-
 package sendmailshim
 
 import (

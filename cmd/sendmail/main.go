@@ -1,10 +1,10 @@
-// Command sendmail is Outbox's drop-in /usr/sbin/sendmail. Installed under
-// the names mailq and newaliases (symlinks) it lists the queue or checks
-// the aliases instead; see package sendmailshim.
-//
-// It is built twice: with -tags shimlean as sendmail, which submits to the
-// running daemon and links nothing else, and without as outbox-sendmail,
-// the whole shim, to which sendmail hands every other call.
+// Command sendmail is Outbox's whole sendmail shim, installed as
+// /usr/sbin/outbox-sendmail. /usr/sbin/sendmail, a small C program
+// (cmd/sendmail-c) that sends the call to the daemon's sendmail socket,
+// hands it every call the daemon does not take there: mailq and
+// newaliases (by the name it runs under), -bs, -bv, -q, a configuration
+// named with -C or OUTBOX_CONFIG, the daemon down. It works alone as a
+// sendmail too; see package sendmailshim.
 package main
 
 import (

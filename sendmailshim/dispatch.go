@@ -1,5 +1,3 @@
-//go:build !shimlean
-
 package sendmailshim
 
 import (
@@ -9,14 +7,6 @@ import (
 // shimConfig is the configuration as the shim holds it: all of it, read
 // with package config.
 type shimConfig = config.Config
-
-// leanState is empty: this build does everything itself.
-type leanState struct{}
-
-func (s *shim) begin(args, env []string) {}
-
-// bodyStreaming is where the lean build stops recording its input.
-func (s *shim) bodyStreaming() {}
 
 func (s *shim) hostname() string      { return s.cfg.Hostname }
 func (s *shim) submitSocket() string  { return s.cfg.SubmitSocket() }
