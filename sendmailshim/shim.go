@@ -72,7 +72,6 @@ type shim struct {
 	queue   queueAdmin // mailq and -q; nil: the admin API
 	// reload asks the daemon to reload for newaliases; nil: signalDaemon.
 	reload func(adminSocket string) (pid int, err error)
-
 }
 
 // Main runs the shim with the process's arguments (args[0] included:
