@@ -1,13 +1,13 @@
 #!/bin/sh
 # sendmail-bench.sh times `sendmail -t -i` with a 4 KiB message, one whole
-# process per call, for Outbox's shim (the lean sendmail and the whole
-# shim, outbox-sendmail), dma and Postfix's sendmail (and /bin/true, the
-# cost of any process) side by side in one run: the calls
-# are taken in turn, so that all of them see the same machine load. Each
-# call must return only once the message is stored (Outbox: the daemon's
-# 250 after its commit; dma: its queue file fsynced; Postfix: the maildrop
-# file fsynced by postdrop), and every call must exit 0 for the run to
-# count.
+# process per call, for Outbox's two programs (sendmail, the C program that
+# hands the call to the daemon's sendmail socket, and outbox-sendmail, the
+# whole shim in Go), dma and Postfix's sendmail (and /bin/true, the cost of
+# any process) side by side in one run: the calls are taken in turn, so
+# that all of them see the same machine load. Each call must return only
+# once the message is stored (Outbox: the daemon's answer after its commit;
+# dma: its queue file fsynced; Postfix: the maildrop file fsynced by
+# postdrop), and every call must exit 0 for the run to count.
 #
 # The three MTAs live in a scratch Debian root (chroot), so that nothing
 # is installed on this machine and all three write to the same disk; each
