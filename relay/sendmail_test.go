@@ -454,3 +454,19 @@ upstream "capture" {
 		t.Errorf("%d messages stored (%v), want the one in progress", n, err)
 	}
 }
+
+// BenchmarkSendmailProtocol times one `sendmail -t -i` call of a 4 KiB
+// message over the sendmail protocol, connect to EXIT, against a whole
+// relay whose spool commits to disk.
+func BenchmarkSendmailProtocol(b *testing.B) {
+	ir := inStartRelay(b, inSetup{extra: inAliases})
+	sock := filepath.Join(ir.dir, "sendmail.sock")
+	msg := "To: a@example.com\nSubject: bench\n\n" + strings.Repeat(strings.Repeat("x", 63)+"\n", 64)
+	call := smCall{argv: []string{"sendmail", "-t", "-i"}, input: msg}
+	b.ResetTimer()
+	for range b.N {
+		if rep := call.run(b, sock); rep.code != 0 {
+			b.Fatalf("%+v", rep)
+		}
+	}
+}
