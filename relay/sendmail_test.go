@@ -66,9 +66,9 @@ func (sc smCall) talk(c net.Conn) (smReply, error) {
 		fmt.Fprintf(&b, "E%d:%s\n", len(e), e)
 	}
 	b.WriteString(".\n")
-	if _, err := io.WriteString(c, b.String()); err != nil {
-		return smReply{}, err
-	}
+	// A daemon that closes at once (over its cap) may fail the write;
+	// what it answered, if anything, still counts.
+	io.WriteString(c, b.String())
 	br := bufio.NewReader(c)
 	rep := smReply{}
 	var err error
@@ -468,5 +468,76 @@ func BenchmarkSendmailProtocol(b *testing.B) {
 		if rep := call.run(b, sock); rep.code != 0 {
 			b.Fatalf("%+v", rep)
 		}
+	}
+}
+
+// TestSendmailProtocolCap: the socket takes at most max_connections calls
+// at once, as the unix listener does; one more is closed without an
+// answer, which sends its client to outbox-sendmail.
+func TestSendmailProtocolCap(t *testing.T) {
+	ir, sock := smSetup(t, "limits {\n  max_connections = 1\n}\n")
+	first, err := net.Dial("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer first.Close()
+	io.WriteString(first, "OUTBOX-SENDMAIL 1\n")
+	dlvWait(t, "the first call", func() bool {
+		s := ir.r.sendmail
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		return len(s.conns) == 1
+	})
+	if rep := (smCall{argv: []string{"sendmail", "-i", "a@example.com"}, input: "x\n"}).run(t, sock); rep.answer != "" {
+		t.Errorf("a call over the cap: %+v, want no answer", rep)
+	}
+	first.Close()
+	smIdle(t, ir)
+	if rep := (smCall{argv: []string{"sendmail", "-i", "a@example.com"}, input: "x\n"}).run(t, sock); rep.code != 0 {
+		t.Errorf("a call within the cap: %+v", rep)
+	}
+}
+
+// TestSendmailSocketOpen: the daemon makes the socket beside the first
+// unix listener's, which systemd may have passed, with its socket_mode,
+// removing a stale socket file but not one another process serves.
+func TestSendmailSocketOpen(t *testing.T) {
+	dir := t.TempDir()
+	sub := filepath.Join(dir, "submit.sock")
+	ul, err := net.Listen("unix", sub) // as systemd would have made it
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ul.Close()
+	lc := config.Listen{Address: "unix:" + sub, Network: "unix", Addr: sub, Loopback: true, SocketMode: 0o660}
+	cfg := &config.Config{Listen: []config.Listen{lc}}
+	r := &Relay{cfg: cfg, log: dlvLogger(t), listeners: []*listener{newListener(ul, lc, 7, "h")}}
+	path := filepath.Join(dir, "sendmail.sock")
+
+	// A socket file left by a daemon that died: nothing answers on it.
+	stale, err := net.Listen("unix", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	stale.(*net.UnixListener).SetUnlinkOnClose(false)
+	stale.Close()
+	s, err := r.openSendmail(sockets{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	fi, err := os.Stat(path)
+	if err != nil || fi.Mode().Perm() != 0o660 || fi.Mode()&os.ModeSocket == 0 {
+		t.Fatalf("socket %v, %v; want one with mode 0660", fi, err)
+	}
+	if s.max != 7 || s.unix != r.listeners[0] {
+		t.Errorf("cap %d, listener %v; want the unix listener's", s.max, s.unix)
+	}
+	// Served by another: start-up stops.
+	if _, err := r.openSendmail(sockets{}); err == nil {
+		t.Error("a socket another process serves was taken over")
+	}
+	s.ln.Close()
+	if _, err := os.Stat(path); !os.IsNotExist(err) {
+		t.Errorf("socket still there after close: %v", err)
 	}
 }
