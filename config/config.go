@@ -559,3 +559,15 @@ func (c *Config) SubmitSocket() string {
 	}
 	return ""
 }
+
+// SendmailSocket is where the daemon serves the sendmail protocol (the
+// small C sendmail hands it whole calls): "sendmail.sock" in the folder of
+// SubmitSocket, so that packages and the C shim find it at
+// /run/outbox/sendmail.sock; "" when there is no unix listener.
+func (c *Config) SendmailSocket() string {
+	s := c.SubmitSocket()
+	if s == "" {
+		return ""
+	}
+	return filepath.Join(filepath.Dir(s), "sendmail.sock")
+}

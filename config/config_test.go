@@ -280,6 +280,31 @@ func TestDefaults(t *testing.T) {
 	}
 }
 
+// TestSendmailSocket: the sendmail protocol's socket sits beside the first
+// unix listener's, the packaged default included, and there is none
+// without a unix listener.
+func TestSendmailSocket(t *testing.T) {
+	for _, tc := range []struct{ listen, want string }{
+		{"", "/run/outbox/sendmail.sock"},
+		{`listen { address = "127.0.0.1:2525" }
+listen { address = "unix:var/run/s.sock" }
+listen { address = "unix:/elsewhere/t.sock" }`, "/etc/outbox/var/run/sendmail.sock"},
+		{`listen { address = "127.0.0.1:2525" }`, ""},
+	} {
+		cfg, err := Parse("/etc/outbox/relay.hcl", []byte(tc.listen+`
+upstream "m" {
+  type = "maildir"
+  path = "md"
+}`))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := cfg.SendmailSocket(); got != tc.want {
+			t.Errorf("with %q: SendmailSocket = %q, want %q", tc.listen, got, tc.want)
+		}
+	}
+}
+
 func TestParseSize(t *testing.T) {
 	for _, tc := range []struct {
 		in   string

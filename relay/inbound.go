@@ -71,6 +71,9 @@ type session struct {
 
 	trusted bool   // allowed without AUTH (loopback, unix socket, allow_networks)
 	authed  string // AUTH identity
+	// via is how the client came, for the metrics: "" for SMTP,
+	// "sendmail" for the sendmail protocol (sendmailshim.Serve).
+	via string
 
 	// conf is the configuration in force at MAIL FROM: the transaction
 	// keeps it to the end, whatever a reload does meanwhile.
@@ -242,7 +245,11 @@ func (s *session) Data(r io.Reader) error {
 		return errSpool
 	}
 	s.in.log.Info("accepted", append([]any{"id", m.ID, "from", m.From, "rcpts", len(m.Recipients), "size", m.Size, "client", m.Submitter}, tagAttrs(m.Tags)...)...)
-	s.in.metrics.accept("smtp")
+	via := "smtp"
+	if s.via != "" {
+		via = s.via
+	}
+	s.in.metrics.accept(via)
 	if s.in.kick != nil {
 		s.in.kick()
 	}

@@ -19,7 +19,8 @@ import (
 // records nothing, so parts built without a Relay (tests) need none.
 type metrics struct {
 	reg *prometheus.Registry
-	// accepted counts messages stored, by how they came: smtp or maildrop.
+	// accepted counts messages stored, by how they came: smtp, sendmail
+	// (the sendmail protocol) or maildrop.
 	accepted *prometheus.CounterVec
 	// results counts per-recipient delivery results by upstream and
 	// result: sent, deferred or failed.
@@ -43,7 +44,7 @@ func newMetrics(sp *spool.Spool, targets func() map[string]upstream.Target) *met
 	m := &metrics{
 		reg: prometheus.NewRegistry(),
 		accepted: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "outbox_accepted_messages_total", Help: "Messages stored in the spool, by source (smtp, maildrop).",
+			Name: "outbox_accepted_messages_total", Help: "Messages stored in the spool, by source (smtp, sendmail, maildrop).",
 		}, []string{"source"}),
 		results: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "outbox_delivery_results_total", Help: "Per-recipient delivery results, by upstream and result (sent, deferred, failed).",

@@ -68,6 +68,7 @@ type Relay struct {
 
 	servers   []*smtp.Server
 	listeners []*listener
+	sendmail  *sendmailServer // nil without a unix listener
 	admin     *adminServer
 }
 
@@ -134,6 +135,9 @@ func New(cfg *config.Config, log *slog.Logger, opts Options) (r *Relay, err erro
 			return nil, err
 		}
 		r.servers = append(r.servers, srv)
+	}
+	if r.sendmail, err = r.openSendmail(inherited); err != nil {
+		return nil, err
 	}
 	r.admin, err = newAdminServer(r)
 	if err != nil {
@@ -231,13 +235,20 @@ func (r *Relay) Spool() *spool.Spool { return r.spool }
 // in-flight deliveries finish (or are cancelled after a grace period and
 // stay queued), and the spool is closed.
 func (r *Relay) Run(ctx context.Context) error {
-	errc := make(chan error, len(r.servers)+2)
+	errc := make(chan error, len(r.servers)+3)
 	for i, srv := range r.servers {
 		go func(srv *smtp.Server, l *listener) {
 			if err := srv.Serve(l); err != nil && !errors.Is(err, smtp.ErrServerClosed) {
 				errc <- fmt.Errorf("listener %s: %w", l.cfg.Address, err)
 			}
 		}(srv, r.listeners[i])
+	}
+	if r.sendmail != nil {
+		go func() {
+			if err := r.sendmail.serve(); err != nil {
+				errc <- err
+			}
+		}()
 	}
 	go func() {
 		if err := r.admin.serve(); err != nil {
@@ -256,6 +267,9 @@ func (r *Relay) Run(ctx context.Context) error {
 
 	for _, l := range r.listeners {
 		r.log.Info("listening", "address", l.cfg.Address)
+	}
+	if r.sendmail != nil {
+		r.log.Info("listening", "address", r.sendmail.addr, "protocol", "sendmail")
 	}
 	r.log.Info("outbox started", "hostname", r.cfg.Hostname, "spool", r.cfg.Spool.Path, "upstreams", len(r.cfg.Upstreams))
 	if r.opts.Ready != nil {
@@ -293,6 +307,16 @@ func (r *Relay) Run(ctx context.Context) error {
 			}
 		}(srv, r.listeners[i])
 	}
+	if r.sendmail != nil {
+		// Calls past GO finish, within the same time as DATA.
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			sctx, cancel := context.WithTimeout(context.Background(), r.cfg.Limits.ReadTimeout+5*time.Second)
+			defer cancel()
+			r.sendmail.shutdown(sctx)
+		}()
+	}
 	wg.Wait()
 	stopImport()
 	<-importDone
@@ -321,6 +345,9 @@ func (r *Relay) closeAll() {
 	}
 	for _, l := range r.listeners {
 		l.Close()
+	}
+	if r.sendmail != nil {
+		r.sendmail.ln.Close()
 	}
 	if r.spool != nil {
 		r.spool.Close()

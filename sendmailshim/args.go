@@ -35,6 +35,7 @@ type Options struct {
 	EnvID       string   // -V
 	BodyType    string   // -B: "7BIT" or "8BITMIME"
 	Config      string   // -C
+	ConfigSet   bool     // -C was given, perhaps empty
 	QueueIntvl  string   // -qINTERVAL: accepted, ignored
 	Ignored     []string // options accepted without effect, for -v
 }
@@ -202,7 +203,7 @@ func (o *Options) option(c byte, val string) error {
 			return usagef("-B option needs 8BITMIME or 7BIT")
 		}
 	case 'C':
-		o.Config = val
+		o.Config, o.ConfigSet = val, true
 	case 'o':
 		switch {
 		case val == "i":

@@ -40,7 +40,7 @@ func TestParseArgs(t *testing.T) {
 		{args: []string{"-v", "-N", "Failure,DELAY", "-R", "HDRS", "-V", "id1", "x@y"},
 			want: Options{Verbose: true, Notify: "failure,delay", Ret: "hdrs", EnvID: "id1", Recipients: []string{"x@y"}}},
 		{args: []string{"-Nnever", "x@y"}, want: Options{Notify: "never", Recipients: []string{"x@y"}}},
-		{args: []string{"-C", "/etc/x.hcl", "x@y"}, want: Options{Config: "/etc/x.hcl", Recipients: []string{"x@y"}}},
+		{args: []string{"-C", "/etc/x.hcl", "x@y"}, want: Options{Config: "/etc/x.hcl", ConfigSet: true, Recipients: []string{"x@y"}}},
 		{args: []string{"-odi", "-odb", "-odq", "-oee", "-om", "-L", "tag", "-X", "/tmp/log", "-h", "10", "-n", "-U", "-G", "-Am", "-Ac", "x@y"},
 			want: Options{Ignored: []string{"-odi", "-odb", "-odq", "-oee", "-om", "-Ltag", "-X/tmp/log", "-h10", "-n", "-U", "-G", "-Am", "-Ac"}, Recipients: []string{"x@y"}}},
 		{mode: ModeQueue, want: Options{Mode: ModeQueue}},

@@ -128,6 +128,9 @@ func dedupe(list []string) []string {
 // the daemon cannot be reached. It returns nil only once one of them has
 // the message durably.
 func (s *shim) submit(env *envelope, msg *content) error {
+	if s.store != nil {
+		return s.store(env, msg)
+	}
 	if len(env.rcpts) == 1 {
 		whole, err := msg.whole(bdatMax)
 		if err != nil {

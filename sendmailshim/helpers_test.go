@@ -87,8 +87,15 @@ type fakeDaemon struct {
 	arrived chan struct{}
 	local   map[string]bool
 	syncDir string // if set, each message is written and fsynced here
-	// dataErr, if set, is the reply to the end of DATA.
+	// dataErr, if set, is the reply to the end of DATA; mu guards it,
+	// which tests change while the server runs.
 	dataErr *smtp.SMTPError
+}
+
+func (d *fakeDaemon) setDataErr(e *smtp.SMTPError) {
+	d.mu.Lock()
+	d.dataErr = e
+	d.mu.Unlock()
 }
 
 func startDaemon(t testing.TB, sock string) *fakeDaemon {
@@ -173,8 +180,11 @@ func (s *fakeSession) Data(r io.Reader) error {
 	if err != nil {
 		return err
 	}
-	if s.d.dataErr != nil {
-		return s.d.dataErr
+	s.d.mu.Lock()
+	dataErr := s.d.dataErr
+	s.d.mu.Unlock()
+	if dataErr != nil {
+		return dataErr
 	}
 	if s.d.syncDir != "" {
 		f, err := os.CreateTemp(s.d.syncDir, "m")

@@ -293,7 +293,7 @@ func TestSMTPSessionPassesQueuedReply(t *testing.T) {
 	dir := testDir(t)
 	cfg := writeConfig(t, dir, "")
 	d := startDaemon(t, filepath.Join(dir, "var", "submit.sock"))
-	d.dataErr = &smtp.SMTPError{Code: 250, EnhancedCode: smtp.EnhancedCode{2, 0, 0}, Message: "OK queued as FAKE1"}
+	d.setDataErr(&smtp.SMTPError{Code: 250, EnhancedCode: smtp.EnhancedCode{2, 0, 0}, Message: "OK queued as FAKE1"})
 	c, done := smtpSession(t, cfg)
 	if err := c.Mail("a@example.com", nil); err != nil {
 		t.Fatal(err)

@@ -72,6 +72,10 @@ type shim struct {
 	queue   queueAdmin // mailq and -q; nil: the admin API
 	// reload asks the daemon to reload for newaliases; nil: signalDaemon.
 	reload func(adminSocket string) (pid int, err error)
+	// store, when set, takes the message in place of the daemon's
+	// socket and the maildrop folder: the daemon itself runs the shim
+	// for the sendmail protocol (Serve) and stores through its session.
+	store func(*envelope, *content) error
 }
 
 // Main runs the shim with the process's arguments (args[0] included:
@@ -121,18 +125,24 @@ func (s *shim) run(args []string) int {
 		return ExitUsage
 	}
 	s.opts = opts
-	if err := s.dispatch(); err != nil {
-		var ee *exitError
-		if errors.As(err, &ee) {
-			if ee.msg != "" {
-				fmt.Fprintf(s.stderr, "%s: %s\n", s.prog, oneLine(ee.msg))
-			}
-			return ee.code
-		}
-		fmt.Fprintf(s.stderr, "%s: %s\n", s.prog, oneLine(err.Error()))
-		return ExitSoftware
+	return s.exit(s.dispatch())
+}
+
+// exit prints err on stderr, one line after the program name, and returns
+// its exit status.
+func (s *shim) exit(err error) int {
+	if err == nil {
+		return ExitOK
 	}
-	return ExitOK
+	var ee *exitError
+	if errors.As(err, &ee) {
+		if ee.msg != "" {
+			fmt.Fprintf(s.stderr, "%s: %s\n", s.prog, oneLine(ee.msg))
+		}
+		return ee.code
+	}
+	fmt.Fprintf(s.stderr, "%s: %s\n", s.prog, oneLine(err.Error()))
+	return ExitSoftware
 }
 
 // oneLine keeps a message on one line, as scripts and cron read stderr

@@ -165,7 +165,7 @@ func TestDaemonRejectsData(t *testing.T) {
 	dir := testDir(t)
 	cfg := writeConfig(t, dir, "")
 	d := startDaemon(t, filepath.Join(dir, "var", "submit.sock"))
-	d.dataErr = &smtp.SMTPError{Code: 451, EnhancedCode: smtp.EnhancedCode{4, 3, 0}, Message: "spool full"}
+	d.setDataErr(&smtp.SMTPError{Code: 451, EnhancedCode: smtp.EnhancedCode{4, 3, 0}, Message: "spool full"})
 	code, _, stderr := run(t, cfg, "Subject: x\n\nbody\n", "root")
 	if code != ExitTempFail || strings.Count(stderr, "\n") != 1 {
 		t.Fatalf("exit %d (%q), want 75 and one line", code, stderr)
@@ -173,7 +173,7 @@ func TestDaemonRejectsData(t *testing.T) {
 	if names, _ := maildrop.List(filepath.Join(dir, "var", "maildrop")); len(names) != 0 {
 		t.Errorf("maildrop has %v after a DATA refusal", names)
 	}
-	d.dataErr = &smtp.SMTPError{Code: 554, EnhancedCode: smtp.EnhancedCode{5, 6, 0}, Message: "bad content"}
+	d.setDataErr(&smtp.SMTPError{Code: 554, EnhancedCode: smtp.EnhancedCode{5, 6, 0}, Message: "bad content"})
 	if code, _, _ := run(t, cfg, "Subject: x\n\nbody\n", "root"); code != ExitDataErr {
 		t.Fatalf("554 5.6.0: exit %d, want 65", code)
 	}

@@ -41,12 +41,12 @@ func TestSubmitAPI(t *testing.T) {
 		t.Errorf("data changed:\n%q\nwant\n%q", got.Data, msg)
 	}
 
-	d.dataErr = &smtp.SMTPError{Code: 451, EnhancedCode: smtp.EnhancedCode{4, 3, 0}, Message: "disk busy"}
+	d.setDataErr(&smtp.SMTPError{Code: 451, EnhancedCode: smtp.EnhancedCode{4, 3, 0}, Message: "disk busy"})
 	err = Submit(loadTestConfig(t, path), path, "a@example.com", []string{"b@example.org"}, strings.NewReader(msg))
 	if ExitStatus(err) != ExitTempFail {
 		t.Errorf("451: status %d (%v)", ExitStatus(err), err)
 	}
-	d.dataErr = &smtp.SMTPError{Code: 554, EnhancedCode: smtp.EnhancedCode{5, 6, 0}, Message: "bad content"}
+	d.setDataErr(&smtp.SMTPError{Code: 554, EnhancedCode: smtp.EnhancedCode{5, 6, 0}, Message: "bad content"})
 	err = Submit(loadTestConfig(t, path), path, "a@example.com", []string{"b@example.org"}, strings.NewReader(msg))
 	if ExitStatus(err) != ExitDataErr {
 		t.Errorf("554 5.6.0: status %d (%v)", ExitStatus(err), err)
