@@ -455,3 +455,194 @@ func TestCSendmailHandsOver(t *testing.T) {
 		})
 	}
 }
+
+// TestCSendmailDaemon runs the C sendmail as nobody against a real daemon
+// run as its own user (mail stands in for outbox): a submission through
+// the sendmail socket, stored with nobody as the submitter and completed
+// as the shim completes mail; a refused recipient; mailq handed to the
+// whole shim; then, the daemon stopped, the maildrop folder through the
+// whole shim.
+func TestCSendmailDaemon(t *testing.T) {
+	if os.Getuid() != 0 {
+		if os.Getenv("CI") == "true" {
+			t.Fatal("needs root to run the shim and the daemon as other users")
+		}
+		t.Skip("needs root to run the shim and the daemon as other users")
+	}
+	const nobody, mail = 65534, 8
+	shim := buildShim(t)
+	if err := os.Chmod(filepath.Dir(outboxBin), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	mailq := filepath.Join(filepath.Dir(shim), "mailq")
+	if err := os.Symlink("sendmail", mailq); err != nil && !errors.Is(err, os.ErrExist) {
+		t.Fatal(err)
+	}
+	dir, err := os.MkdirTemp("", "e2e-csendmail")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if !t.Failed() {
+			os.RemoveAll(dir)
+		}
+	})
+	if err := os.Chmod(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	state := filepath.Join(dir, "state")
+	md := filepath.Join(state, "maildrop")
+	for _, d := range []string{state, md} {
+		if err := os.Mkdir(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Chown(d, mail, mail); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.Chmod(md, os.ModeSticky|0o733); err != nil {
+		t.Fatal(err)
+	}
+	conf := filepath.Join(dir, "relay.hcl")
+	src := `hostname = "relay.test"
+listen { address = "unix:state/submit.sock" }
+spool {
+  path     = "state/spool.db"
+  maildrop = "state/maildrop"
+}
+admin { socket = "state/admin.sock" }
+aliases { root = "ops@example.com" }
+upstream "capture" {
+  type = "maildir"
+  path = "state/md"
+}
+`
+	if err := os.WriteFile(conf, []byte(src), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	sock := filepath.Join(state, "sendmail.sock")
+	as := func(uid int, prog string, args ...string) *exec.Cmd {
+		cmd := exec.Command(prog, args...)
+		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: uint32(uid), Gid: uint32(uid), Groups: []uint32{}}}
+		cmd.Env = []string{"OUTBOX_CONFIG=" + conf, "OUTBOX_SENDMAIL_SOCKET=" + sock, "PATH=/usr/bin:/bin", "NAME=Nobody Example"}
+		cmd.Dir = "/"
+		return cmd
+	}
+	call := func(prog, input string, args ...string) (int, string) {
+		cmd := as(nobody, prog, args...)
+		cmd.Stdin = strings.NewReader(input)
+		var out bytes.Buffer
+		cmd.Stdout, cmd.Stderr = &out, &out
+		err := cmd.Run()
+		var ee *exec.ExitError
+		switch {
+		case errors.As(err, &ee):
+			return ee.ExitCode(), out.String()
+		case err != nil:
+			t.Fatal(err)
+		}
+		return 0, out.String()
+	}
+
+	log := &logBuf{}
+	serve := as(mail, outboxBin, "serve", "--config", conf)
+	serve.Stdout, serve.Stderr = log, log
+	if err := serve.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() { serve.Wait(); close(done) }()
+	stop := func() {
+		serve.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-done:
+		case <-time.After(30 * time.Second):
+			serve.Process.Kill()
+			<-done
+		}
+	}
+	t.Cleanup(func() {
+		stop()
+		if t.Failed() {
+			t.Logf("daemon log:\n%s", tail(log.String(), 40))
+		}
+	})
+	waitFor(t, "the sendmail socket", 20*time.Second, func() bool {
+		c, err := net.Dial("unix", sock)
+		if err == nil {
+			c.Close()
+		}
+		return err == nil
+	})
+
+	if code, out := call(shim, "To: root\nBcc: hidden@example.org\nSubject: through the sendmail socket\n\nbody\n", "-t", "-i"); code != 0 || out != "" {
+		t.Fatalf("sendmail -t -i as nobody: exit %d: %s", code, out)
+	}
+	var msg []byte
+	waitFor(t, "the message in the Maildir", 20*time.Second, func() bool {
+		files, _ := filepath.Glob(filepath.Join(state, "md", "new", "*"))
+		if len(files) == 0 {
+			return false
+		}
+		msg, _ = os.ReadFile(files[0])
+		return true
+	})
+	for _, want := range []string{"Subject: through the sendmail socket", "from userid 65534 (nobody)", "From: \"Nobody Example\" <nobody@relay.test>", "Date: ", "Message-ID: ", "X-Envelope-To: <hidden@example.org>"} {
+		if !bytes.Contains(msg, []byte(want)) {
+			t.Errorf("delivered message lacks %q:\n%s", want, msg)
+		}
+	}
+	if bytes.Contains(msg, []byte("Bcc:")) {
+		t.Errorf("the Bcc field was delivered:\n%s", msg)
+	}
+	// It came through the sendmail socket, not a hand-over to the whole
+	// shim (which would have used the SMTP socket).
+	if m := adminGet(t, filepath.Join(state, "admin.sock"), "/metrics"); !strings.Contains(m, `outbox_accepted_messages_total{source="sendmail"} 1`) {
+		t.Errorf("not counted as a sendmail-socket submission:\n%s", grepLines(m, "accepted"))
+	}
+
+	code, out := call(shim, "Subject: s\n\nbody\n", "-i", "nosuchname")
+	if code != 67 || !strings.Contains(out, "nosuchname") || !strings.Contains(out, "nothing was sent") {
+		t.Errorf("an unknown local name: exit %d: %q, want 67 naming it", code, out)
+	}
+	if code, out := call(mailq, ""); code != 0 {
+		t.Errorf("mailq as nobody: exit %d: %s", code, out)
+	}
+
+	stop()
+	if code, out := call(shim, "To: root\nSubject: while the daemon is down\n\nbody\n", "-t", "-i"); code != 0 {
+		t.Fatalf("sendmail with the daemon down: exit %d: %s", code, out)
+	}
+	names, _ := filepath.Glob(filepath.Join(md, "[0-9]*"))
+	if len(names) != 1 {
+		t.Errorf("maildrop holds %v, want the message sent while the daemon was down", names)
+	}
+}
+
+// adminGet sends an HTTP/1.0 GET to the admin socket and returns the body.
+func adminGet(t *testing.T, sock, path string) string {
+	t.Helper()
+	c, err := net.Dial("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	fmt.Fprintf(c, "GET %s HTTP/1.0\r\nHost: outbox\r\n\r\n", path)
+	b, err := io.ReadAll(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, body, _ := strings.Cut(string(b), "\r\n\r\n")
+	return body
+}
+
+func grepLines(s, sub string) string {
+	var out []string
+	for _, l := range strings.Split(s, "\n") {
+		if strings.Contains(l, sub) {
+			out = append(out, l)
+		}
+	}
+	return strings.Join(out, "\n")
+}
