@@ -168,6 +168,11 @@ upstream "sink" {
 				t.Errorf("mail to %s: envelope sender %q, want %q", rcpt, m.from, from)
 			}
 		}
+		// All three went through /usr/sbin/sendmail, the C program, to
+		// the daemon's sendmail socket, not through the whole shim.
+		if n := d.log.count("via=sendmail"); n != 3 {
+			t.Errorf("%d messages accepted through the sendmail socket, want 3:\n%s", n, tail(d.log.String(), 20))
+		}
 	})
 
 	t.Run("maildrop while the daemon is stopped", func(t *testing.T) {

@@ -244,11 +244,11 @@ func (s *session) Data(r io.Reader) error {
 		}
 		return errSpool
 	}
-	s.in.log.Info("accepted", append([]any{"id", m.ID, "from", m.From, "rcpts", len(m.Recipients), "size", m.Size, "client", m.Submitter}, tagAttrs(m.Tags)...)...)
 	via := "smtp"
 	if s.via != "" {
 		via = s.via
 	}
+	s.in.log.Info("accepted", append([]any{"id", m.ID, "from", m.From, "rcpts", len(m.Recipients), "size", m.Size, "client", m.Submitter, "via", via}, tagAttrs(m.Tags)...)...)
 	s.in.metrics.accept(via)
 	if s.in.kick != nil {
 		s.in.kick()
