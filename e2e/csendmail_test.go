@@ -15,6 +15,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // The tests here hold the C sendmail (cmd/sendmail-c) to its side of the
@@ -302,16 +304,31 @@ func TestCSendmailExitFromDaemon(t *testing.T) {
 
 // Without -i a line "." ends the message: the shim sends it, reads no
 // further and exits on the daemon's answer, though its caller has not
-// closed the input.
+// closed the input. The pieces are written one by one, each once the
+// previous one reached the daemon, so that ".\r" and its "\n" come in
+// reads of their own.
 func TestCSendmailDotEnds(t *testing.T) {
 	c := buildCShim(t)
-	var body string
+	chunks := make(chan string, 10)
 	sock, done := fakeDaemon(t, c.dir, func(conn net.Conn, r *bufio.Reader, _ request) string {
 		conn.Write([]byte("GO DOT\n"))
-		var end bool
-		var err error
-		if body, end, err = readChunks(r, 0); err != nil || !end {
-			return fmt.Sprintf("chunks: end %v, %v", end, err)
+		for {
+			line, err := r.ReadString('\n')
+			if err != nil {
+				return "chunks: " + err.Error()
+			}
+			n, err := strconv.Atoi(strings.TrimSuffix(line, "\n"))
+			if err != nil {
+				return "chunk length: " + err.Error()
+			}
+			if n == 0 {
+				break
+			}
+			b := make([]byte, n)
+			if _, err := io.ReadFull(r, b); err != nil {
+				return "chunk: " + err.Error()
+			}
+			chunks <- string(b)
 		}
 		conn.Write([]byte(exitLine(0, "")))
 		return ""
@@ -324,18 +341,26 @@ func TestCSendmailDotEnds(t *testing.T) {
 	var out, errb bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errb
 	err = cmd.Start()
-	// Line by line, as an interactive caller writes; the input stays open.
-	for _, l := range []string{"Subject: s\n", "\n", ".not the end\n", ".\r", "\n"} {
-		in.Write([]byte(l))
-		time.Sleep(time.Millisecond)
+	// As an interactive caller writes; the input stays open.
+	pieces := []string{"Subject: s\n\n", ".not the end\n", ".\r", "\n"}
+	for _, p := range pieces {
+		in.Write([]byte(p))
+		select {
+		case got := <-chunks:
+			if got != p {
+				t.Fatalf("daemon got the chunk %q, want %q", got, p)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatalf("%q did not reach the daemon", p)
+		}
 	}
 	res := c.wait(t, cmd, &out, &errb, err)
 	in.Close()
 	if msg := <-done; msg != "" {
 		t.Fatal(msg)
 	}
-	if res.code != 0 || body != "Subject: s\n\n.not the end\n.\r\n" {
-		t.Errorf("exit %d (%s), daemon got %q", res.code, res.stderr, body)
+	if res.code != 0 {
+		t.Errorf("exit %d (%s)", res.code, res.stderr)
 	}
 }
 
@@ -420,8 +445,10 @@ func TestCSendmailHandsOver(t *testing.T) {
 		env         []string
 		args        []string
 		daemon      bool // a scripted daemon answers HANDOVER
+		closeOnly   bool // the daemon closes without an answer (over its cap)
 	}{
 		{name: "answer", argv0: "sendmail", args: []string{"-bs"}, daemon: true},
+		{name: "closed", argv0: "sendmail", args: []string{"-t", "-i"}, daemon: true, closeOnly: true},
 		{name: "no daemon", argv0: "sendmail", env: []string{"OUTBOX_SENDMAIL_SOCKET=/nonexistent/sendmail.sock"}, args: []string{"-t"}},
 		{name: "mailq", argv0: "mailq", args: []string{"-v"}},
 		{name: "OUTBOX_CONFIG", argv0: "sendmail", env: []string{"OUTBOX_CONFIG=/etc/x.hcl"}, args: []string{"bob@x"}},
@@ -434,7 +461,9 @@ func TestCSendmailHandsOver(t *testing.T) {
 			if tc.daemon {
 				var sock string
 				sock, done = fakeDaemon(t, c.dir, func(conn net.Conn, _ *bufio.Reader, _ request) string {
-					conn.Write([]byte("HANDOVER\n"))
+					if !tc.closeOnly {
+						conn.Write([]byte("HANDOVER\n"))
+					}
 					return ""
 				})
 				env = append(env, "OUTBOX_SENDMAIL_SOCKET="+sock)
@@ -453,6 +482,146 @@ func TestCSendmailHandsOver(t *testing.T) {
 				t.Errorf("whole shim got %q with input %q", args, input)
 			}
 		})
+	}
+}
+
+// A daemon that closes with the whole input unread, its end mark
+// included, stored nothing (the kernel says so with ECONNRESET): the whole
+// shim gets the message, not an exit 75 that may have the caller drop it.
+func TestCSendmailResetAfterEnd(t *testing.T) {
+	c := buildCShim(t)
+	input := "Subject: s\n\nbody\n"
+	want := len(fmt.Sprintf("%d\n", len(input))) + len(input) + len("0\n")
+	sock, done := fakeDaemon(t, c.dir, func(conn net.Conn, _ *bufio.Reader, _ request) string {
+		conn.Write([]byte("GO\n"))
+		raw, err := conn.(*net.UnixConn).SyscallConn()
+		if err != nil {
+			return err.Error()
+		}
+		deadline := time.Now().Add(10 * time.Second)
+		for queued := 0; queued < want; {
+			if time.Now().After(deadline) {
+				return fmt.Sprintf("%d bytes queued, want %d", queued, want)
+			}
+			raw.Control(func(fd uintptr) { queued, _ = unix.IoctlGetInt(int(fd), unix.SIOCINQ) })
+			time.Sleep(time.Millisecond)
+		}
+		return "" // closes with all of it unread
+	})
+	res := c.run(t, "sendmail", []string{"OUTBOX_SENDMAIL_SOCKET=" + sock}, input, false, "-i", "bob@x")
+	if msg := <-done; msg != "" {
+		t.Fatal(msg)
+	}
+	_, got, ok := c.handed(t)
+	if !ok || res.code != 42 || got != input {
+		t.Errorf("exit %d (%s); whole shim ran: %v, with %q", res.code, res.stderr, ok, got)
+	}
+}
+
+// An input that breaks while the whole shim is being given it: the whole
+// shim is stopped before it could take what it got for a whole message,
+// and the call fails with 75.
+func TestCSendmailInputErrorDuringHandOver(t *testing.T) {
+	c := buildCShim(t)
+	sock, done := fakeDaemon(t, c.dir, func(conn net.Conn, r *bufio.Reader, _ request) string {
+		conn.Write([]byte("GO\n"))
+		if _, _, err := readChunks(r, 1); err != nil {
+			return err.Error()
+		}
+		return "" // hangs up without an answer: the shim hands over
+	})
+	// Standard input is a TCP connection whose far end resets it.
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	far, err := net.Dial("tcp", l.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer far.Close()
+	near, err := l.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, err := near.(*net.TCPConn).File()
+	near.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	far.Write([]byte("Subject: s\n\npart of the body\n"))
+	cmd := c.command(t, "sendmail", []string{"OUTBOX_SENDMAIL_SOCKET=" + sock}, false, "-i", "bob@x")
+	cmd.Stdin = f
+	var out, errb bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	err = cmd.Start()
+	f.Close()
+	waitFor(t, "the whole shim to be running", 10*time.Second, func() bool {
+		_, err := os.Stat(filepath.Join(c.dir, "handed-args"))
+		return err == nil
+	})
+	far.(*net.TCPConn).SetLinger(0)
+	far.Close()
+	res := c.wait(t, cmd, &out, &errb, err)
+	if msg := <-done; msg != "" {
+		t.Fatal(msg)
+	}
+	if res.code != 75 || !strings.Contains(res.stderr, "cannot read the message") {
+		t.Errorf("exit %d, stderr %q; want 75: the whole shim must not have ended the message", res.code, res.stderr)
+	}
+}
+
+// A caller that ignores SIGCHLD (the setting survives exec) still gets the
+// whole shim's status after a hand-over, not a 75 for a message stored.
+func TestCSendmailSIGCHLDIgnored(t *testing.T) {
+	c := buildCShim(t)
+	sock, done := fakeDaemon(t, c.dir, func(conn net.Conn, r *bufio.Reader, _ request) string {
+		conn.Write([]byte("GO\n"))
+		if _, _, err := readChunks(r, 1); err != nil {
+			return err.Error()
+		}
+		return ""
+	})
+	// perl-base is in every Debian; shells keep SIGCHLD to themselves.
+	cmd := exec.Command("perl", "-e", `$SIG{CHLD} = "IGNORE"; exec @ARGV or die`, c.bin, "-i", "bob@x")
+	cmd.Env = []string{"PATH=/usr/bin:/bin", "OUTBOX_SENDMAIL_SOCKET=" + sock}
+	cmd.Stdin = strings.NewReader(strings.Repeat("a line of the body\n", 20000))
+	var out, errb bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	res := c.wait(t, cmd, &out, &errb, cmd.Start())
+	if msg := <-done; msg != "" {
+		t.Fatal(msg)
+	}
+	if _, _, ok := c.handed(t); !ok || res.code != 42 {
+		t.Errorf("exit %d (%s), whole shim ran: %v; want its status, 42", res.code, res.stderr, ok)
+	}
+}
+
+// A caller that closed standard input: the socket must not become fd 0.
+func TestCSendmailClosedStdin(t *testing.T) {
+	c := buildCShim(t)
+	var body string
+	sock, done := fakeDaemon(t, c.dir, func(conn net.Conn, r *bufio.Reader, _ request) string {
+		conn.Write([]byte("GO\n"))
+		var end bool
+		var err error
+		if body, end, err = readChunks(r, 0); err != nil || !end {
+			return fmt.Sprintf("chunks: end %v, %v", end, err)
+		}
+		conn.Write([]byte(exitLine(0, "")))
+		return ""
+	})
+	cmd := exec.Command("/bin/sh", "-c", `exec "$0" "$@" <&-`, c.bin, "-i", "bob@x")
+	cmd.Env = []string{"PATH=/usr/bin:/bin", "OUTBOX_SENDMAIL_SOCKET=" + sock}
+	var out, errb bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	res := c.wait(t, cmd, &out, &errb, cmd.Start())
+	if msg := <-done; msg != "" {
+		t.Fatal(msg)
+	}
+	if res.code != 0 || body != "" {
+		t.Errorf("exit %d (%s), daemon got %q; want an empty input and exit 0", res.code, res.stderr, body)
 	}
 }
 

@@ -105,8 +105,15 @@ func Serve(conn net.Conn, sc ServeConfig) {
 		_, err := fmt.Fprintf(conn, format, args...)
 		return err
 	}
-	br := bufio.NewReaderSize(timedReader{conn, sc.ReadTimeout}, 64<<10)
+	tr := &timedReader{conn: conn, d: sc.ReadTimeout}
+	if sc.ReadTimeout > 0 {
+		// The header has one time limit as a whole: a client that
+		// trickles it byte by byte must not hold a connection slot.
+		tr.until = time.Now().Add(sc.ReadTimeout)
+	}
+	br := bufio.NewReaderSize(tr, 64<<10)
 	req, err := readRequest(br)
+	tr.until = time.Time{}
 	if err != nil {
 		if err != errNoRequest {
 			answer("HANDOVER\n")
@@ -267,14 +274,19 @@ func readLen(br *bufio.Reader, term byte, max int) (n, digits int, err error) {
 	}
 }
 
-// timedReader bounds each read of conn by d (0: no bound).
+// timedReader bounds each read of conn by d (0: no bound), or every read
+// by the one deadline until while it is set.
 type timedReader struct {
-	conn net.Conn
-	d    time.Duration
+	conn  net.Conn
+	d     time.Duration
+	until time.Time
 }
 
-func (r timedReader) Read(p []byte) (int, error) {
-	if r.d > 0 {
+func (r *timedReader) Read(p []byte) (int, error) {
+	switch {
+	case !r.until.IsZero():
+		r.conn.SetReadDeadline(r.until)
+	case r.d > 0:
 		r.conn.SetReadDeadline(time.Now().Add(r.d))
 	}
 	return r.conn.Read(p)
@@ -343,9 +355,20 @@ func inputError(err error) error {
 // read with it, then the end mark; a client gone before that may have
 // been cut inside the "." line itself, which the dot reader cannot tell
 // from a whole one.
+//
+// The client sends no more than what it read with the "." line (a read of
+// its input, 64 KiB); more than a chunk's worth is not a client of ours,
+// and is refused rather than read for as long as it lasts.
 func (c *chunkReader) finish() error {
-	_, err := io.Copy(io.Discard, c)
-	return err
+	if _, err := io.Copy(io.Discard, io.LimitReader(c, maxChunk)); err != nil {
+		return err
+	}
+	if !c.end {
+		if _, err := c.Read(make([]byte, 1)); err != io.EOF {
+			return errors.New("more input after the \".\" line than the client sends")
+		}
+	}
+	return nil
 }
 
 // sessionStore stores a message through a submission session of the

@@ -43,6 +43,9 @@ type protoCall struct {
 	raw   string
 	cut   int
 	chunk int // chunk size; 0: 64 KiB
+	// whole sends all of input after GO DOT, not only up to the "."
+	// line as the C client does.
+	whole bool
 }
 
 func (pc protoCall) header() string {
@@ -84,7 +87,7 @@ func (pc protoCall) run(t testing.TB, sock string) protoReply {
 		return rep
 	case "GO", "GO DOT":
 		in := pc.input
-		if rep.answer == "GO DOT" {
+		if rep.answer == "GO DOT" && !pc.whole {
 			in = cutAtDot(in)
 		}
 		if pc.cut > 0 {
@@ -456,5 +459,69 @@ func TestChunkReader(t *testing.T) {
 	got, err := io.ReadAll(&chunkReader{br: bufio.NewReader(&b)})
 	if err != nil || len(got) != 150<<10 {
 		t.Errorf("three chunks: %d bytes, %v", len(got), err)
+	}
+}
+
+// TestServeHeaderDeadline: the request header has one time limit as a
+// whole, so a client trickling it a byte at a time does not keep its
+// connection (and a slot of the daemon's cap) beyond it.
+func TestServeHeaderDeadline(t *testing.T) {
+	dir := testDir(t)
+	cfgPath := writeConfig(t, dir, "")
+	d := startDaemon(t, filepath.Join(dir, "var", "submit.sock"))
+	sock, served := serveSock(t, dir, cfgPath, d, func(sc *ServeConfig) { sc.ReadTimeout = 300 * time.Millisecond })
+	c, err := net.Dial("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	start := time.Now()
+	header := protoCall{argv: []string{"sendmail", "a@example.com"}}.header()
+	sent := 0
+	for ; sent < len(header); sent++ {
+		if _, err := c.Write([]byte{header[sent]}); err != nil {
+			break // the daemon closed: the limit came
+		}
+		select {
+		case <-served:
+			sent = -1
+		case <-time.After(100 * time.Millisecond):
+		}
+		if sent < 0 {
+			break
+		}
+	}
+	if sent == len(header) {
+		t.Fatalf("a header trickled over %v arrived whole: the limit is per read", time.Since(start))
+	}
+	if sent >= 0 {
+		select {
+		case <-served:
+		case <-time.After(10 * time.Second):
+			t.Fatal("a trickled header kept the call open")
+		}
+	}
+	if took := time.Since(start); took > 3*time.Second {
+		t.Errorf("the call ended after %v, want about the 300 ms limit", took)
+	}
+}
+
+// TestServeTooMuchAfterDot: the client sends no more after the "." line
+// than it read with it; a peer that keeps sending is refused and nothing
+// is stored, rather than read for as long as it lasts.
+func TestServeTooMuchAfterDot(t *testing.T) {
+	dir := testDir(t)
+	cfgPath := writeConfig(t, dir, "")
+	d := startDaemon(t, filepath.Join(dir, "var", "submit.sock"))
+	sock, _ := serveSock(t, dir, cfgPath, d, nil)
+	in := "Subject: s\n\nbody\n.\n" + strings.Repeat("after the dot\n", 2*maxChunk/14)
+	rep := protoCall{argv: []string{"sendmail", "a@example.com"}, input: in, whole: true}.run(t, sock)
+	if rep.answer != "GO DOT" || rep.code != ExitTempFail || d.count() != 0 {
+		t.Fatalf("%+v, %d stored; want exit 75 and nothing stored", rep, d.count())
+	}
+	// As the client sends it, the message is stored.
+	rep = protoCall{argv: []string{"sendmail", "a@example.com"}, input: "Subject: s\n\nbody\n.\nthe rest of its read\n", whole: true}.run(t, sock)
+	if rep.code != 0 || d.count() != 1 {
+		t.Fatalf("%+v, %d stored", rep, d.count())
 	}
 }

@@ -63,9 +63,14 @@ static size_t in_len, in_cap;
 /* in_done: no more input is to be read (end of input, or the "." line). */
 static int in_done;
 
-/* The daemon's answers, read through this buffer. */
+/* The daemon's answers, read through this buffer; r_errno is the error of
+ * the read that failed, 0 at the end of the stream. */
 static char rbuf[8192];
 static size_t r_pos, r_len;
+static int r_errno;
+
+static int dot_end(size_t *line, int at_eof);
+static void append(const char *p, size_t n);
 
 static void die(int code, const char *fmt, const char *arg)
 {
@@ -132,13 +137,15 @@ static int send_all(int fd, const char *p, size_t n)
 /* hand_over_input runs the whole shim with the input read so far followed
  * by the rest of standard input (none after the end was seen), and exits
  * with its status: the daemon went away before it had the whole message,
- * so it stored nothing. */
-static void hand_over_input(void)
+ * so it stored nothing. dot: a line "." ends the input (no -i). */
+static void hand_over_input(int dot)
 {
 	const char *path = full_shim();
 	int p[2];
 	if (pipe2(p, O_CLOEXEC) < 0)
 		die(EX_TEMPFAIL, "cannot hand the message over: %s; nothing was sent", strerror(errno));
+	/* A caller that ignores SIGCHLD would leave no status to wait for. */
+	signal(SIGCHLD, SIG_DFL);
 	pid_t pid = fork();
 	if (pid < 0)
 		die(EX_TEMPFAIL, "cannot hand the message over: %s; nothing was sent", strerror(errno));
@@ -153,6 +160,9 @@ static void hand_over_input(void)
 	/* A whole shim that stops reading (a "." line) closes the pipe when it
 	 * exits; the rest of the input is then not waited for. */
 	int open_ = write_all(p[1], in, in_len) == 0;
+	size_t line = 0;
+	if (dot && dot_end(&line, 0))
+		in_done = 1;
 	char buf[65536];
 	while (open_ && !in_done) {
 		struct pollfd fds[2] = {{.fd = 0, .events = POLLIN}, {.fd = p[1], .events = 0}};
@@ -168,7 +178,21 @@ static void hand_over_input(void)
 		ssize_t n = read(0, buf, sizeof buf);
 		if (n < 0 && errno == EINTR)
 			continue;
-		if (n <= 0 || write_all(p[1], buf, (size_t)n) < 0)
+		if (n < 0) {
+			/* The whole shim must not take what it has for the whole
+			 * message: it is stopped before it sees an end. */
+			int e = errno;
+			kill(pid, SIGKILL);
+			while (waitpid(pid, NULL, 0) < 0 && errno == EINTR)
+				;
+			die(EX_TEMPFAIL, "cannot read the message: %s; nothing was sent", strerror(e));
+		}
+		if (n == 0)
+			break;
+		append(buf, (size_t)n);
+		if (write_all(p[1], buf, (size_t)n) < 0)
+			break;
+		if (dot && dot_end(&line, 0))
 			break;
 	}
 	close(p[1]);
@@ -189,8 +213,10 @@ static int read_byte(int fd)
 		do
 			n = read(fd, rbuf, sizeof rbuf);
 		while (n < 0 && errno == EINTR);
-		if (n <= 0)
+		if (n <= 0) {
+			r_errno = n < 0 ? errno : 0;
 			return -1;
+		}
 		r_pos = 0;
 		r_len = (size_t)n;
 	}
@@ -320,15 +346,21 @@ static int dot_end(size_t *line, int at_eof)
 /* lost handles a connection lost before the end of the input went out:
  * an answer the daemon sent before it closed decides; without one it
  * stored nothing, and the whole shim takes the message. */
-static void lost(int fd)
+static void lost(int fd, int dot)
 {
 	if (read_answer(fd) == A_EXIT)
 		obey_exit();
-	hand_over_input();
+	close(fd);
+	hand_over_input(dot);
 }
 
 int main(int argc, char **argv)
 {
+	/* A caller that closed standard input, output or error must not have
+	 * the socket take its place. */
+	for (int fd = 0; fd <= 2; fd++)
+		if (fcntl(fd, F_GETFD) < 0 && errno == EBADF && open("/dev/null", O_RDWR) != fd)
+			return EX_TEMPFAIL;
 	args = argc > 0 ? argv : fallback_args;
 	const char *base = strrchr(args[0], '/');
 	base = base ? base + 1 : args[0];
@@ -419,7 +451,7 @@ int main(int argc, char **argv)
 			die(EX_TEMPFAIL, "poll: %s", strerror(errno));
 		}
 		if (fds[1].revents) /* an answer before the end: a refusal */
-			lost(fd);
+			lost(fd, a == A_GO_DOT);
 		if (!fds[0].revents)
 			continue;
 		ssize_t n = read(0, buf, sizeof buf);
@@ -437,14 +469,20 @@ int main(int argc, char **argv)
 		char head[24];
 		int hn = sprintf(head, "%zd\n", n);
 		if (send_all(fd, head, (size_t)hn) < 0 || send_all(fd, buf, (size_t)n) < 0)
-			lost(fd);
+			lost(fd, a == A_GO_DOT);
 		if (a == A_GO_DOT && dot_end(&line, 0))
 			in_done = 1;
 	}
 	if (send_all(fd, "0\n", 2) < 0)
-		lost(fd);
+		lost(fd, a == A_GO_DOT);
 	if (read_answer(fd) == A_EXIT)
 		obey_exit();
+	/* ECONNRESET: the daemon closed with input it had not read, the end
+	 * mark at least, which comes last: without it nothing is stored. */
+	if (r_errno == ECONNRESET) {
+		close(fd);
+		hand_over_input(a == A_GO_DOT);
+	}
 	die(EX_TEMPFAIL, "%s", "lost the connection to the daemon after sending the message; it may have been stored");
 	return EX_TEMPFAIL;
 }
