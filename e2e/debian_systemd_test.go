@@ -149,6 +149,12 @@ upstream "capture" {
 			m, _ := filepath.Glob(filepath.Join(r.dir, "var/spool/outbox/maildir/new/*"))
 			return len(m) == 2
 		})
+		// Both went through the sendmail socket, the second one held by
+		// systemd while the service was stopped.
+		o, _ := c.run("journalctl", "-u", "outbox.service", "--no-pager", "-o", "cat")
+		if n, smtp := strings.Count(o, "via=sendmail"), strings.Count(o, "via=smtp"); n != 2 || smtp != 0 {
+			t.Errorf("%d messages accepted through the sendmail socket and %d over SMTP, want 2 and 0:\n%s", n, smtp, tail(o, 20))
+		}
 	})
 	t.Run("an upgrade restarts the service, the socket stays", func(t *testing.T) {
 		before := c.mainPID(t)

@@ -47,8 +47,12 @@
 #define FULL_NAME "outbox-sendmail"
 
 /* Each read or write on the socket may wait this long: the daemon answers
- * only after its durable commit, which a loaded disk may make slow. */
+ * only after its durable commit, which a loaded disk may make slow. Its
+ * first answer, which needs no disk, may wait ANSWER_SEC: a socket nobody
+ * serves (systemd holding one for a daemon that does not take it) sends
+ * the call to the whole shim after that. */
 #define TIMEOUT_SEC 600
+#define ANSWER_SEC 60
 
 #define EX_TEMPFAIL 75
 
@@ -387,8 +391,9 @@ int main(int argc, char **argv)
 	if (fd < 0)
 		hand_over();
 	struct timeval tv = {.tv_sec = TIMEOUT_SEC};
-	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
 	setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+	tv.tv_sec = ANSWER_SEC;
+	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
 	int rc;
 	do
 		rc = connect(fd, (struct sockaddr *)&sa, sizeof sa);
@@ -434,6 +439,8 @@ int main(int argc, char **argv)
 		break;
 	case A_GO:
 	case A_GO_DOT:
+		tv.tv_sec = TIMEOUT_SEC;
+		setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
 		break;
 	default: /* HANDOVER, or the daemon went away before answering */
 		close(fd);
