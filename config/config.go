@@ -420,6 +420,13 @@ func (v *validator) build(path string, raw *rawFile) *Config {
 		}
 		seen[key] = true
 	}
+	if sm := cfg.SendmailSocket(); sm != "" {
+		for i, l := range cfg.Listen {
+			if l.Network == "unix" && l.Addr == sm && i < len(raw.Listen) {
+				v.errf(attrRange(raw.Listen[i].Body, "address"), "Listen address taken", "%s is the sendmail socket, which the daemon serves beside the first unix listener for /usr/sbin/sendmail; name this socket otherwise.", l.Address)
+			}
+		}
+	}
 
 	cfg.Queue = Queue{RetryInitial: time.Minute, RetryMax: time.Hour, Lifetime: 120 * time.Hour}
 	if q := raw.Queue; q != nil {

@@ -429,6 +429,12 @@ func TestErrors(t *testing.T) {
 		{"alias to undefined local name", `aliases {
   root = "admin" # <--
 }` + minimal, "full address"},
+		{"listen on the sendmail socket", `listen {
+  address = "unix:var/submit.sock"
+}
+listen {
+  address = "unix:var/sendmail.sock" # <--
+}` + minimal, "sendmail socket"},
 		{"duplicate upstream", minimal + `upstream "capture" { # <--
   type = "maildir"
   path = "var/other"
