@@ -2,12 +2,14 @@ package relay
 
 import (
 	"bufio"
+	"context"
 	"fmt"
 	"io"
 	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -15,6 +17,7 @@ import (
 
 	dto "github.com/prometheus/client_model/go"
 
+	"github.com/outbox-mta/outbox/adminapi"
 	"github.com/outbox-mta/outbox/config"
 	"github.com/outbox-mta/outbox/spool"
 	"github.com/outbox-mta/outbox/upstream"
@@ -539,5 +542,18 @@ func TestSendmailSocketOpen(t *testing.T) {
 	s.ln.Close()
 	if _, err := os.Stat(path); !os.IsNotExist(err) {
 		t.Errorf("socket still there after close: %v", err)
+	}
+}
+
+// TestSendmailSocketInStatus: outbox status lists the sendmail socket with
+// the listeners.
+func TestSendmailSocketInStatus(t *testing.T) {
+	ir, sock := smSetup(t, "")
+	st, err := adminapi.NewClient(filepath.Join(ir.dir, "a.sock")).Status(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Contains(st.Listeners, "unix:"+sock) {
+		t.Errorf("listeners %q lack unix:%s", st.Listeners, sock)
 	}
 }

@@ -100,6 +100,9 @@ func (a *adminServer) status(w http.ResponseWriter, req *http.Request) {
 	for _, l := range r.cfg.Listen {
 		out.Listeners = append(out.Listeners, l.Address)
 	}
+	if r.sendmail != nil {
+		out.Listeners = append(out.Listeners, r.sendmail.addr)
+	}
 	for _, u := range snap.cfg.Upstreams {
 		us := adminapi.UpstreamStatus{Name: u.Name, Address: net.JoinHostPort(u.Host, strconv.Itoa(u.Port)), State: "unknown"}
 		if u.Type == "maildir" {
