@@ -647,48 +647,8 @@ func TestCSendmailDaemon(t *testing.T) {
 	if err := os.Symlink("sendmail", mailq); err != nil && !errors.Is(err, os.ErrExist) {
 		t.Fatal(err)
 	}
-	dir, err := os.MkdirTemp("", "e2e-csendmail")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if !t.Failed() {
-			os.RemoveAll(dir)
-		}
-	})
-	if err := os.Chmod(dir, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	state := filepath.Join(dir, "state")
+	state, conf := packagedState(t, mail)
 	md := filepath.Join(state, "maildrop")
-	for _, d := range []string{state, md} {
-		if err := os.Mkdir(d, 0o755); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.Chown(d, mail, mail); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if err := os.Chmod(md, os.ModeSticky|0o733); err != nil {
-		t.Fatal(err)
-	}
-	conf := filepath.Join(dir, "relay.hcl")
-	src := `hostname = "relay.test"
-listen { address = "unix:state/submit.sock" }
-spool {
-  path     = "state/spool.db"
-  maildrop = "state/maildrop"
-}
-admin { socket = "state/admin.sock" }
-aliases { root = "ops@example.com" }
-upstream "capture" {
-  type = "maildir"
-  path = "state/md"
-}
-`
-	if err := os.WriteFile(conf, []byte(src), 0o644); err != nil {
-		t.Fatal(err)
-	}
 	sock := filepath.Join(state, "sendmail.sock")
 	as := func(uid int, prog string, args ...string) *exec.Cmd {
 		cmd := exec.Command(prog, args...)

@@ -30,49 +30,8 @@ func TestMaildropUnprivileged(t *testing.T) {
 	if err := os.Chmod(filepath.Dir(outboxBin), 0o755); err != nil {
 		t.Fatal(err)
 	}
-	dir, err := os.MkdirTemp("", "e2e-md")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if !t.Failed() {
-			os.RemoveAll(dir)
-		}
-	})
-	if err := os.Chmod(dir, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	state := filepath.Join(dir, "state")
+	state, conf := packagedState(t, mail)
 	md := filepath.Join(state, "maildrop")
-	for _, d := range []string{state, md} {
-		if err := os.Mkdir(d, 0o755); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.Chown(d, mail, mail); err != nil {
-			t.Fatal(err)
-		}
-	}
-	// The maildrop as the package makes it.
-	if err := os.Chmod(md, os.ModeSticky|0o733); err != nil {
-		t.Fatal(err)
-	}
-	conf := filepath.Join(dir, "relay.hcl")
-	src := `hostname = "relay.test"
-listen { address = "unix:state/submit.sock" }
-spool {
-  path     = "state/spool.db"
-  maildrop = "state/maildrop"
-}
-admin { socket = "state/admin.sock" }
-aliases { root = "ops@example.com" }
-upstream "capture" {
-  type = "maildir"
-  path = "state/md"
-}
-`
-	if err := os.WriteFile(conf, []byte(src), 0o644); err != nil {
-		t.Fatal(err)
-	}
 	as := func(uid int, name string, args ...string) *exec.Cmd {
 		cmd := exec.Command("/bin/sh", append([]string{"-c", `umask 077; exec "$0" "$@"`, name}, args...)...)
 		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: uint32(uid), Gid: uint32(uid)}}
@@ -150,4 +109,56 @@ upstream "capture" {
 	if err != nil || rej.Mode() != os.ModeDir|0o700 || rej.Sys().(*syscall.Stat_t).Uid != mail {
 		t.Errorf("rejected folder: %v %v, want a 0700 folder of the daemon's user", rej, err)
 	}
+}
+
+// packagedState makes what the package makes for a daemon run as owner: a
+// folder every user may enter holding relay.hcl (0644; a unix listener
+// and the Maildir state/md), and state/ owned by owner with the maildrop
+// (1733) in it. It returns state/ and relay.hcl.
+func packagedState(t *testing.T, owner int) (state, conf string) {
+	t.Helper()
+	dir, err := os.MkdirTemp("", "e2e-state")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if !t.Failed() {
+			os.RemoveAll(dir)
+		}
+	})
+	if err := os.Chmod(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	state = filepath.Join(dir, "state")
+	md := filepath.Join(state, "maildrop")
+	for _, d := range []string{state, md} {
+		if err := os.Mkdir(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Chown(d, owner, owner); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// The maildrop as the package makes it.
+	if err := os.Chmod(md, os.ModeSticky|0o733); err != nil {
+		t.Fatal(err)
+	}
+	conf = filepath.Join(dir, "relay.hcl")
+	src := `hostname = "relay.test"
+listen { address = "unix:state/submit.sock" }
+spool {
+  path     = "state/spool.db"
+  maildrop = "state/maildrop"
+}
+admin { socket = "state/admin.sock" }
+aliases { root = "ops@example.com" }
+upstream "capture" {
+  type = "maildir"
+  path = "state/md"
+}
+`
+	if err := os.WriteFile(conf, []byte(src), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return state, conf
 }
