@@ -49,7 +49,9 @@ func buildCShim(t *testing.T) *cShim {
 		t.Fatal(err)
 	}
 	bin := filepath.Join(dir, "sendmail")
-	out, err := exec.Command(cc, "-O2", "-Wall", "-Wextra", "-Werror", "-o", bin, "../cmd/sendmail-c/sendmail.c").CombinedOutput()
+	// The daemon's first answer is awaited 2 s here instead of 60 s, so
+	// that a test can see the limit.
+	out, err := exec.Command(cc, "-O2", "-Wall", "-Wextra", "-Werror", "-DANSWER_SEC=2", "-o", bin, "../cmd/sendmail-c/sendmail.c").CombinedOutput()
 	if err != nil {
 		t.Fatalf("cc: %v\n%s", err, out)
 	}
@@ -622,6 +624,33 @@ func TestCSendmailClosedStdin(t *testing.T) {
 	}
 	if res.code != 0 || body != "" {
 		t.Errorf("exit %d (%s), daemon got %q; want an empty input and exit 0", res.code, res.stderr, body)
+	}
+}
+
+// A socket nobody answers on (systemd holding it for a daemon that does
+// not take it) must not hold the caller: after the first answer's limit
+// the whole shim gets the call, its input untouched.
+func TestCSendmailNoAnswer(t *testing.T) {
+	c := buildCShim(t)
+	release := make(chan struct{})
+	defer close(release)
+	sock, done := fakeDaemon(t, c.dir, func(net.Conn, *bufio.Reader, request) string {
+		<-release // reads the request, never answers
+		return ""
+	})
+	start := time.Now()
+	res := c.run(t, "sendmail", []string{"OUTBOX_SENDMAIL_SOCKET=" + sock}, "the input\n", false, "-i", "bob@x")
+	took := time.Since(start)
+	_, input, ok := c.handed(t)
+	if !ok || res.code != 42 || input != "the input\n" {
+		t.Errorf("exit %d (%s), whole shim ran: %v with %q", res.code, res.stderr, ok, input)
+	}
+	if took < 2*time.Second || took > 15*time.Second {
+		t.Errorf("handed over after %v, want the 2 s limit of this build", took)
+	}
+	release <- struct{}{}
+	if msg := <-done; msg != "" {
+		t.Fatal(msg)
 	}
 }
 

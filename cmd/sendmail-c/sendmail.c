@@ -52,7 +52,9 @@
  * serves (systemd holding one for a daemon that does not take it) sends
  * the call to the whole shim after that. */
 #define TIMEOUT_SEC 600
+#ifndef ANSWER_SEC
 #define ANSWER_SEC 60
+#endif
 
 #define EX_TEMPFAIL 75
 
