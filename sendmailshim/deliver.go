@@ -8,6 +8,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/emersion/go-smtp"
+
 	"github.com/outbox-mta/outbox/config/lite"
 	"github.com/outbox-mta/outbox/mailhdr"
 )
@@ -222,7 +224,7 @@ func stageError(stage, addr string, err error) error {
 	return fail(code, "%s refused by the daemon: %s; %s", what, replyText(se), tail)
 }
 
-func replyText(se *replyError) string {
+func replyText(se *smtp.SMTPError) string {
 	if se.EnhancedCode[0] > 0 {
 		return fmt.Sprintf("%d %d.%d.%d %s", se.Code, se.EnhancedCode[0], se.EnhancedCode[1], se.EnhancedCode[2], se.Message)
 	}

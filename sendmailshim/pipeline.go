@@ -5,9 +5,9 @@ import (
 	"fmt"
 	"io"
 	"net/textproto"
-	"strconv"
 	"strings"
 
+	"github.com/outbox-mta/outbox/internal/gosmtp"
 	"github.com/outbox-mta/outbox/mailhdr"
 )
 
@@ -69,7 +69,7 @@ func (s *shim) connect() (*submitConn, error) {
 
 // dialSubmit connects to the daemon's submission socket, reads its
 // greeting and says EHLO. Its errors are those fallback understands:
-// connection errors and *replyError.
+// connection errors and *smtp.SMTPError.
 func (s *shim) dialSubmit() (*submitConn, error) {
 	c, err := s.connect()
 	if err != nil {
@@ -118,43 +118,18 @@ func (c *submitConn) has(ext string) bool {
 
 func (c *submitConn) Close() error { return c.conn.Close() }
 
-// reply reads one reply and returns its text, or a *replyError
+// reply reads one reply and returns its text, or a *smtp.SMTPError
 // when its code is not the one expected (a net error when none came).
 func (c *submitConn) reply(want int) (string, error) {
 	code, msg, err := c.tp.ReadResponse(want)
 	if err != nil {
 		var pe *textproto.Error
 		if errors.As(err, &pe) {
-			return "", toReplyError(code, msg)
+			return "", gosmtp.ReplyError(code, msg)
 		}
 		return "", err
 	}
 	return msg, nil
-}
-
-// toReplyError parses the enhanced status code at the start of a reply, as
-// the go-smtp client does, so that stageError reads both the same way.
-func toReplyError(code int, msg string) *replyError {
-	re := &replyError{Code: code, Message: msg}
-	first, rest, ok := strings.Cut(msg, " ")
-	if !ok {
-		return re
-	}
-	parts := strings.Split(first, ".")
-	if len(parts) != 3 {
-		return re
-	}
-	var enh [3]int
-	for i, p := range parts {
-		n, err := strconv.Atoi(p)
-		if err != nil {
-			return re
-		}
-		enh[i] = n
-	}
-	re.EnhancedCode = enh
-	re.Message = strings.ReplaceAll(rest, "\n"+first+" ", "\n")
-	return re
 }
 
 // xtext encodes an ENVID value (RFC 3461).

@@ -462,7 +462,7 @@ func (w *inputWatch) Read(p []byte) (int, error) {
 // read for err: its *smtp.SMTPError (found by type, as go-smtp does), else
 // code and enh with err's text; an enhanced code left unset is the one
 // go-smtp writes (X.0.0).
-func sessionReply(err error, code int, enh smtp.EnhancedCode) *replyError {
+func sessionReply(err error, code int, enh smtp.EnhancedCode) *smtp.SMTPError {
 	se, ok := err.(*smtp.SMTPError)
 	if !ok {
 		se = &smtp.SMTPError{Code: code, EnhancedCode: enh, Message: err.Error()}
@@ -476,9 +476,5 @@ func sessionReply(err error, code int, enh smtp.EnhancedCode) *replyError {
 			e = smtp.NoEnhancedCode
 		}
 	}
-	re := &replyError{Code: se.Code, Message: se.Message}
-	if e != smtp.NoEnhancedCode {
-		re.EnhancedCode = [3]int(e)
-	}
-	return re
+	return &smtp.SMTPError{Code: se.Code, EnhancedCode: e, Message: se.Message}
 }
