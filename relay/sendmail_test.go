@@ -19,128 +19,11 @@ import (
 
 	"github.com/outbox-mta/outbox/adminapi"
 	"github.com/outbox-mta/outbox/config"
+	"github.com/outbox-mta/outbox/internal/sendmailtest"
 	"github.com/outbox-mta/outbox/spool"
 	"github.com/outbox-mta/outbox/upstream"
 )
 
-// smCall is a sendmail protocol client (the C sendmail's part). After GO
-// DOT it sends the input up to and including the lone "." line, as the C
-// client does, unless all is set. cut > 0 sends only that many bytes of
-// the input, then closes without the end mark.
-type smCall struct {
-	argv  []string
-	env   []string
-	input string
-	all   bool
-	cut   int
-}
-
-// smReply is the daemon's first answer ("" when it closed without one),
-// the EXIT's code and text, and whether the whole input went out.
-type smReply struct {
-	answer  string
-	code    int
-	text    string
-	sentAll bool
-}
-
-func (sc smCall) run(t testing.TB, sock string) smReply {
-	t.Helper()
-	c, err := net.Dial("unix", sock)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	c.SetDeadline(time.Now().Add(30 * time.Second))
-	rep, err := sc.talk(c)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return rep
-}
-
-func (sc smCall) talk(c net.Conn) (smReply, error) {
-	var b strings.Builder
-	b.WriteString("OUTBOX-SENDMAIL 1\n")
-	for _, a := range sc.argv {
-		fmt.Fprintf(&b, "A%d:%s\n", len(a), a)
-	}
-	for _, e := range sc.env {
-		fmt.Fprintf(&b, "E%d:%s\n", len(e), e)
-	}
-	b.WriteString(".\n")
-	// A daemon that closes at once (over its cap) may fail the write;
-	// what it answered, if anything, still counts.
-	io.WriteString(c, b.String())
-	br := bufio.NewReader(c)
-	rep := smReply{}
-	var err error
-	if rep.answer, rep.code, rep.text, err = smAnswer(br); err != nil {
-		return smReply{}, nil // closed without an answer
-	}
-	if rep.answer != "GO" && rep.answer != "GO DOT" {
-		return rep, nil
-	}
-	in := sc.input
-	if rep.answer == "GO DOT" && !sc.all {
-		if i := strings.Index("\n"+in, "\n.\n"); i >= 0 {
-			in = in[:i+2]
-		}
-	}
-	if sc.cut > 0 {
-		in = in[:sc.cut]
-	}
-	rep.sentAll = true
-	for len(in) > 0 && rep.sentAll {
-		n := min(len(in), 64<<10)
-		_, err := fmt.Fprintf(c, "%d\n%s", n, in[:n])
-		rep.sentAll = err == nil
-		in = in[n:]
-	}
-	if sc.cut > 0 {
-		return rep, nil
-	}
-	if rep.sentAll {
-		_, err := io.WriteString(c, "0\n")
-		rep.sentAll = err == nil
-	}
-	var answer string
-	if answer, rep.code, rep.text, err = smAnswer(br); err != nil || answer != "EXIT" {
-		return rep, fmt.Errorf("answer %q (%v) after the input, want EXIT", answer, err)
-	}
-	return rep, nil
-}
-
-// smAnswer reads one answer: a line, or "EXIT <code> <len>:<text>\n", whose
-// text may hold line ends.
-func smAnswer(br *bufio.Reader) (answer string, code int, text string, err error) {
-	var b []byte
-	for {
-		c, err := br.ReadByte()
-		if err != nil {
-			return "", 0, "", err
-		}
-		if c == '\n' {
-			return string(b), 0, "", nil
-		}
-		if c == ':' && strings.HasPrefix(string(b), "EXIT ") {
-			break
-		}
-		b = append(b, c)
-	}
-	var n int
-	if _, err := fmt.Sscanf(string(b), "EXIT %d %d", &code, &n); err != nil {
-		return "", 0, "", fmt.Errorf("malformed %q", b)
-	}
-	t := make([]byte, n+1)
-	if _, err := io.ReadFull(br, t); err != nil || t[n] != '\n' {
-		return "", 0, "", fmt.Errorf("EXIT text of %d bytes: %q, %v", n, t, err)
-	}
-	return "EXIT", code, string(t[:n]), nil
-}
-
-// smSetup starts a relay with a unix listener and the aliases, and returns
-// it with its sendmail protocol socket.
 func smSetup(t *testing.T, extra string) (*inRelay, string) {
 	t.Helper()
 	ir := inStartRelay(t, inSetup{extra: inAliases + extra})
@@ -196,8 +79,8 @@ func sendmailAccepted(t *testing.T, ir *inRelay) float64 {
 func TestSendmailProtocolExtract(t *testing.T) {
 	ir, sock := smSetup(t, "")
 	msg := "To: a@example.com\nCc: root\nBcc: secret@example.com\nSubject: t\n\nline\n.\nstill the message\n"
-	rep := smCall{argv: []string{"/usr/sbin/sendmail", "-t", "-i"}, env: []string{"LOGNAME=someone"}, input: msg}.run(t, sock)
-	if rep.answer != "GO" || rep.code != 0 || rep.text != "" {
+	rep := sendmailtest.Call{Argv: []string{"/usr/sbin/sendmail", "-t", "-i"}, Env: []string{"LOGNAME=someone"}, Input: msg}.Run(t, sock)
+	if rep.Answer != "GO" || rep.Code != 0 || rep.Text != "" {
 		t.Fatalf("reply %+v, want GO, then EXIT 0", rep)
 	}
 	m, body := smOnly(t, ir)
@@ -235,8 +118,8 @@ func TestSendmailProtocolExtract(t *testing.T) {
 func TestSendmailProtocolArgv(t *testing.T) {
 	ir, sock := smSetup(t, "")
 	msg := "Subject: dots\n\nbody\n..stuffed\n.\nafter the dot\n"
-	rep := smCall{argv: []string{"sendmail", "-f", "app@example.org", "x@example.com, Y <y@example.com>", "postmaster"}, input: msg, all: true}.run(t, sock)
-	if rep.answer != "GO DOT" || rep.code != 0 {
+	rep := sendmailtest.Call{Argv: []string{"sendmail", "-f", "app@example.org", "x@example.com, Y <y@example.com>", "postmaster"}, Input: msg, Whole: true}.Run(t, sock)
+	if rep.Answer != "GO DOT" || rep.Code != 0 {
 		t.Fatalf("reply %+v, want GO DOT, then EXIT 0", rep)
 	}
 	m, body := smOnly(t, ir)
@@ -264,7 +147,7 @@ func TestSendmailProtocolHandover(t *testing.T) {
 		{"sendmail", "-y", "a@example.com"},
 		{"sendmail", "-f"},
 	} {
-		if rep := (smCall{argv: argv, input: "Subject: x\n\nx\n"}).run(t, sock); rep.answer != "HANDOVER" {
+		if rep := (sendmailtest.Call{Argv: argv, Input: "Subject: x\n\nx\n"}).Run(t, sock); rep.Answer != "HANDOVER" {
 			t.Errorf("%q: %+v, want HANDOVER", argv, rep)
 		}
 	}
@@ -286,8 +169,8 @@ func TestSendmailProtocolCutInput(t *testing.T) {
 		{[]string{"sendmail", "-i", "a@example.com"}, len(msg)},
 		{[]string{"sendmail", "a@example.com", "b@example.com"}, len(msg) - 1},
 	} {
-		rep := smCall{argv: c.argv, input: msg, cut: c.cut}.run(t, sock)
-		if !strings.HasPrefix(rep.answer, "GO") {
+		rep := sendmailtest.Call{Argv: c.argv, Input: msg, Cut: c.cut}.Run(t, sock)
+		if !strings.HasPrefix(rep.Answer, "GO") {
 			t.Fatalf("%q: %+v", c.argv, rep)
 		}
 		smIdle(t, ir)
@@ -303,12 +186,12 @@ func TestSendmailProtocolCutInput(t *testing.T) {
 func TestSendmailProtocolRefused(t *testing.T) {
 	ir, sock := smSetup(t, "limits {\n  max_message_size = \"64KiB\"\n}\n")
 	big := "Subject: big\n\n" + strings.Repeat(strings.Repeat("x", 99)+"\n", 80<<10)
-	rep := smCall{argv: []string{"sendmail", "-i", "a@example.com", "nosuchname"}, input: big}.run(t, sock)
-	if rep.code != 67 || !strings.HasPrefix(rep.text, "sendmail: RCPT <nosuchname@"+inHostname+"> refused by the daemon: 550 5.1.1 ") || rep.sentAll {
+	rep := sendmailtest.Call{Argv: []string{"sendmail", "-i", "a@example.com", "nosuchname"}, Input: big}.Run(t, sock)
+	if rep.Code != 67 || !strings.HasPrefix(rep.Text, "sendmail: RCPT <nosuchname@"+inHostname+"> refused by the daemon: 550 5.1.1 ") || rep.SentAll {
 		t.Errorf("refused recipient: %+v, want 67 before the whole input", rep)
 	}
-	rep = smCall{argv: []string{"sendmail", "-i", "a@example.com"}, input: big}.run(t, sock)
-	if rep.code != 69 || !strings.Contains(rep.text, "message too big") || rep.sentAll {
+	rep = sendmailtest.Call{Argv: []string{"sendmail", "-i", "a@example.com"}, Input: big}.Run(t, sock)
+	if rep.Code != 69 || !strings.Contains(rep.Text, "message too big") || rep.SentAll {
 		t.Errorf("too big: %+v, want 69 before the whole input", rep)
 	}
 	smIdle(t, ir)
@@ -371,8 +254,8 @@ func TestSendmailProtocolHelper(t *testing.T) {
 	if sock == "" {
 		t.Skip("the client of TestSendmailProtocolNobody")
 	}
-	rep := smCall{argv: []string{"sendmail", "-i", "a@example.com"}, input: "Subject: from nobody\n\nhi\n"}.run(t, sock)
-	fmt.Printf("RESULT %s %d\n%s", rep.answer, rep.code, rep.text)
+	rep := sendmailtest.Call{Argv: []string{"sendmail", "-i", "a@example.com"}, Input: "Subject: from nobody\n\nhi\n"}.Run(t, sock)
+	fmt.Printf("RESULT %s %d\n%s", rep.Answer, rep.Code, rep.Text)
 }
 
 // TestSendmailProtocolShutdown: a call past GO finishes and is stored
@@ -439,7 +322,7 @@ upstream "capture" {
 		return os.IsNotExist(err)
 	})
 	io.WriteString(busy, "6\n\nhalf\n0\n")
-	if answer, code, text, err := smAnswer(br); answer != "EXIT" || code != 0 {
+	if answer, code, text, err := sendmailtest.ReadAnswer(br); answer != "EXIT" || code != 0 {
 		t.Fatalf("after shutdown began: %q %d %q, %v", answer, code, text, err)
 	}
 	select {
@@ -465,10 +348,10 @@ func BenchmarkSendmailProtocol(b *testing.B) {
 	ir := inStartRelay(b, inSetup{extra: inAliases})
 	sock := filepath.Join(ir.dir, "sendmail.sock")
 	msg := "To: a@example.com\nSubject: bench\n\n" + strings.Repeat(strings.Repeat("x", 63)+"\n", 64)
-	call := smCall{argv: []string{"sendmail", "-t", "-i"}, input: msg}
+	call := sendmailtest.Call{Argv: []string{"sendmail", "-t", "-i"}, Input: msg}
 	b.ResetTimer()
 	for range b.N {
-		if rep := call.run(b, sock); rep.code != 0 {
+		if rep := call.Run(b, sock); rep.Code != 0 {
 			b.Fatalf("%+v", rep)
 		}
 	}
@@ -491,12 +374,12 @@ func TestSendmailProtocolCap(t *testing.T) {
 		defer s.mu.Unlock()
 		return len(s.conns) == 1
 	})
-	if rep := (smCall{argv: []string{"sendmail", "-i", "a@example.com"}, input: "x\n"}).run(t, sock); rep.answer != "" {
+	if rep := (sendmailtest.Call{Argv: []string{"sendmail", "-i", "a@example.com"}, Input: "x\n"}).Run(t, sock); rep.Answer != "" {
 		t.Errorf("a call over the cap: %+v, want no answer", rep)
 	}
 	first.Close()
 	smIdle(t, ir)
-	if rep := (smCall{argv: []string{"sendmail", "-i", "a@example.com"}, input: "x\n"}).run(t, sock); rep.code != 0 {
+	if rep := (sendmailtest.Call{Argv: []string{"sendmail", "-i", "a@example.com"}, Input: "x\n"}).Run(t, sock); rep.Code != 0 {
 		t.Errorf("a call within the cap: %+v", rep)
 	}
 }

@@ -10,7 +10,6 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
-	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -19,101 +18,8 @@ import (
 	"github.com/emersion/go-smtp"
 
 	"github.com/outbox-mta/outbox/config"
+	"github.com/outbox-mta/outbox/internal/sendmailtest"
 )
-
-// protoReply is what a sendmail protocol client got: the first answer
-// (GO, GO DOT, HANDOVER, EXIT or "" when the daemon closed), the EXIT's
-// code and text, and whether all of the input went out.
-type protoReply struct {
-	answer  string
-	code    int
-	text    string
-	sentAll bool
-}
-
-// protoCall is a sendmail protocol client. raw, when not nil, is sent as
-// the request header instead of one built from argv and env. After GO DOT
-// it sends the input up to and including the lone "." line, as the C
-// client does. cut > 0 sends only that many bytes of the input and closes
-// without the end mark.
-type protoCall struct {
-	argv  []string
-	env   []string
-	input string
-	raw   string
-	cut   int
-	chunk int // chunk size; 0: 64 KiB
-	// whole sends all of input after GO DOT, not only up to the "."
-	// line as the C client does.
-	whole bool
-}
-
-func (pc protoCall) header() string {
-	if pc.raw != "" {
-		return pc.raw
-	}
-	var b strings.Builder
-	b.WriteString("OUTBOX-SENDMAIL 1\n")
-	for _, a := range pc.argv {
-		fmt.Fprintf(&b, "A%d:%s\n", len(a), a)
-	}
-	for _, e := range pc.env {
-		fmt.Fprintf(&b, "E%d:%s\n", len(e), e)
-	}
-	b.WriteString(".\n")
-	return b.String()
-}
-
-func (pc protoCall) run(t testing.TB, sock string) protoReply {
-	t.Helper()
-	c, err := net.Dial("unix", sock)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	c.SetDeadline(time.Now().Add(30 * time.Second))
-	br := bufio.NewReader(c)
-	// A header the daemon refuses part way may not all go out; its
-	// answer still can be read.
-	writeString(c, pc.header())
-	line, err := br.ReadString('\n')
-	if err != nil {
-		return protoReply{}
-	}
-	var rep protoReply
-	rep.answer = strings.TrimSuffix(line, "\n")
-	switch rep.answer {
-	case "HANDOVER":
-		return rep
-	case "GO", "GO DOT":
-		in := pc.input
-		if rep.answer == "GO DOT" && !pc.whole {
-			in = cutAtDot(in)
-		}
-		if pc.cut > 0 {
-			in = in[:pc.cut]
-		}
-		rep.sentAll = sendChunks(c, in, pc.chunk) == nil
-		if pc.cut > 0 {
-			c.Close()
-			return rep
-		}
-		if rep.sentAll {
-			rep.sentAll = writeString(c, "0\n") == nil
-		}
-		if line, err = br.ReadString('\n'); err != nil {
-			t.Fatalf("no EXIT after the input: %v", err)
-		}
-	}
-	rep.code, rep.text = parseExit(t, br, line)
-	return rep
-}
-
-// writeString is io.WriteString keeping only the error.
-func writeString(w io.Writer, s string) error {
-	_, err := io.WriteString(w, s)
-	return err
-}
 
 func sendChunks(w io.Writer, in string, size int) error {
 	if size == 0 {
@@ -127,51 +33,6 @@ func sendChunks(w io.Writer, in string, size int) error {
 		in = in[n:]
 	}
 	return nil
-}
-
-// cutAtDot keeps in up to and including its first lone "." line.
-func cutAtDot(in string) string {
-	for i := 0; i < len(in); {
-		j := strings.IndexByte(in[i:], '\n')
-		line := in[i:]
-		if j >= 0 {
-			line = in[i : i+j+1]
-		}
-		if line == "." || line == ".\n" || line == ".\r\n" {
-			return in[:i+len(line)]
-		}
-		i += len(line)
-	}
-	return in
-}
-
-// parseExit reads "EXIT <code> <len>:<text>\n", whose first line is line.
-func parseExit(t testing.TB, br *bufio.Reader, line string) (int, string) {
-	t.Helper()
-	rest, ok := strings.CutPrefix(line, "EXIT ")
-	if !ok {
-		t.Fatalf("answer %q, want EXIT", line)
-	}
-	codeS, rest, _ := strings.Cut(rest, " ")
-	lenS, text, _ := strings.Cut(rest, ":")
-	code, err1 := strconv.Atoi(codeS)
-	n, err2 := strconv.Atoi(lenS)
-	if err1 != nil || err2 != nil {
-		t.Fatalf("malformed EXIT %q", line)
-	}
-	// The text may hold line ends: read on to its length and the final
-	// line end.
-	for len(text) < n+1 {
-		more, err := br.ReadString('\n')
-		if err != nil {
-			t.Fatalf("EXIT text shorter than %d: %q", n, text)
-		}
-		text += more
-	}
-	if len(text) != n+1 || text[n] != '\n' {
-		t.Fatalf("EXIT text of %d bytes, announced %d: %q", len(text)-1, n, text)
-	}
-	return code, text[:n]
 }
 
 // serveSock serves the sendmail protocol on a socket in dir with the
@@ -241,12 +102,12 @@ func TestServeSameAsShim(t *testing.T) {
 			before := d.count()
 			code, _, stderr := run(t, cfgPath, tc.input, tc.args...)
 			afterShim := d.count()
-			rep := protoCall{argv: append([]string{"/usr/sbin/sendmail"}, tc.args...), env: []string{"LOGNAME=tester"}, input: tc.input}.run(t, sock)
-			if rep.answer != tc.answer {
-				t.Fatalf("answer %q, want %q", rep.answer, tc.answer)
+			rep := sendmailtest.Call{Argv: append([]string{"/usr/sbin/sendmail"}, tc.args...), Env: []string{"LOGNAME=tester"}, Input: tc.input}.Run(t, sock)
+			if rep.Answer != tc.answer {
+				t.Fatalf("answer %q, want %q", rep.Answer, tc.answer)
 			}
-			if code != tc.code || rep.code != code || rep.text != stderr {
-				t.Fatalf("shim: %d %q; protocol: %d %q; want %d", code, stderr, rep.code, rep.text, tc.code)
+			if code != tc.code || rep.Code != code || rep.Text != stderr {
+				t.Fatalf("shim: %d %q; protocol: %d %q; want %d", code, stderr, rep.Code, rep.Text, tc.code)
 			}
 			stored := afterShim - before
 			if d.count()-afterShim != stored || stored != map[bool]int{true: 1}[code == 0] {
@@ -275,43 +136,43 @@ func TestServeHandover(t *testing.T) {
 	sock, _ := serveSock(t, dir, cfgPath, d, nil)
 	for _, tc := range []struct {
 		name string
-		pc   protoCall
+		pc   sendmailtest.Call
 		want string
 	}{
-		{"-bp", protoCall{argv: []string{"sendmail", "-bp"}}, "HANDOVER"},
-		{"-bs", protoCall{argv: []string{"sendmail", "-bs"}}, "HANDOVER"},
-		{"-bv", protoCall{argv: []string{"sendmail", "-bv", "a@example.com"}}, "HANDOVER"},
-		{"-bi", protoCall{argv: []string{"sendmail", "-bi"}}, "HANDOVER"},
-		{"-q", protoCall{argv: []string{"sendmail", "-q"}}, "HANDOVER"},
-		{"-q30m", protoCall{argv: []string{"sendmail", "-q30m"}}, "HANDOVER"},
-		{"-v", protoCall{argv: []string{"sendmail", "-v", "a@example.com"}}, "HANDOVER"},
-		{"-C", protoCall{argv: []string{"sendmail", "-C", "x", "a@example.com"}}, "HANDOVER"},
-		{"-C empty", protoCall{argv: []string{"sendmail", "-tC", "", "a@example.com"}}, "HANDOVER"},
-		{"mailq", protoCall{argv: []string{"/usr/bin/mailq"}}, "HANDOVER"},
-		{"newaliases", protoCall{argv: []string{"newaliases"}}, "HANDOVER"},
-		{"outbox-sendmail", protoCall{argv: []string{"outbox-sendmail", "a@example.com"}}, "HANDOVER"},
-		{"parse error", protoCall{argv: []string{"sendmail", "-y"}}, "HANDOVER"},
-		{"missing argument", protoCall{argv: []string{"sendmail", "-f"}}, "HANDOVER"},
-		{"no argv", protoCall{raw: "OUTBOX-SENDMAIL 1\nE8:USER=bob\n.\n"}, "HANDOVER"},
-		{"unknown item", protoCall{raw: "OUTBOX-SENDMAIL 1\nA8:sendmail\nX1:y\n.\n"}, "HANDOVER"},
-		{"short item", protoCall{raw: "OUTBOX-SENDMAIL 1\nA9:sendmail\n.\n"}, "HANDOVER"},
-		{"signed length", protoCall{raw: "OUTBOX-SENDMAIL 1\nA+8:sendmail\n.\n"}, "HANDOVER"},
-		{"item too long", protoCall{raw: "OUTBOX-SENDMAIL 1\nA65537:" + strings.Repeat("x", 65537) + "\n.\n"}, "HANDOVER"},
-		{"too many items", protoCall{raw: "OUTBOX-SENDMAIL 1\nA8:sendmail\n" + strings.Repeat("A1:x\n", 4096) + ".\n"}, "HANDOVER"},
-		{"header over 1 MiB", protoCall{raw: "OUTBOX-SENDMAIL 1\nA8:sendmail\n" + strings.Repeat("A65536:"+strings.Repeat("x", 65536)+"\n", 16) + ".\n"}, "HANDOVER"},
-		{"other version", protoCall{raw: "OUTBOX-SENDMAIL 2\nA8:sendmail\n.\n"}, ""},
-		{"not the protocol", protoCall{raw: "EHLO x\r\n"}, ""},
+		{"-bp", sendmailtest.Call{Argv: []string{"sendmail", "-bp"}}, "HANDOVER"},
+		{"-bs", sendmailtest.Call{Argv: []string{"sendmail", "-bs"}}, "HANDOVER"},
+		{"-bv", sendmailtest.Call{Argv: []string{"sendmail", "-bv", "a@example.com"}}, "HANDOVER"},
+		{"-bi", sendmailtest.Call{Argv: []string{"sendmail", "-bi"}}, "HANDOVER"},
+		{"-q", sendmailtest.Call{Argv: []string{"sendmail", "-q"}}, "HANDOVER"},
+		{"-q30m", sendmailtest.Call{Argv: []string{"sendmail", "-q30m"}}, "HANDOVER"},
+		{"-v", sendmailtest.Call{Argv: []string{"sendmail", "-v", "a@example.com"}}, "HANDOVER"},
+		{"-C", sendmailtest.Call{Argv: []string{"sendmail", "-C", "x", "a@example.com"}}, "HANDOVER"},
+		{"-C empty", sendmailtest.Call{Argv: []string{"sendmail", "-tC", "", "a@example.com"}}, "HANDOVER"},
+		{"mailq", sendmailtest.Call{Argv: []string{"/usr/bin/mailq"}}, "HANDOVER"},
+		{"newaliases", sendmailtest.Call{Argv: []string{"newaliases"}}, "HANDOVER"},
+		{"outbox-sendmail", sendmailtest.Call{Argv: []string{"outbox-sendmail", "a@example.com"}}, "HANDOVER"},
+		{"parse error", sendmailtest.Call{Argv: []string{"sendmail", "-y"}}, "HANDOVER"},
+		{"missing argument", sendmailtest.Call{Argv: []string{"sendmail", "-f"}}, "HANDOVER"},
+		{"no argv", sendmailtest.Call{Raw: "OUTBOX-SENDMAIL 1\nE8:USER=bob\n.\n"}, "HANDOVER"},
+		{"unknown item", sendmailtest.Call{Raw: "OUTBOX-SENDMAIL 1\nA8:sendmail\nX1:y\n.\n"}, "HANDOVER"},
+		{"short item", sendmailtest.Call{Raw: "OUTBOX-SENDMAIL 1\nA9:sendmail\n.\n"}, "HANDOVER"},
+		{"signed length", sendmailtest.Call{Raw: "OUTBOX-SENDMAIL 1\nA+8:sendmail\n.\n"}, "HANDOVER"},
+		{"item too long", sendmailtest.Call{Raw: "OUTBOX-SENDMAIL 1\nA65537:" + strings.Repeat("x", 65537) + "\n.\n"}, "HANDOVER"},
+		{"too many items", sendmailtest.Call{Raw: "OUTBOX-SENDMAIL 1\nA8:sendmail\n" + strings.Repeat("A1:x\n", 4096) + ".\n"}, "HANDOVER"},
+		{"header over 1 MiB", sendmailtest.Call{Raw: "OUTBOX-SENDMAIL 1\nA8:sendmail\n" + strings.Repeat("A65536:"+strings.Repeat("x", 65536)+"\n", 16) + ".\n"}, "HANDOVER"},
+		{"other version", sendmailtest.Call{Raw: "OUTBOX-SENDMAIL 2\nA8:sendmail\n.\n"}, ""},
+		{"not the protocol", sendmailtest.Call{Raw: "EHLO x\r\n"}, ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			rep := tc.pc.run(t, sock)
-			if rep.answer != tc.want {
-				t.Errorf("answer %q, want %q", rep.answer, tc.want)
+			rep := tc.pc.Run(t, sock)
+			if rep.Answer != tc.want {
+				t.Errorf("answer %q, want %q", rep.Answer, tc.want)
 			}
 		})
 	}
 	// Up to the limits, the header is read.
-	rep := protoCall{raw: "OUTBOX-SENDMAIL 1\nA8:sendmail\nA2:-i\n" + strings.Repeat("A0:\n", 4093) + ".\n", input: "x\n"}.run(t, sock)
-	if rep.answer != "GO" || rep.code != ExitUsage {
+	rep := sendmailtest.Call{Raw: "OUTBOX-SENDMAIL 1\nA8:sendmail\nA2:-i\n" + strings.Repeat("A0:\n", 4093) + ".\n", Input: "x\n"}.Run(t, sock)
+	if rep.Answer != "GO" || rep.Code != ExitUsage {
 		t.Errorf("4096 items: %+v, want GO and exit 64 (empty recipients)", rep)
 	}
 	if d.count() != 0 {
@@ -338,9 +199,9 @@ func TestServeCutInput(t *testing.T) {
 		{[]string{"a@example.com"}, len(msg)},                   // the "." line without the end mark
 		{[]string{"-oi", "a@example.com", "b@example.com"}, 20}, // several recipients
 	} {
-		rep := protoCall{argv: append([]string{"sendmail"}, tc.args...), input: msg, cut: tc.cut}.run(t, sock)
-		if !strings.HasPrefix(rep.answer, "GO") {
-			t.Fatalf("%v: answer %q", tc.args, rep.answer)
+		rep := sendmailtest.Call{Argv: append([]string{"sendmail"}, tc.args...), Input: msg, Cut: tc.cut}.Run(t, sock)
+		if !strings.HasPrefix(rep.Answer, "GO") {
+			t.Fatalf("%v: answer %q", tc.args, rep.Answer)
 		}
 		select {
 		case <-served:
@@ -352,8 +213,8 @@ func TestServeCutInput(t *testing.T) {
 		}
 	}
 	// The same, whole, is stored.
-	rep := protoCall{argv: []string{"sendmail", "a@example.com"}, input: msg}.run(t, sock)
-	if rep.code != 0 || d.count() != 1 {
+	rep := sendmailtest.Call{Argv: []string{"sendmail", "a@example.com"}, Input: msg}.Run(t, sock)
+	if rep.Code != 0 || d.count() != 1 {
 		t.Fatalf("whole message: %+v, %d stored", rep, d.count())
 	}
 }
@@ -366,12 +227,12 @@ func TestServeEarlyExit(t *testing.T) {
 	d := startDaemon(t, filepath.Join(dir, "var", "submit.sock"))
 	sock, _ := serveSock(t, dir, cfgPath, d, nil)
 	big := "Subject: big\n\n" + strings.Repeat(strings.Repeat("x", 99)+"\n", 80<<10) // 8 MiB
-	rep := protoCall{argv: []string{"sendmail", "-i", "a@example.com"}, input: big}.run(t, sock)
-	if rep.code != ExitUnavailable || !strings.Contains(rep.text, "message too big") || rep.sentAll {
+	rep := sendmailtest.Call{Argv: []string{"sendmail", "-i", "a@example.com"}, Input: big}.Run(t, sock)
+	if rep.Code != ExitUnavailable || !strings.Contains(rep.Text, "message too big") || rep.SentAll {
 		t.Errorf("too big: %+v, want 69 before the input was all sent", rep)
 	}
-	rep = protoCall{argv: []string{"sendmail", "-i", "nosuchname"}, input: big}.run(t, sock)
-	if rep.code != ExitNoUser || rep.sentAll {
+	rep = sendmailtest.Call{Argv: []string{"sendmail", "-i", "nosuchname"}, Input: big}.Run(t, sock)
+	if rep.Code != ExitNoUser || rep.SentAll {
 		t.Errorf("refused recipient: %+v, want 67 before the input was all sent", rep)
 	}
 	if d.count() != 0 {
@@ -408,9 +269,9 @@ func TestServeSession(t *testing.T) {
 		mu.Lock()
 		sessErr = tc.err
 		mu.Unlock()
-		rep := protoCall{argv: []string{"sendmail", "-i", "a@example.com"}, input: "Subject: s\n\nx\n"}.run(t, sock)
-		if rep.code != tc.code || rep.text != tc.text {
-			t.Errorf("Data returning %v: %d %q, want %d %q", tc.err, rep.code, rep.text, tc.code, tc.text)
+		rep := sendmailtest.Call{Argv: []string{"sendmail", "-i", "a@example.com"}, Input: "Subject: s\n\nx\n"}.Run(t, sock)
+		if rep.Code != tc.code || rep.Text != tc.text {
+			t.Errorf("Data returning %v: %d %q, want %d %q", tc.err, rep.Code, rep.Text, tc.code, tc.text)
 		}
 	}
 }
@@ -476,7 +337,7 @@ func TestServeHeaderDeadline(t *testing.T) {
 	}
 	defer c.Close()
 	start := time.Now()
-	header := protoCall{argv: []string{"sendmail", "a@example.com"}}.header()
+	header := sendmailtest.Call{Argv: []string{"sendmail", "a@example.com"}}.Header()
 	sent := 0
 	for ; sent < len(header); sent++ {
 		if _, err := c.Write([]byte{header[sent]}); err != nil {
@@ -515,13 +376,13 @@ func TestServeTooMuchAfterDot(t *testing.T) {
 	d := startDaemon(t, filepath.Join(dir, "var", "submit.sock"))
 	sock, _ := serveSock(t, dir, cfgPath, d, nil)
 	in := "Subject: s\n\nbody\n.\n" + strings.Repeat("after the dot\n", 2*maxChunk/14)
-	rep := protoCall{argv: []string{"sendmail", "a@example.com"}, input: in, whole: true}.run(t, sock)
-	if rep.answer != "GO DOT" || rep.code != ExitTempFail || d.count() != 0 {
+	rep := sendmailtest.Call{Argv: []string{"sendmail", "a@example.com"}, Input: in, Whole: true}.Run(t, sock)
+	if rep.Answer != "GO DOT" || rep.Code != ExitTempFail || d.count() != 0 {
 		t.Fatalf("%+v, %d stored; want exit 75 and nothing stored", rep, d.count())
 	}
 	// As the client sends it, the message is stored.
-	rep = protoCall{argv: []string{"sendmail", "a@example.com"}, input: "Subject: s\n\nbody\n.\nthe rest of its read\n", whole: true}.run(t, sock)
-	if rep.code != 0 || d.count() != 1 {
+	rep = sendmailtest.Call{Argv: []string{"sendmail", "a@example.com"}, Input: "Subject: s\n\nbody\n.\nthe rest of its read\n", Whole: true}.Run(t, sock)
+	if rep.Code != 0 || d.count() != 1 {
 		t.Fatalf("%+v, %d stored", rep, d.count())
 	}
 }
