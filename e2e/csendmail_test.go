@@ -244,6 +244,38 @@ func exitLine(code int, text string) string {
 	return fmt.Sprintf("EXIT %d %d:%s\n", code, len(text), text)
 }
 
+// takeAll is a scripted daemon that answers GO, reads the input up to its
+// end mark (into *body when body is not nil), then answers answer, or
+// hangs up without one when answer is "".
+func takeAll(body *string, answer string) func(net.Conn, *bufio.Reader, request) string {
+	return func(conn net.Conn, r *bufio.Reader, _ request) string {
+		conn.Write([]byte("GO\n"))
+		got, end, err := readChunks(r, 0)
+		if err != nil || !end {
+			return fmt.Sprintf("chunks: end %v, %v", end, err)
+		}
+		if body != nil {
+			*body = got
+		}
+		conn.Write([]byte(answer))
+		return ""
+	}
+}
+
+// takeSome is a scripted daemon that answers GO, reads at least n bytes
+// of the input, then answers answer, or hangs up without one when answer
+// is "".
+func takeSome(n int, answer string) func(net.Conn, *bufio.Reader, request) string {
+	return func(conn net.Conn, r *bufio.Reader, _ request) string {
+		conn.Write([]byte("GO\n"))
+		if _, _, err := readChunks(r, n); err != nil {
+			return err.Error()
+		}
+		conn.Write([]byte(answer))
+		return ""
+	}
+}
+
 // The call goes whole to the daemon: arguments with argv[0], the three
 // environment variables the shim reads and no others, the input in chunks;
 // the daemon's status and text are the call's.
@@ -253,14 +285,7 @@ func TestCSendmailRequest(t *testing.T) {
 	var body string
 	sock, done := fakeDaemon(t, c.dir, func(conn net.Conn, r *bufio.Reader, req request) string {
 		got = req
-		conn.Write([]byte("GO\n"))
-		var end bool
-		var err error
-		if body, end, err = readChunks(r, 0); err != nil || !end {
-			return fmt.Sprintf("chunks: end %v, %v", end, err)
-		}
-		conn.Write([]byte(exitLine(0, "")))
-		return ""
+		return takeAll(&body, exitLine(0, ""))(conn, r, req)
 	})
 	input := "To: bob@example.org\nSubject: s\n\n" + strings.Repeat("line of the body\n", 8000)
 	res := c.run(t, "sendmail", []string{"OUTBOX_SENDMAIL_SOCKET=" + sock, "NAME=Ann Example", "LOGNAME=ann", "SECRET=x"}, input, true, "-t", "-i", "-f", "ann@example.org")
@@ -287,14 +312,7 @@ func TestCSendmailRequest(t *testing.T) {
 // A refusal's status and text reach the caller as the daemon gave them.
 func TestCSendmailExitFromDaemon(t *testing.T) {
 	c := buildCShim(t)
-	sock, done := fakeDaemon(t, c.dir, func(conn net.Conn, r *bufio.Reader, _ request) string {
-		conn.Write([]byte("GO\n"))
-		if _, end, err := readChunks(r, 0); err != nil || !end {
-			return fmt.Sprintf("chunks: end %v, %v", end, err)
-		}
-		conn.Write([]byte(exitLine(67, "sendmail: bob@x: no such user; nothing was sent\n")))
-		return ""
-	})
+	sock, done := fakeDaemon(t, c.dir, takeAll(nil, exitLine(67, "sendmail: bob@x: no such user; nothing was sent\n")))
 	res := c.run(t, "sendmail", []string{"OUTBOX_SENDMAIL_SOCKET=" + sock}, "Subject: s\n\nbody\n", false, "bob@x")
 	if msg := <-done; msg != "" {
 		t.Fatal(msg)
@@ -370,14 +388,7 @@ func TestCSendmailDotEnds(t *testing.T) {
 // stops sending and reports the refusal.
 func TestCSendmailEarlyRefusal(t *testing.T) {
 	c := buildCShim(t)
-	sock, done := fakeDaemon(t, c.dir, func(conn net.Conn, r *bufio.Reader, _ request) string {
-		conn.Write([]byte("GO\n"))
-		if _, _, err := readChunks(r, 100_000); err != nil {
-			return err.Error()
-		}
-		conn.Write([]byte(exitLine(69, "sendmail: message too big; nothing was sent\n")))
-		return ""
-	})
+	sock, done := fakeDaemon(t, c.dir, takeSome(100_000, exitLine(69, "sendmail: message too big; nothing was sent\n")))
 	res := c.run(t, "sendmail", []string{"OUTBOX_SENDMAIL_SOCKET=" + sock}, strings.Repeat("x", 8<<20), false, "-i", "bob@x")
 	if msg := <-done; msg != "" {
 		t.Fatal(msg)
@@ -394,13 +405,7 @@ func TestCSendmailEarlyRefusal(t *testing.T) {
 // shim gets the call, with all of the input.
 func TestCSendmailLostBeforeEnd(t *testing.T) {
 	c := buildCShim(t)
-	sock, done := fakeDaemon(t, c.dir, func(conn net.Conn, r *bufio.Reader, _ request) string {
-		conn.Write([]byte("GO\n"))
-		if _, _, err := readChunks(r, 10_000); err != nil {
-			return err.Error()
-		}
-		return "" // hangs up without an answer
-	})
+	sock, done := fakeDaemon(t, c.dir, takeSome(10_000, "")) // hangs up without an answer
 	input := strings.Repeat("0123456789abcdef\n", 200_000)
 	res := c.run(t, "sendmail", []string{"OUTBOX_SENDMAIL_SOCKET=" + sock}, input, true, "-i", "bob@x")
 	if msg := <-done; msg != "" {
@@ -419,13 +424,7 @@ func TestCSendmailLostBeforeEnd(t *testing.T) {
 // message: 75, and no second copy through the whole shim.
 func TestCSendmailLostAfterEnd(t *testing.T) {
 	c := buildCShim(t)
-	sock, done := fakeDaemon(t, c.dir, func(conn net.Conn, r *bufio.Reader, _ request) string {
-		conn.Write([]byte("GO\n"))
-		if _, end, err := readChunks(r, 0); err != nil || !end {
-			return fmt.Sprintf("chunks: end %v, %v", end, err)
-		}
-		return ""
-	})
+	sock, done := fakeDaemon(t, c.dir, takeAll(nil, "")) // hangs up without an answer
 	res := c.run(t, "sendmail", []string{"OUTBOX_SENDMAIL_SOCKET=" + sock}, "Subject: s\n\nbody\n", false, "-i", "bob@x")
 	if msg := <-done; msg != "" {
 		t.Fatal(msg)
@@ -525,13 +524,8 @@ func TestCSendmailResetAfterEnd(t *testing.T) {
 // and the call fails with 75.
 func TestCSendmailInputErrorDuringHandOver(t *testing.T) {
 	c := buildCShim(t)
-	sock, done := fakeDaemon(t, c.dir, func(conn net.Conn, r *bufio.Reader, _ request) string {
-		conn.Write([]byte("GO\n"))
-		if _, _, err := readChunks(r, 1); err != nil {
-			return err.Error()
-		}
-		return "" // hangs up without an answer: the shim hands over
-	})
+	// It hangs up without an answer: the shim hands over.
+	sock, done := fakeDaemon(t, c.dir, takeSome(1, ""))
 	// Standard input is a TCP connection whose far end resets it.
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -578,13 +572,7 @@ func TestCSendmailInputErrorDuringHandOver(t *testing.T) {
 // whole shim's status after a hand-over, not a 75 for a message stored.
 func TestCSendmailSIGCHLDIgnored(t *testing.T) {
 	c := buildCShim(t)
-	sock, done := fakeDaemon(t, c.dir, func(conn net.Conn, r *bufio.Reader, _ request) string {
-		conn.Write([]byte("GO\n"))
-		if _, _, err := readChunks(r, 1); err != nil {
-			return err.Error()
-		}
-		return ""
-	})
+	sock, done := fakeDaemon(t, c.dir, takeSome(1, ""))
 	// perl-base is in every Debian; shells keep SIGCHLD to themselves.
 	cmd := exec.Command("perl", "-e", `$SIG{CHLD} = "IGNORE"; exec @ARGV or die`, c.bin, "-i", "bob@x")
 	cmd.Env = []string{"PATH=/usr/bin:/bin", "OUTBOX_SENDMAIL_SOCKET=" + sock}
@@ -604,16 +592,7 @@ func TestCSendmailSIGCHLDIgnored(t *testing.T) {
 func TestCSendmailClosedStdin(t *testing.T) {
 	c := buildCShim(t)
 	var body string
-	sock, done := fakeDaemon(t, c.dir, func(conn net.Conn, r *bufio.Reader, _ request) string {
-		conn.Write([]byte("GO\n"))
-		var end bool
-		var err error
-		if body, end, err = readChunks(r, 0); err != nil || !end {
-			return fmt.Sprintf("chunks: end %v, %v", end, err)
-		}
-		conn.Write([]byte(exitLine(0, "")))
-		return ""
-	})
+	sock, done := fakeDaemon(t, c.dir, takeAll(&body, exitLine(0, "")))
 	cmd := exec.Command("/bin/sh", "-c", `exec "$0" "$@" <&-`, c.bin, "-i", "bob@x")
 	cmd.Env = []string{"PATH=/usr/bin:/bin", "OUTBOX_SENDMAIL_SOCKET=" + sock}
 	var out, errb bytes.Buffer
