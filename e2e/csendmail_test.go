@@ -640,12 +640,7 @@ func TestCSendmailNoAnswer(t *testing.T) {
 // whole shim; then, the daemon stopped, the maildrop folder through the
 // whole shim.
 func TestCSendmailDaemon(t *testing.T) {
-	if os.Getuid() != 0 {
-		if os.Getenv("CI") == "true" {
-			t.Fatal("needs root to run the shim and the daemon as other users")
-		}
-		t.Skip("needs root to run the shim and the daemon as other users")
-	}
+	needRoot(t, "to run the shim and the daemon as other users")
 	const nobody, mail = 65534, 8
 	shim := buildShim(t)
 	if err := os.Chmod(filepath.Dir(outboxBin), 0o755); err != nil {

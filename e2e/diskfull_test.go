@@ -18,12 +18,7 @@ import (
 // end of the test.
 func smallFS(t *testing.T, dir string) string {
 	t.Helper()
-	if os.Getuid() != 0 {
-		if os.Getenv("CI") == "true" {
-			t.Fatal("CI runs as root; this test needs it to mount a tmpfs")
-		}
-		t.Skip("needs root to mount a small tmpfs")
-	}
+	needRoot(t, "to mount a small tmpfs")
 	mnt := filepath.Join(dir, "small")
 	if err := os.Mkdir(mnt, 0o755); err != nil {
 		t.Fatal(err)

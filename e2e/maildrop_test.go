@@ -17,12 +17,7 @@ import (
 // stands in for outbox here), which imports the file and delivers it
 // with nobody named as the submitter.
 func TestMaildropUnprivileged(t *testing.T) {
-	if os.Getuid() != 0 {
-		if os.Getenv("CI") == "true" {
-			t.Fatal("needs root to run the shim and the daemon as other users")
-		}
-		t.Skip("needs root to run the shim and the daemon as other users")
-	}
+	needRoot(t, "to run the shim and the daemon as other users")
 	const nobody, mail = 65534, 8
 	shim := buildShim(t)
 	// The binaries, relay.hcl (0644) and the folders on the way must be

@@ -550,3 +550,15 @@ func waitFor(t *testing.T, what string, timeout time.Duration, cond func() bool)
 		time.Sleep(5 * time.Millisecond) // poll interval
 	}
 }
+
+// needRoot skips t when not run as root, which it needs for why; under CI,
+// which runs as root, it fails instead: a skip there would hide the test.
+func needRoot(t *testing.T, why string) {
+	t.Helper()
+	if os.Getuid() != 0 {
+		if os.Getenv("CI") == "true" {
+			t.Fatal("needs root " + why)
+		}
+		t.Skip("needs root " + why)
+	}
+}
