@@ -4,8 +4,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/textproto"
 	"strings"
+	"time"
 
 	"github.com/outbox-mta/outbox/internal/gosmtp"
 	"github.com/outbox-mta/outbox/mailhdr"
@@ -25,26 +27,26 @@ import (
 // client, which does not pipeline (before EHLO went early and BDAT was
 // used); most of what is left is the daemon's commit.
 type submitConn struct {
-	conn *unixConn
+	conn net.Conn
 	tp   *textproto.Conn
 	ext  map[string]string
 }
 
 // debugConn copies both directions of the dialogue to w, for -v.
 type debugConn struct {
-	*unixConn
+	net.Conn
 	w io.Writer
 }
 
 func (d debugConn) Read(p []byte) (int, error) {
-	n, err := d.unixConn.Read(p)
+	n, err := d.Conn.Read(p)
 	d.w.Write(p[:n])
 	return n, err
 }
 
 func (d debugConn) Write(p []byte) (int, error) {
 	d.w.Write(p)
-	return d.unixConn.Write(p)
+	return d.Conn.Write(p)
 }
 
 // connect opens the daemon's submission socket; nothing is said yet. Its
@@ -52,9 +54,9 @@ func (d debugConn) Write(p []byte) (int, error) {
 func (s *shim) connect() (*submitConn, error) {
 	sock := s.submitSocket()
 	if sock == "" {
-		return nil, &connError{op: "dial", err: errors.New("no unix listener in the configuration")}
+		return nil, &net.OpError{Op: "dial", Net: "unix", Err: errors.New("no unix listener in the configuration")}
 	}
-	conn, err := dialUnix(sock, dialTimeout)
+	conn, err := net.DialTimeout("unix", sock, dialTimeout)
 	if err != nil {
 		return nil, err
 	}
@@ -75,7 +77,7 @@ func (s *shim) dialSubmit() (*submitConn, error) {
 	if err != nil {
 		return nil, err
 	}
-	c.conn.setTimeout(commandTimeout)
+	c.conn.SetDeadline(time.Now().Add(commandTimeout))
 	// EHLO goes out before the greeting is read: the daemon reads it once
 	// it has greeted, and the shim waits for the two replies at once,
 	// which saves a round trip (a wake-up of each process, long on a busy
@@ -237,7 +239,7 @@ func (s *shim) submitWhole(env *envelope, whole []byte) error {
 	if max := s.maxMessageSize(); max > 0 && int64(len(whole)) > max {
 		return fail(ExitUnavailable, "message too big: more than %d bytes (limits.max_message_size); nothing was sent", max)
 	}
-	c.conn.setTimeout(dataTimeout)
+	c.conn.SetDeadline(time.Now().Add(dataTimeout))
 	w := c.tp.Writer.W
 	fmt.Fprintf(w, "EHLO localhost\r\n%s\r\nRCPT TO:<%s>%s\r\nBDAT %d LAST\r\n", mail, env.rcpts[0], rcptParams, len(whole))
 	w.Write(whole)
@@ -353,7 +355,7 @@ func (s *shim) transactPipelined(c *submitConn, env *envelope, r *mailhdr.LimitR
 		c.Close()
 		return first
 	}
-	c.conn.setTimeout(dataTimeout)
+	c.conn.SetDeadline(time.Now().Add(dataTimeout))
 	dw := c.tp.DotWriter()
 	if _, err := io.Copy(dw, r); err != nil {
 		if errors.Is(err, errTooBig) {
