@@ -14,14 +14,15 @@ import (
 
 	"github.com/hashicorp/hcl/v2"
 	"github.com/hashicorp/hcl/v2/hclsyntax"
-
-	"github.com/outbox-mta/outbox/config/lite"
 )
 
 // DefaultPath is where the configuration lives when neither --config nor
-// OUTBOX_CONFIG says otherwise. The defaults live in package lite, which
-// the sendmail shim reads relay.hcl with, so the two cannot drift.
-const DefaultPath = lite.DefaultPath
+// OUTBOX_CONFIG says otherwise.
+const DefaultPath = "/etc/outbox/relay.hcl"
+
+// defaultSubmitSocket is the submission socket when relay.hcl has no
+// listen block.
+const defaultSubmitSocket = "/run/outbox/submit.sock"
 
 // Config is the validated configuration.
 type Config struct {
@@ -356,7 +357,10 @@ func (v *validator) build(path string, raw *rawFile) *Config {
 
 	cfg.Hostname = raw.Hostname
 	if cfg.Hostname == "" {
-		h := lite.DefaultHostname()
+		h, err := os.Hostname()
+		if err != nil || h == "" {
+			h = "localhost"
+		}
 		cfg.Hostname = h
 		if !strings.Contains(h, ".") {
 			at := attrRange(raw.Body, "hostname")
@@ -409,7 +413,7 @@ func (v *validator) build(path string, raw *rawFile) *Config {
 		cfg.Listen = []Listen{
 			{Address: "127.0.0.1:25", Network: "tcp", Addr: "127.0.0.1:25", Loopback: true},
 			{Address: "[::1]:25", Network: "tcp", Addr: "[::1]:25", Loopback: true},
-			{Address: "unix:" + lite.DefaultSubmitSocket, Network: "unix", Addr: lite.DefaultSubmitSocket, Loopback: true, SocketMode: 0o666},
+			{Address: "unix:" + defaultSubmitSocket, Network: "unix", Addr: defaultSubmitSocket, Loopback: true, SocketMode: 0o666},
 		}
 	}
 	seen := map[string]bool{}
@@ -454,7 +458,7 @@ func (v *validator) build(path string, raw *rawFile) *Config {
 		}
 	}
 
-	cfg.Limits = Limits{MaxMessageSize: lite.DefaultMaxMessageSize, MaxRecipients: 100, MaxConnections: 100, ReadTimeout: 5 * time.Minute, WriteTimeout: time.Minute}
+	cfg.Limits = Limits{MaxMessageSize: 25 << 20, MaxRecipients: 100, MaxConnections: 100, ReadTimeout: 5 * time.Minute, WriteTimeout: time.Minute}
 	if l := raw.Limits; l != nil {
 		if l.MaxMessageSize != "" {
 			n, err := ParseSize(l.MaxMessageSize)

@@ -18,8 +18,8 @@ import (
 // shim's start-up with a configuration-only call (`outbox-sendmail -bv
 // addr`) took a median of 69.6 ms wall and 24.4 ms CPU with this decoder
 // against 77.7 ms and 27.2 ms with gohcl.DecodeBody: gohcl costs 11% more.
-// (The lean sendmail reads no HCL; this decoder serves outbox-sendmail, the
-// daemon and the outbox commands.)
+// (The C sendmail reads no configuration; this decoder serves
+// outbox-sendmail, the daemon and the outbox commands.)
 func decodeBody(body hcl.Body, v any) hcl.Diagnostics {
 	return decodeValue(body, reflect.ValueOf(v).Elem(), hcl.Range{})
 }

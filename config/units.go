@@ -5,13 +5,35 @@ import (
 	"strconv"
 	"strings"
 	"time"
-
-	"github.com/outbox-mta/outbox/config/lite"
 )
 
 // ParseSize reads a byte count: a plain number, or a number with a unit
 // (KiB, MiB, GiB, or the decimal KB, MB, GB).
-func ParseSize(s string) (int64, error) { return lite.ParseSize(s) }
+func ParseSize(s string) (int64, error) {
+	s = strings.TrimSpace(s)
+	units := []struct {
+		suffix string
+		mult   int64
+	}{
+		{"KiB", 1 << 10}, {"MiB", 1 << 20}, {"GiB", 1 << 30},
+		{"KB", 1000}, {"MB", 1000 * 1000}, {"GB", 1000 * 1000 * 1000},
+		{"K", 1 << 10}, {"M", 1 << 20}, {"G", 1 << 30}, {"B", 1},
+	}
+	mult := int64(1)
+	for _, u := range units {
+		if strings.HasSuffix(s, u.suffix) {
+			s = strings.TrimSpace(strings.TrimSuffix(s, u.suffix))
+			mult = u.mult
+			break
+		}
+	}
+	f, err := strconv.ParseFloat(s, 64)
+	// !(f >= 0) also refuses NaN, which no comparison catches otherwise.
+	if err != nil || !(f >= 0) || f*float64(mult) > 1<<50 {
+		return 0, fmt.Errorf("invalid size %q", s)
+	}
+	return int64(f * float64(mult)), nil
+}
 
 // ParseRate reads "N/unit" where unit is second, minute, hour or day (or s,
 // m, h, d).

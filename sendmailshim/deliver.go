@@ -10,7 +10,7 @@ import (
 
 	"github.com/emersion/go-smtp"
 
-	"github.com/outbox-mta/outbox/config/lite"
+	"github.com/outbox-mta/outbox/config"
 	"github.com/outbox-mta/outbox/mailhdr"
 )
 
@@ -91,14 +91,14 @@ func (s *shim) deliver() error {
 	}
 	for i, r := range env.rcpts {
 		if !strings.Contains(r, "@") {
-			if !lite.ValidLocalName(r) {
+			if !config.ValidLocalName(r) {
 				return fail(ExitDataErr, "%q is not a valid recipient address; nothing was sent", r)
 			}
 			// The daemon takes local names qualified with its hostname
 			// and resolves them through the aliases, as it does for
 			// SMTP clients.
 			env.rcpts[i] = r + "@" + s.hostname()
-		} else if !lite.ValidAddress(r) {
+		} else if !config.ValidAddress(r) {
 			return fail(ExitDataErr, "%q is not a valid recipient address; nothing was sent", r)
 		}
 	}

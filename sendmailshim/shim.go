@@ -18,7 +18,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/outbox-mta/outbox/config/lite"
+	"github.com/outbox-mta/outbox/config"
 )
 
 // Exit statuses, from sysexits.h.
@@ -169,7 +169,7 @@ func (s *shim) identify() error {
 	} else {
 		return fail(ExitTempFail, "no login name found for user ID %d", s.uid)
 	}
-	if !lite.ValidLocalName(s.user) {
+	if !config.ValidLocalName(s.user) {
 		return fail(ExitDataErr, "the login name %q cannot be a mail address; pass a sender with -f", s.user)
 	}
 	return nil
@@ -193,7 +193,7 @@ func (s *shim) sender() (string, error) {
 	if !strings.Contains(a, "@") {
 		a += "@" + s.hostname()
 	}
-	if !lite.ValidAddress(a) {
+	if !config.ValidAddress(a) {
 		return "", fail(ExitUsage, "-f %q is not a mail address", s.opts.Sender)
 	}
 	return a, nil
